@@ -1,0 +1,107 @@
+// Argument checks for op entry points (the only layer that sees torch). A failed check throws through
+// the stable ABI and reaches Python as a RuntimeError whose message names the argument.
+#pragma once
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+
+#include <optional>
+
+#include "sgl_npu_core/dtype.h"
+
+namespace sgl_npu_core {
+
+using torch::stable::Tensor;
+using ScalarType = torch::headeronly::ScalarType;
+
+inline const char* dtype_name(ScalarType t) {
+  switch (t) {
+    case ScalarType::Float: return "float32";
+    case ScalarType::Half: return "float16";
+    case ScalarType::BFloat16: return "bfloat16";
+    case ScalarType::Char: return "int8";
+    case ScalarType::Int: return "int32";
+    case ScalarType::Long: return "int64";
+    default: return "an unsupported dtype";
+  }
+}
+
+inline bool is_float_dtype(ScalarType t) {
+  return t == ScalarType::Float || t == ScalarType::Half || t == ScalarType::BFloat16;
+}
+
+// The kernel-side dtype of a float32/float16/bfloat16 tensor.
+inline DType float_dtype(const Tensor& t, const char* name) {
+  ScalarType s = t.scalar_type();
+  STD_TORCH_CHECK(is_float_dtype(s), name, " must be float32, float16 or bfloat16, got ", dtype_name(s));
+  return s == ScalarType::Float ? DType::f32 : s == ScalarType::Half ? DType::f16 : DType::bf16;
+}
+
+inline void check_cpu(const Tensor& t, const char* name) {
+  STD_TORCH_CHECK(t.is_cpu(), name, " must be a CPU tensor for the CPU kernel");
+}
+
+inline void check_dtype(const Tensor& t, ScalarType want, const char* name) {
+  STD_TORCH_CHECK(t.scalar_type() == want, name, " must be ", dtype_name(want), ", got ",
+                  dtype_name(t.scalar_type()));
+}
+
+inline void check_contiguous(const Tensor& t, const char* name) {
+  STD_TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+// A per-channel parameter: 1-D, `size` elements, contiguous, float, on the CPU.
+inline DType check_channel_param(const Tensor& t, int64_t size, const char* name) {
+  check_cpu(t, name);
+  STD_TORCH_CHECK(t.dim() == 1 && t.size(0) == size, name, " must have shape [", size, "], got ",
+                  t.dim(), " dims with last size ", t.dim() ? t.size(t.dim() - 1) : 0);
+  check_contiguous(t, name);
+  return float_dtype(t, name);
+}
+
+// A tensor read as `rows` rows of `cols` contiguous elements, each row `row_stride` elements apart.
+struct Rows {
+  int64_t rows;
+  int64_t cols;
+  int64_t row_stride;
+};
+
+// Views `t` as rows over its last dim: the last dim must be contiguous and the leading dims must
+// collapse into one row stride (any contiguous tensor, or a row-slice of one).
+inline Rows as_rows(const Tensor& t, const char* name) {
+  check_cpu(t, name);
+  STD_TORCH_CHECK(t.dim() >= 1, name, " must have at least 1 dim");
+  const int64_t nd = t.dim();
+  const int64_t cols = t.size(nd - 1);
+  STD_TORCH_CHECK(cols > 0, name, " must have a non-empty last dim");
+  STD_TORCH_CHECK(t.stride(nd - 1) == 1 || t.size(nd - 1) == 1, name, " must be contiguous in its last dim");
+  int64_t rows = 1;
+  for (int64_t d = 0; d < nd - 1; ++d) rows *= t.size(d);
+  int64_t row_stride = cols;
+  int64_t expect = -1;  // stride the next leading dim must have (in elements)
+  for (int64_t d = nd - 2; d >= 0; --d) {
+    if (t.size(d) == 1) continue;
+    if (expect < 0) {
+      row_stride = t.stride(d);
+      STD_TORCH_CHECK(row_stride >= cols, name, " has overlapping rows (stride ", row_stride, ")");
+    } else {
+      STD_TORCH_CHECK(t.stride(d) == expect, name, " has leading dims that do not collapse into rows");
+    }
+    expect = t.stride(d) * t.size(d);
+  }
+  return Rows{rows, cols, row_stride};
+}
+
+inline void check_same_rows(const Rows& a, const Rows& b, const char* a_name, const char* b_name) {
+  STD_TORCH_CHECK(a.rows == b.rows && a.cols == b.cols, b_name, " must have the shape of ", a_name, " (",
+                  a.rows, " rows x ", a.cols, "), got ", b.rows, " x ", b.cols);
+}
+
+inline void check_same_dtype(const Tensor& t, const Tensor& ref, const char* name, const char* ref_name) {
+  STD_TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must have the dtype of ", ref_name, " (",
+                  dtype_name(ref.scalar_type()), "), got ", dtype_name(t.scalar_type()));
+}
+
+}  // namespace sgl_npu_core

@@ -1,0 +1,96 @@
+// 8-wide fp32 vectors (GCC/Clang vector extensions: AVX2 ymm on x86-64-v3, two NEON/SSE registers
+// elsewhere) with loads/stores that convert from/to the storage types. Framework-free.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "sgl_npu_core/dtype.h"
+
+namespace sgl_npu_core {
+
+constexpr int kVec = 8;
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef _Float16 h16x8 __attribute__((vector_size(16)));
+
+inline f32x8 splat(float v) { return f32x8{v, v, v, v, v, v, v, v}; }
+
+template <class To, class From>
+inline To bitcast(const From& v) {
+  static_assert(sizeof(To) == sizeof(From));
+  To r;
+  std::memcpy(&r, &v, sizeof(To));
+  return r;
+}
+
+inline f32x8 load8(const float* p) {
+  f32x8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline f32x8 load8(const bf16_t* p) {
+  u16x8 h;
+  std::memcpy(&h, p, sizeof h);
+  return bitcast<f32x8>(__builtin_convertvector(h, u32x8) << 16);
+}
+inline f32x8 load8(const fp16_t* p) {
+  h16x8 h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, f32x8);
+}
+
+inline void store8(float* p, f32x8 v) { std::memcpy(p, &v, sizeof v); }
+inline void store8(bf16_t* p, f32x8 v) {
+  u32x8 u = bitcast<u32x8>(v);
+  u32x8 rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  u32x8 quiet_nan = (u >> 16) | 0x40u;
+  u32x8 is_nan = (u32x8)(v != v);
+  u16x8 h = __builtin_convertvector((rounded & ~is_nan) | (quiet_nan & is_nan), u16x8);
+  std::memcpy(p, &h, sizeof h);
+}
+inline void store8(fp16_t* p, f32x8 v) {
+  h16x8 h = __builtin_convertvector(v, h16x8);
+  std::memcpy(p, &h, sizeof h);
+}
+
+inline float reduce_add(f32x8 v) {
+  float s = 0.f;
+  for (int i = 0; i < kVec; ++i) s += v[i];
+  return s;
+}
+inline float reduce_max(f32x8 v) {
+  float m = v[0];
+  for (int i = 1; i < kVec; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+inline f32x8 vmax(f32x8 a, f32x8 b) { return a > b ? a : b; }
+inline f32x8 vmin(f32x8 a, f32x8 b) { return a < b ? a : b; }
+inline f32x8 vabs(f32x8 a) { return bitcast<f32x8>(bitcast<u32x8>(a) & 0x7FFFFFFFu); }
+
+// exp(x) to ~2 ulp on [-87, 88]: 2^n * P(r) with r = x - n ln2 (Cody-Waite), saturating outside.
+inline f32x8 vexp(f32x8 x) {
+  x = vmin(vmax(x, splat(-87.33654f)), splat(88.37626f));
+  f32x8 n = x * 1.44269504088896341f;
+  f32x8 half = bitcast<f32x8>((bitcast<u32x8>(n) & 0x80000000u) | bitcast<u32x8>(splat(0.5f)));
+  n = __builtin_convertvector(__builtin_convertvector(n + half, i32x8), f32x8);  // round half away
+  f32x8 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  f32x8 p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  i32x8 e = (__builtin_convertvector(n, i32x8) + 127) << 23;
+  return p * bitcast<f32x8>(e);
+}
+inline f32x8 vsigmoid(f32x8 x) { return 1.0f / (1.0f + vexp(-x)); }
+inline f32x8 vsilu(f32x8 x) { return x / (1.0f + vexp(-x)); }
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace sgl_npu_core

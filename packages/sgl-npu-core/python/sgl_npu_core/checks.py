@@ -1,0 +1,42 @@
+"""Python argument checks, mirroring the C++ ones (sgl_npu_core/checks.h) for the faces that run in
+Python: fake impls (torch.compile tracing) and accelerator (Triton / reference) impls."""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check(cond: bool, message: str) -> None:
+    if not cond:
+        raise RuntimeError(message)
+
+
+def check_float(t: torch.Tensor, name: str) -> None:
+    check(t.dtype in FLOAT_DTYPES, f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+
+
+def check_dtype(t: torch.Tensor, dtype: torch.dtype, name: str) -> None:
+    check(t.dtype == dtype, f"{name} must be {dtype}, got {t.dtype}")
+
+
+def check_same_device(t: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:
+    check(t.device == ref.device, f"{name} must be on {ref_name}'s device ({ref.device}), got {t.device}")
+
+
+def check_rows(t: torch.Tensor, name: str) -> tuple[int, int]:
+    """(rows, cols) of ``t`` read as rows over its last dim, which must be non-empty and contiguous."""
+    check(t.dim() >= 1, f"{name} must have at least 1 dim")
+    cols = t.shape[-1]
+    check(cols > 0, f"{name} must have a non-empty last dim")
+    check(t.stride(-1) == 1 or cols == 1, f"{name} must be contiguous in its last dim")
+    return t.numel() // cols, cols
+
+
+def check_channel_param(t: torch.Tensor | None, size: int, ref: torch.Tensor, name: str) -> None:
+    if t is None:
+        return
+    check(t.dim() == 1 and t.shape[0] == size, f"{name} must have shape [{size}], got {list(t.shape)}")
+    check_float(t, name)
+    check_same_device(t, ref, name, "x")

@@ -1,0 +1,62 @@
+"""Test helpers shared by the wheels: tolerances per dtype and closeness asserts that explain failures."""
+
+from __future__ import annotations
+
+import torch
+
+#: Default (atol, rtol) for outputs computed in fp32 and rounded once to the dtype.
+TOLERANCES = {
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (2e-3, 5e-3),
+    torch.bfloat16: (1.6e-2, 1.6e-2),
+}
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(atol, rtol) for a result of ``dtype`` compared with an fp32 reference rounded to ``dtype``."""
+    return TOLERANCES[dtype]
+
+
+def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``||actual - expected|| / ||expected||`` in fp64 (0 when both are zero)."""
+    a = actual.detach().double().cpu()
+    e = expected.detach().double().cpu()
+    denom = e.norm().item()
+    diff = (a - e).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def assert_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    max_rel_error: float | None = None,
+    name: str = "output",
+) -> None:
+    """Elementwise ``|a - e| <= atol + rtol |e|`` (defaults from the dtype of ``expected``), shapes and dtypes
+    equal, and optionally a bound on the relative error of the whole tensor."""
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} != {expected.dtype}"
+    if expected.dtype.is_floating_point:
+        d_atol, d_rtol = TOLERANCES.get(expected.dtype, (1e-5, 1e-5))
+        atol = d_atol if atol is None else atol
+        rtol = d_rtol if rtol is None else rtol
+    else:
+        atol = 0 if atol is None else atol
+        rtol = 0 if rtol is None else rtol
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    bad = ~((a - e).abs() <= atol + rtol * e.abs()) & ~(a.isnan() & e.isnan())
+    if bad.any():
+        idx = bad.nonzero()[0].tolist()
+        raise AssertionError(
+            f"{name}: {int(bad.sum())} of {a.numel()} elements differ beyond atol={atol}, rtol={rtol}; "
+            f"first at {idx}: {a[tuple(idx)].item()} vs {e[tuple(idx)].item()}; "
+            f"max abs diff {(a - e).abs().nan_to_num(0).max().item():.3g}"
+        )
+    if max_rel_error is not None:
+        err = rel_error(actual, expected)
+        assert err <= max_rel_error, f"{name}: relative error {err:.3g} > {max_rel_error}"

@@ -1,0 +1,107 @@
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "sgl_npu_core/vec.h"
+
+namespace sgl_npu_norm::SGL_NPU_ISA {
+
+using namespace sgl_npu_core;
+
+namespace {
+
+// (up + 1) * gate * sigmoid(alpha * gate) after gate = min(gate, limit), up = clamp(up, +-limit).
+inline f32x8 swiglu_oai8(f32x8 g, f32x8 u, float alpha, float limit) {
+  g = vmin(g, splat(limit));
+  u = vmin(vmax(u, splat(-limit)), splat(limit));
+  return (u + 1.0f) * g * vsigmoid(g * alpha);
+}
+inline float swiglu_oai1(float g, float u, float alpha, float limit) {
+  g = std::fmin(g, limit);
+  u = std::fmin(std::fmax(u, -limit), limit);
+  return (u + 1.0f) * g * sigmoid(alpha * g);
+}
+
+template <class T>
+void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
+  const int64_t d = a.d;
+  for (int64_t r = begin; r < end; ++r) {
+    const T* x = static_cast<const T*>(a.x) + r * a.x_stride;
+    T* out = static_cast<T*>(a.out) + r * a.out_stride;
+    int64_t i = 0;
+    if (a.kind == GluKind::silu_and_mul) {
+      for (; i + kVec <= d; i += kVec) store8(out + i, vsilu(load8(x + i)) * load8(x + d + i));
+      for (; i < d; ++i) out[i] = from_float<T>(silu(to_float(x[i])) * to_float(x[d + i]));
+    } else {
+      for (; i + kVec <= d; i += kVec) {
+        f32x8 lo = load8(x + 2 * i), hi = load8(x + 2 * i + kVec);
+        f32x8 g = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+        f32x8 u = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+        store8(out + i, swiglu_oai8(g, u, a.alpha, a.limit));
+      }
+      for (; i < d; ++i)
+        out[i] = from_float<T>(swiglu_oai1(to_float(x[2 * i]), to_float(x[2 * i + 1]), a.alpha, a.limit));
+    }
+  }
+}
+
+inline f32x8 swiglu8(f32x8 g, f32x8 u, bool do_limit, float limit) {
+  f32x8 s = vsilu(g);
+  if (do_limit) {
+    s = vmin(s, splat(limit));
+    u = vmin(vmax(u, splat(-limit)), splat(limit));
+  }
+  return s * u;
+}
+
+template <class T>
+void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
+  const int64_t d = a.d;
+  const int64_t padded = (d + kVec - 1) / kVec * kVec;
+  std::vector<float> y(padded, 0.f);  // one row of the activation, reused across this task's rows
+  for (int64_t r = begin; r < end; ++r) {
+    const T* x = static_cast<const T*>(a.x) + r * a.x_stride;
+    int8_t* q = a.q + r * a.q_stride;
+    f32x8 vmax_abs = splat(0.f);
+    int64_t i = 0;
+    for (; i + kVec <= d; i += kVec) {
+      f32x8 v = swiglu8(load8(x + i), load8(x + d + i), a.do_limit, a.limit);
+      store8(y.data() + i, v);
+      vmax_abs = vmax(vmax_abs, vabs(v));
+    }
+    float max_abs = reduce_max(vmax_abs);
+    for (; i < d; ++i) {
+      float s = silu(to_float(x[i])), u = to_float(x[d + i]);
+      if (a.do_limit) {
+        s = std::fmin(s, a.limit);
+        u = std::fmin(std::fmax(u, -a.limit), a.limit);
+      }
+      y[i] = s * u;
+      max_abs = std::fmax(max_abs, std::fabs(y[i]));
+    }
+    const float scale = max_abs / 127.0f;
+    a.scale[r] = scale;
+    if (!(scale > 0.f)) {  // an all-zero row quantizes to zeros (and a NaN row too, with a NaN scale)
+      std::fill(q, q + d, int8_t(0));
+      continue;
+    }
+    // Divide (not multiply by 1/scale) so the floor lands exactly where the reference's does.
+    for (int64_t j = 0; j < d; ++j) {
+      float v = std::floor(y[j] / scale + 0.5f);
+      q[j] = int8_t(std::fmin(std::fmax(v, -128.f), 127.f));
+    }
+  }
+}
+
+}  // namespace
+
+void glu_rows(const GluArgs& a, int64_t begin, int64_t end) {
+  SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] { glu_rows_t<scalar_t>(a, begin, end); });
+}
+
+void swiglu_quant_rows(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
+  SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] { swiglu_quant_rows_t<scalar_t>(a, begin, end); });
+}
+
+}  // namespace sgl_npu_norm::SGL_NPU_ISA

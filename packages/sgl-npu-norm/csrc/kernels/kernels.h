@@ -1,0 +1,68 @@
+// Framework-free CPU kernels of sgl-npu-norm. Each works on a range of rows so the op layer can thread it;
+// each is compiled once per ISA (see sgl_npu_core/isa.h).
+#pragma once
+#include <cstdint>
+
+#include "sgl_npu_core/dtype.h"
+#include "sgl_npu_core/isa.h"
+
+namespace sgl_npu_norm {
+
+using sgl_npu_core::DType;
+
+// out = rmsnorm(src) * weight (+ bias), where src = x, or src = x + residual rounded to the dtype and
+// stored at `sum` (which may alias `residual`). `out` may alias `x`. With quant_scale, out is int8:
+// saturate(round_half_even(out * quant_scale + quant_offset)). Per-channel params are fp32.
+struct NormArgs {
+  DType dtype;
+  int64_t hidden;
+  float eps;
+  const void* x;
+  int64_t x_stride;
+  const void* residual;  // optional
+  int64_t residual_stride;
+  void* sum;  // required with residual
+  int64_t sum_stride;
+  const float* weight;
+  const float* bias;          // optional
+  const float* quant_scale;   // optional
+  const float* quant_offset;  // optional
+  void* out;
+  int64_t out_stride;
+};
+
+enum class GluKind : int8_t { silu_and_mul, swiglu_oai };
+
+// silu_and_mul: x = [gate | up]; swiglu_oai: gate/up interleaved in (even, odd) columns.
+struct GluArgs {
+  DType dtype;
+  GluKind kind;
+  int64_t d;  // output width
+  float alpha;
+  float limit;
+  const void* x;
+  int64_t x_stride;
+  void* out;
+  int64_t out_stride;
+};
+
+// y = silu(gate) * up (or, with do_limit, min(silu(gate), limit) * clamp(up, +-limit)) on x = [gate | up],
+// then per-row symmetric int8: scale = max|y| / 127, q = clamp(floor(y / scale + 0.5), -128, 127).
+struct SwigluQuantArgs {
+  DType dtype;
+  int64_t d;
+  bool do_limit;
+  float limit;
+  const void* x;
+  int64_t x_stride;
+  int8_t* q;
+  int64_t q_stride;
+  float* scale;
+};
+
+SGL_NPU_DECLARE_PER_ISA(void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end))
+SGL_NPU_DECLARE_PER_ISA(void glu_rows(const GluArgs& a, int64_t begin, int64_t end))
+SGL_NPU_DECLARE_PER_ISA(void swiglu_quant_rows(const SwigluQuantArgs& a, int64_t begin, int64_t end))
+SGL_NPU_DECLARE_PER_ISA(void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add))
+
+}  // namespace sgl_npu_norm

@@ -1,0 +1,114 @@
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "sgl_npu_core/vec.h"
+
+namespace sgl_npu_norm::SGL_NPU_ISA {
+
+using namespace sgl_npu_core;
+
+namespace {
+
+template <class T>
+const T* row(const void* base, int64_t stride, int64_t r) {
+  return static_cast<const T*>(base) + r * stride;
+}
+template <class T>
+T* row(void* base, int64_t stride, int64_t r) {
+  return static_cast<T*>(base) + r * stride;
+}
+
+// Rounds to nearest even for |v| < 2^22 (here |v| <= 128) without a libm call, so the loop vectorizes.
+inline float round_even_small(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+inline void store_int8(int8_t* q, f32x8 v, const float* scale, const float* offset) {
+  v = v * load8(scale);
+  if (offset) v = v + load8(offset);
+  v = vmin(vmax(v, splat(-128.f)), splat(127.f));
+  for (int k = 0; k < kVec; ++k) q[k] = int8_t(round_even_small(v[k]));
+}
+
+// Sum of squares of `src` (or of src = x + residual, rounded to T and stored at `sum`).
+template <class T>
+float sum_squares(const T* x, const T* res, T* sum, int64_t n) {
+  f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
+  int64_t i = 0;
+  for (; i + 2 * kVec <= n; i += 2 * kVec) {
+    f32x8 a = load8(x + i), b = load8(x + i + kVec);
+    if (res) {
+      store8(sum + i, a + load8(res + i));
+      store8(sum + i + kVec, b + load8(res + i + kVec));
+      a = load8(sum + i);  // re-read: the norm sees the sum rounded to T
+      b = load8(sum + i + kVec);
+    }
+    acc0 += a * a;
+    acc1 += b * b;
+  }
+  float ss = reduce_add(acc0 + acc1);
+  for (; i < n; ++i) {
+    float v = to_float(x[i]);
+    if (res) {
+      sum[i] = from_float<T>(v + to_float(res[i]));
+      v = to_float(sum[i]);
+    }
+    ss += v * v;
+  }
+  return ss;
+}
+
+template <class T, bool kQuant>
+void norm_rows(const NormArgs& a, int64_t begin, int64_t end) {
+  const int64_t n = a.hidden;
+  const float* w = a.weight;
+  const float* b = a.bias;
+  for (int64_t r = begin; r < end; ++r) {
+    const T* x = row<T>(a.x, a.x_stride, r);
+    const T* res = a.residual ? row<T>(a.residual, a.residual_stride, r) : nullptr;
+    T* sum = a.residual ? row<T>(a.sum, a.sum_stride, r) : nullptr;
+    const float ss = sum_squares(x, res, sum, n);
+    const float inv = 1.0f / std::sqrt(ss / float(n) + a.eps);
+    const T* src = res ? sum : x;
+    int64_t i = 0;
+    if constexpr (kQuant) {
+      int8_t* q = row<int8_t>(a.out, a.out_stride, r);
+      for (; i + kVec <= n; i += kVec) {
+        f32x8 v = load8(src + i) * inv * load8(w + i);
+        if (b) v = v + load8(b + i);
+        store_int8(q + i, v, a.quant_scale + i, a.quant_offset ? a.quant_offset + i : nullptr);
+      }
+      for (; i < n; ++i) {
+        float v = to_float(src[i]) * inv * w[i] + (b ? b[i] : 0.f);
+        v = v * a.quant_scale[i] + (a.quant_offset ? a.quant_offset[i] : 0.f);
+        q[i] = int8_t(round_even_small(std::fmin(std::fmax(v, -128.f), 127.f)));
+      }
+    } else {
+      T* out = row<T>(a.out, a.out_stride, r);
+      for (; i + kVec <= n; i += kVec) {
+        f32x8 v = load8(src + i) * inv * load8(w + i);
+        if (b) v = v + load8(b + i);
+        store8(out + i, v);
+      }
+      for (; i < n; ++i) out[i] = from_float<T>(to_float(src[i]) * inv * w[i] + (b ? b[i] : 0.f));
+    }
+  }
+}
+
+}  // namespace
+
+void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end) {
+  SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] {
+    if (a.quant_scale)
+      norm_rows<scalar_t, true>(a, begin, end);
+    else
+      norm_rows<scalar_t, false>(a, begin, end);
+  });
+}
+
+void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add) {
+  SGL_NPU_DISPATCH_FLOAT(dtype, [&] {
+    const scalar_t* s = static_cast<const scalar_t*>(src);
+    for (int64_t i = 0; i < n; ++i) dst[i] = to_float(s[i]) + add;
+  });
+}
+
+}  // namespace sgl_npu_norm::SGL_NPU_ISA

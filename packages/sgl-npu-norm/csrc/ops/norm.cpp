@@ -1,0 +1,117 @@
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "ops/ops.h"
+#include "sgl_npu_core/parallel.h"
+
+namespace sgl_npu_norm {
+
+using namespace sgl_npu_core;
+
+namespace {
+
+// A per-channel parameter as fp32 (plus `add`: 1 for Gemma's (1 + w)); fp32 inputs are used in place.
+class ChannelParam {
+ public:
+  ChannelParam(const std::optional<Tensor>& t, int64_t hidden, const char* name, float add = 0.f) {
+    if (!t.has_value()) return;
+    DType dt = check_channel_param(*t, hidden, name);
+    if (dt == DType::f32 && add == 0.f) {
+      ptr_ = static_cast<const float*>(t->const_data_ptr());
+      return;
+    }
+    buf_.resize(hidden);
+    SGL_NPU_ISA_CALL(to_float32, dt, t->const_data_ptr(), buf_.data(), hidden, add);
+    ptr_ = buf_.data();
+  }
+  const float* get() const { return ptr_; }
+
+ private:
+  std::vector<float> buf_;
+  const float* ptr_ = nullptr;
+};
+
+// Fills the parts of NormArgs shared by every RMSNorm op and checks `out` against `x`.
+struct NormCall {
+  NormArgs args{};
+  ChannelParam weight, bias, quant_scale, quant_offset;
+  int64_t rows;
+
+  NormCall(const Tensor& x, const Rows& xr, const Tensor& w, const std::optional<Tensor>& b, double eps, bool gemma,
+           const std::optional<Tensor>& qs, const std::optional<Tensor>& qo, const Tensor& out)
+      : weight(w, xr.cols, "weight", gemma ? 1.f : 0.f),
+        bias(b, xr.cols, "bias"),
+        quant_scale(qs, xr.cols, "quant_scale"),
+        quant_offset(qo, xr.cols, "quant_offset"),
+        rows(xr.rows) {
+    STD_TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
+    STD_TORCH_CHECK(!qo.has_value() || qs.has_value(), "quant_offset needs quant_scale");
+    Rows outr = as_rows(out, "out");
+    check_same_rows(xr, outr, "x", "out");
+    if (qs.has_value())
+      check_dtype(out, ScalarType::Char, "out (quantized)");
+    else
+      check_same_dtype(out, x, "out", "x");
+    args.dtype = float_dtype(x, "x");
+    args.hidden = xr.cols;
+    args.eps = float(eps);
+    args.x = x.const_data_ptr();
+    args.x_stride = xr.row_stride;
+    args.weight = weight.get();
+    args.bias = bias.get();
+    args.quant_scale = quant_scale.get();
+    args.quant_offset = quant_offset.get();
+    args.out = out.mutable_data_ptr();
+    args.out_stride = outr.row_stride;
+  }
+
+  void run() const {
+    const int64_t elem = args.dtype == DType::f32 ? 4 : 2;
+    parallel_rows(rows, 3 * elem * args.hidden, [this](int64_t begin, int64_t end) {
+      SGL_NPU_ISA_CALL(rmsnorm_rows, args, begin, end);
+    });
+  }
+};
+
+Rows residual_rows(const Tensor& x, const Rows& xr, const Tensor& residual, const char* name) {
+  Rows rr = as_rows(residual, name);
+  check_same_rows(xr, rr, "x", name);
+  check_same_dtype(residual, x, name, "x");
+  return rr;
+}
+
+}  // namespace
+
+void rmsnorm(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, double eps, bool gemma,
+             const std::optional<Tensor>& quant_scale, const std::optional<Tensor>& quant_offset, Tensor out) {
+  Rows xr = as_rows(x, "x");
+  NormCall call(x, xr, weight, bias, eps, gemma, quant_scale, quant_offset, out);
+  call.run();
+}
+
+void add_rmsnorm(const Tensor& x, const Tensor& residual, const Tensor& weight, const std::optional<Tensor>& bias,
+                 double eps, bool gemma, const std::optional<Tensor>& quant_scale,
+                 const std::optional<Tensor>& quant_offset, Tensor out, Tensor added) {
+  Rows xr = as_rows(x, "x");
+  Rows rr = residual_rows(x, xr, residual, "residual");
+  Rows ar = residual_rows(x, xr, added, "added");
+  NormCall call(x, xr, weight, bias, eps, gemma, quant_scale, quant_offset, out);
+  call.args.residual = residual.const_data_ptr();
+  call.args.residual_stride = rr.row_stride;
+  call.args.sum = added.mutable_data_ptr();
+  call.args.sum_stride = ar.row_stride;
+  call.run();
+}
+
+void fused_add_rmsnorm(Tensor x, Tensor residual, const Tensor& weight, double eps, bool gemma) {
+  Rows xr = as_rows(x, "x");
+  Rows rr = residual_rows(x, xr, residual, "residual");
+  NormCall call(x, xr, weight, std::nullopt, eps, gemma, std::nullopt, std::nullopt, x);
+  call.args.residual = residual.const_data_ptr();
+  call.args.residual_stride = rr.row_stride;
+  call.args.sum = residual.mutable_data_ptr();
+  call.args.sum_stride = rr.row_stride;
+  call.run();
+}
+
+}  // namespace sgl_npu_norm

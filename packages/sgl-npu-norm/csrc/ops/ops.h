@@ -1,0 +1,23 @@
+// Op entry points of sgl-npu-norm (CPU): check arguments, then run the kernels over rows.
+#pragma once
+#include <optional>
+
+#include "sgl_npu_core/checks.h"
+
+namespace sgl_npu_norm {
+
+using torch::stable::Tensor;
+
+void rmsnorm(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, double eps, bool gemma,
+             const std::optional<Tensor>& quant_scale, const std::optional<Tensor>& quant_offset, Tensor out);
+void add_rmsnorm(const Tensor& x, const Tensor& residual, const Tensor& weight, const std::optional<Tensor>& bias,
+                 double eps, bool gemma, const std::optional<Tensor>& quant_scale,
+                 const std::optional<Tensor>& quant_offset, Tensor out, Tensor added);
+void fused_add_rmsnorm(Tensor x, Tensor residual, const Tensor& weight, double eps, bool gemma);
+
+void silu_and_mul(const Tensor& x, Tensor out);
+void swiglu_oai(const Tensor& x, double alpha, double limit, Tensor out);
+void swiglu_quant(const Tensor& x, const std::optional<Tensor>& group_list, int64_t group_list_type, bool do_limit,
+                  double limit, Tensor q, Tensor scale);
+
+}  // namespace sgl_npu_norm

@@ -1,0 +1,29 @@
+// The wheel's only registration file: schemas of torch.ops.sgl_npu_norm.* and their CPU kernels.
+// Outputs are preallocated by the Python API (`out=`), so every op mutates its outputs and returns nothing.
+#include <torch/csrc/stable/library.h>
+
+#include "ops/ops.h"
+
+STABLE_TORCH_LIBRARY(sgl_npu_norm, m) {
+  m.def(
+      "rmsnorm(Tensor x, Tensor weight, Tensor? bias, float eps, bool gemma, Tensor? quant_scale, "
+      "Tensor? quant_offset, Tensor(a!) out) -> ()");
+  m.def(
+      "add_rmsnorm(Tensor x, Tensor residual, Tensor weight, Tensor? bias, float eps, bool gemma, "
+      "Tensor? quant_scale, Tensor? quant_offset, Tensor(a!) out, Tensor(b!) added) -> ()");
+  m.def("fused_add_rmsnorm(Tensor(a!) x, Tensor(b!) residual, Tensor weight, float eps, bool gemma) -> ()");
+  m.def("silu_and_mul(Tensor x, Tensor(a!) out) -> ()");
+  m.def("swiglu_oai(Tensor x, float alpha, float limit, Tensor(a!) out) -> ()");
+  m.def(
+      "swiglu_quant(Tensor x, Tensor? group_list, int group_list_type, bool do_limit, float limit, "
+      "Tensor(a!) q, Tensor(b!) scale) -> ()");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {
+  m.impl("rmsnorm", TORCH_BOX(&sgl_npu_norm::rmsnorm));
+  m.impl("add_rmsnorm", TORCH_BOX(&sgl_npu_norm::add_rmsnorm));
+  m.impl("fused_add_rmsnorm", TORCH_BOX(&sgl_npu_norm::fused_add_rmsnorm));
+  m.impl("silu_and_mul", TORCH_BOX(&sgl_npu_norm::silu_and_mul));
+  m.impl("swiglu_oai", TORCH_BOX(&sgl_npu_norm::swiglu_oai));
+  m.impl("swiglu_quant", TORCH_BOX(&sgl_npu_norm::swiglu_quant));
+}

@@ -1,0 +1,70 @@
+"""cuda / npu implementations of the ops: the Triton kernels, or the references where Triton is missing.
+
+Both take the op schema's arguments (outputs preallocated) and are registered on the CUDA and PrivateUse1
+dispatch keys; the Triton module is imported only when an accelerator tensor first arrives.
+"""
+
+from __future__ import annotations
+
+from . import _meta, reference
+from ._meta import LIB
+
+
+def _triton():
+    from . import triton as kernels
+
+    return kernels
+
+
+def _ref_rmsnorm(x, weight, bias, eps, gemma, quant_scale, quant_offset, out):
+    _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    out.copy_(reference.rmsnorm(x, weight, eps, bias=bias, gemma=gemma, quant_scale=quant_scale, quant_offset=quant_offset))
+
+
+def _ref_add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added):
+    _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    _meta.check_residual(x, residual)
+    _meta.check_residual(x, added, "added")
+    y, s = reference.add_rmsnorm_bias(x, residual, weight, bias, eps, quant_scale, quant_offset, gemma=gemma)
+    added.copy_(s)
+    out.copy_(y)
+
+
+def _ref_fused_add_rmsnorm(x, residual, weight, eps, gemma):
+    _meta.check_norm(x, weight, None, None, None, x)
+    _meta.check_residual(x, residual)
+    y, s = reference.fused_add_rmsnorm(x, residual, weight, eps, gemma=gemma)
+    residual.copy_(s)
+    x.copy_(y)
+
+
+def _ref_silu_and_mul(x, out):
+    _meta.check_glu(x, out, x.dtype)
+    out.copy_(reference.silu_and_mul(x))
+
+
+def _ref_swiglu_oai(x, alpha, limit, out):
+    _meta.check_glu(x, out, x.dtype)
+    out.copy_(reference.swiglu_oai(x, alpha, limit))
+
+
+def _ref_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale):
+    _meta.check_swiglu_quant(x, group_list, group_list_type, q, scale)
+    if group_list is not None:
+        total = reference.grouped_row_count(group_list, group_list_type)
+        _meta.check(0 <= total <= scale.numel(), f"group_list covers {total} rows, x has {scale.numel()}")
+    q_ref, s_ref = reference.swiglu_quant(x, group_list, group_list_type, do_limit, limit)
+    q.copy_(q_ref)
+    scale.copy_(s_ref.reshape(scale.shape))
+
+
+def _register(name, reference_impl):
+    LIB.accelerator_impl(name, lambda *a: getattr(_triton(), name)(*a), reference_impl)
+
+
+_register("rmsnorm", _ref_rmsnorm)
+_register("add_rmsnorm", _ref_add_rmsnorm)
+_register("fused_add_rmsnorm", _ref_fused_add_rmsnorm)
+_register("silu_and_mul", _ref_silu_and_mul)
+_register("swiglu_oai", _ref_swiglu_oai)
+_register("swiglu_quant", _ref_swiglu_quant)
