@@ -11,8 +11,8 @@ kernel. This module adds the rest of the "four faces":
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

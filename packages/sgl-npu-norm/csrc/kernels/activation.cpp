@@ -14,12 +14,12 @@ namespace {
 // (up + 1) * gate * sigmoid(alpha * gate) after gate = min(gate, limit), up = clamp(up, +-limit).
 inline f32x8 swiglu_oai8(f32x8 g, f32x8 u, float alpha, float limit) {
   g = vmin(g, splat(limit));
-  u = vmin(vmax(u, splat(-limit)), splat(limit));
+  u = vclamp(u, -limit, limit);
   return (u + 1.0f) * g * vsigmoid(g * alpha);
 }
 inline float swiglu_oai1(float g, float u, float alpha, float limit) {
-  g = std::fmin(g, limit);
-  u = std::fmin(std::fmax(u, -limit), limit);
+  g = g < limit ? g : limit;
+  u = clampf(u, -limit, limit);
   return (u + 1.0f) * g * sigmoid(alpha * g);
 }
 
@@ -50,7 +50,7 @@ inline f32x8 swiglu8(f32x8 g, f32x8 u, bool do_limit, float limit) {
   f32x8 s = vsilu(g);
   if (do_limit) {
     s = vmin(s, splat(limit));
-    u = vmin(vmax(u, splat(-limit)), splat(limit));
+    u = vclamp(u, -limit, limit);
   }
   return s * u;
 }
@@ -74,11 +74,11 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     for (; i < d; ++i) {
       float s = silu(to_float(x[i])), u = to_float(x[d + i]);
       if (a.do_limit) {
-        s = std::fmin(s, a.limit);
-        u = std::fmin(std::fmax(u, -a.limit), a.limit);
+        s = s < a.limit ? s : a.limit;
+        u = clampf(u, -a.limit, a.limit);
       }
       y[i] = s * u;
-      max_abs = std::fmax(max_abs, std::fabs(y[i]));
+      max_abs = std::fabs(y[i]) > max_abs ? std::fabs(y[i]) : max_abs;
     }
     const float scale = max_abs / 127.0f;
     a.scale[r] = scale;
@@ -87,10 +87,10 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       continue;
     }
     // Divide (not multiply by 1/scale) so the floor lands exactly where the reference's does.
-    for (int64_t j = 0; j < d; ++j) {
-      float v = std::floor(y[j] / scale + 0.5f);
-      q[j] = int8_t(std::fmin(std::fmax(v, -128.f), 127.f));
-    }
+    int64_t j = 0;
+    for (; j + kVec <= d; j += kVec)
+      store8_int8(q + j, vfloor(vclamp(load8(y.data() + j) / scale + 0.5f, -129.f, 128.f)));
+    for (; j < d; ++j) q[j] = int8_t(clampf(std::floor(y[j] / scale + 0.5f), -128.f, 127.f));
   }
 }
 

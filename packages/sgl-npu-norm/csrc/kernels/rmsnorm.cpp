@@ -18,14 +18,11 @@ T* row(void* base, int64_t stride, int64_t r) {
   return static_cast<T*>(base) + r * stride;
 }
 
-// Rounds to nearest even for |v| < 2^22 (here |v| <= 128) without a libm call, so the loop vectorizes.
-inline float round_even_small(float v) { return (v + 12582912.0f) - 12582912.0f; }
-
+// int8 = saturate(round_half_even(v * scale + offset)).
 inline void store_int8(int8_t* q, f32x8 v, const float* scale, const float* offset) {
   v = v * load8(scale);
   if (offset) v = v + load8(offset);
-  v = vmin(vmax(v, splat(-128.f)), splat(127.f));
-  for (int k = 0; k < kVec; ++k) q[k] = int8_t(round_even_small(v[k]));
+  store8_int8(q, vround_even_small(vclamp(v, -128.f, 127.f)));
 }
 
 // Sum of squares of `src` (or of src = x + residual, rounded to T and stored at `sum`).
@@ -79,7 +76,7 @@ void norm_rows(const NormArgs& a, int64_t begin, int64_t end) {
       for (; i < n; ++i) {
         float v = to_float(src[i]) * inv * w[i] + (b ? b[i] : 0.f);
         v = v * a.quant_scale[i] + (a.quant_offset ? a.quant_offset[i] : 0.f);
-        q[i] = int8_t(round_even_small(std::fmin(std::fmax(v, -128.f), 127.f)));
+        q[i] = int8_t(std::nearbyint(clampf(v, -128.f, 127.f)));
       }
     } else {
       T* out = row<T>(a.out, a.out_stride, r);

@@ -23,7 +23,7 @@ std::pair<Rows, Rows> glu_rows_checked(const Tensor& x, const Tensor& out, Scala
 
 void run_glu(const Tensor& x, Tensor out, GluKind kind, float alpha, float limit) {
   auto [xr, orow] = glu_rows_checked(x, out, x.scalar_type(), "out");
-  GluArgs a{float_dtype(x, "x"), kind, orow.cols, alpha, limit, x.const_data_ptr(), xr.row_stride,
+  GluArgs a{float_dtype(x, "x"),    kind,           orow.cols, alpha, limit, x.const_data_ptr(), xr.row_stride,
             out.mutable_data_ptr(), orow.row_stride};
   parallel_rows(xr.rows, 3 * int64_t(x.element_size()) * orow.cols,
                 [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(glu_rows, a, begin, end); });
@@ -74,8 +74,14 @@ void swiglu_quant(const Tensor& x, const std::optional<Tensor>& group_list, int6
                   scale.numel());
   STD_TORCH_CHECK(!do_limit || limit > 0, "limit must be > 0, got ", limit);
   const int64_t rows = group_list.has_value() ? grouped_rows(*group_list, group_list_type, xr.rows) : xr.rows;
-  SwigluQuantArgs a{float_dtype(x, "x"), qr.cols, do_limit, float(limit), x.const_data_ptr(), xr.row_stride,
-                    static_cast<int8_t*>(q.mutable_data_ptr()), qr.row_stride,
+  SwigluQuantArgs a{float_dtype(x, "x"),
+                    qr.cols,
+                    do_limit,
+                    float(limit),
+                    x.const_data_ptr(),
+                    xr.row_stride,
+                    static_cast<int8_t*>(q.mutable_data_ptr()),
+                    qr.row_stride,
                     static_cast<float*>(scale.mutable_data_ptr())};
   parallel_rows(rows, 3 * int64_t(x.element_size()) * qr.cols,
                 [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(swiglu_quant_rows, a, begin, end); });

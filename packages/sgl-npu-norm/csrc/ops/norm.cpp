@@ -67,9 +67,8 @@ struct NormCall {
 
   void run() const {
     const int64_t elem = args.dtype == DType::f32 ? 4 : 2;
-    parallel_rows(rows, 3 * elem * args.hidden, [this](int64_t begin, int64_t end) {
-      SGL_NPU_ISA_CALL(rmsnorm_rows, args, begin, end);
-    });
+    parallel_rows(rows, 3 * elem * args.hidden,
+                  [this](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(rmsnorm_rows, args, begin, end); });
   }
 };
 

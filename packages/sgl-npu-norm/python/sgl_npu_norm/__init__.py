@@ -8,8 +8,10 @@ from sgl_npu_core.library import load_op_library
 
 load_op_library(__file__)
 
-from . import _meta  # noqa: E402  (fake impls need the ops defined first)
-from . import _accelerator  # noqa: E402,F401
+from . import (
+    _accelerator,  # noqa: E402,F401
+    _meta,  # noqa: E402  (fake impls need the ops defined first)
+)
 from .activation import silu_and_mul, swiglu_oai, swiglu_quant  # noqa: E402
 from .norm import (  # noqa: E402
     add_rmsnorm_bias,

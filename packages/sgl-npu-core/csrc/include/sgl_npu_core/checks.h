@@ -18,13 +18,20 @@ using ScalarType = torch::headeronly::ScalarType;
 
 inline const char* dtype_name(ScalarType t) {
   switch (t) {
-    case ScalarType::Float: return "float32";
-    case ScalarType::Half: return "float16";
-    case ScalarType::BFloat16: return "bfloat16";
-    case ScalarType::Char: return "int8";
-    case ScalarType::Int: return "int32";
-    case ScalarType::Long: return "int64";
-    default: return "an unsupported dtype";
+    case ScalarType::Float:
+      return "float32";
+    case ScalarType::Half:
+      return "float16";
+    case ScalarType::BFloat16:
+      return "bfloat16";
+    case ScalarType::Char:
+      return "int8";
+    case ScalarType::Int:
+      return "int32";
+    case ScalarType::Long:
+      return "int64";
+    default:
+      return "an unsupported dtype";
   }
 }
 
@@ -44,8 +51,7 @@ inline void check_cpu(const Tensor& t, const char* name) {
 }
 
 inline void check_dtype(const Tensor& t, ScalarType want, const char* name) {
-  STD_TORCH_CHECK(t.scalar_type() == want, name, " must be ", dtype_name(want), ", got ",
-                  dtype_name(t.scalar_type()));
+  STD_TORCH_CHECK(t.scalar_type() == want, name, " must be ", dtype_name(want), ", got ", dtype_name(t.scalar_type()));
 }
 
 inline void check_contiguous(const Tensor& t, const char* name) {
@@ -55,8 +61,8 @@ inline void check_contiguous(const Tensor& t, const char* name) {
 // A per-channel parameter: 1-D, `size` elements, contiguous, float, on the CPU.
 inline DType check_channel_param(const Tensor& t, int64_t size, const char* name) {
   check_cpu(t, name);
-  STD_TORCH_CHECK(t.dim() == 1 && t.size(0) == size, name, " must have shape [", size, "], got ",
-                  t.dim(), " dims with last size ", t.dim() ? t.size(t.dim() - 1) : 0);
+  STD_TORCH_CHECK(t.dim() == 1 && t.size(0) == size, name, " must have shape [", size, "], got ", t.dim(),
+                  " dims with last size ", t.dim() ? t.size(t.dim() - 1) : 0);
   check_contiguous(t, name);
   return float_dtype(t, name);
 }
@@ -95,8 +101,8 @@ inline Rows as_rows(const Tensor& t, const char* name) {
 }
 
 inline void check_same_rows(const Rows& a, const Rows& b, const char* a_name, const char* b_name) {
-  STD_TORCH_CHECK(a.rows == b.rows && a.cols == b.cols, b_name, " must have the shape of ", a_name, " (",
-                  a.rows, " rows x ", a.cols, "), got ", b.rows, " x ", b.cols);
+  STD_TORCH_CHECK(a.rows == b.rows && a.cols == b.cols, b_name, " must have the shape of ", a_name, " (", a.rows,
+                  " rows x ", a.cols, "), got ", b.rows, " x ", b.cols);
 }
 
 inline void check_same_dtype(const Tensor& t, const Tensor& ref, const char* name, const char* ref_name) {

@@ -31,13 +31,15 @@ inline float to_float(fp16_t v) {
 template <class T>
 T from_float(float f);
 template <>
-inline float from_float<float>(float f) { return f; }
+inline float from_float<float>(float f) {
+  return f;
+}
 template <>
 inline bf16_t from_float<bf16_t>(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   if (f != f) return bf16_t{uint16_t((u >> 16) | 0x40)};  // keep NaN a (quiet) NaN
-  u += 0x7FFFu + ((u >> 16) & 1u);                         // round to nearest even
+  u += 0x7FFFu + ((u >> 16) & 1u);                        // round to nearest even
   return bf16_t{uint16_t(u >> 16)};
 }
 template <>
@@ -49,22 +51,22 @@ inline fp16_t from_float<fp16_t>(float f) {
 }
 
 // Calls `body` with `scalar_t` bound to the storage type of `dtype`.
-#define SGL_NPU_DISPATCH_FLOAT(dtype, ...)                  \
-  [&] {                                                     \
-    switch (dtype) {                                        \
-      case ::sgl_npu_core::DType::f32: {                    \
-        using scalar_t = float;                             \
-        return __VA_ARGS__();                               \
-      }                                                     \
-      case ::sgl_npu_core::DType::f16: {                    \
-        using scalar_t = ::sgl_npu_core::fp16_t;            \
-        return __VA_ARGS__();                               \
-      }                                                     \
-      default: {                                            \
-        using scalar_t = ::sgl_npu_core::bf16_t;            \
-        return __VA_ARGS__();                               \
-      }                                                     \
-    }                                                       \
+#define SGL_NPU_DISPATCH_FLOAT(dtype, ...)       \
+  [&] {                                          \
+    switch (dtype) {                             \
+      case ::sgl_npu_core::DType::f32: {         \
+        using scalar_t = float;                  \
+        return __VA_ARGS__();                    \
+      }                                          \
+      case ::sgl_npu_core::DType::f16: {         \
+        using scalar_t = ::sgl_npu_core::fp16_t; \
+        return __VA_ARGS__();                    \
+      }                                          \
+      default: {                                 \
+        using scalar_t = ::sgl_npu_core::bf16_t; \
+        return __VA_ARGS__();                    \
+      }                                          \
+    }                                            \
   }()
 
 }  // namespace sgl_npu_core

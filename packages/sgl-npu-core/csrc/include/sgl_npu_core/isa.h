@@ -6,8 +6,8 @@ namespace sgl_npu_core {
 
 inline bool cpu_has_avx2() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
+  static const bool ok =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return ok;
 #else
   return false;
@@ -18,13 +18,18 @@ inline bool cpu_has_avx2() {
 
 // Declares `decl` in every ISA namespace this build has.
 #if defined(SGL_NPU_HAVE_AVX2)
-#define SGL_NPU_DECLARE_PER_ISA(...)   \
-  namespace generic { __VA_ARGS__; } \
-  namespace avx2 { __VA_ARGS__; }
-#define SGL_NPU_ISA_CALL(fn, ...) \
-  (::sgl_npu_core::cpu_has_avx2() ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
+#define SGL_NPU_DECLARE_PER_ISA(...) \
+  namespace generic {                \
+  __VA_ARGS__;                       \
+  }                                  \
+  namespace avx2 {                   \
+  __VA_ARGS__;                       \
+  }
+#define SGL_NPU_ISA_CALL(fn, ...) (::sgl_npu_core::cpu_has_avx2() ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
 #else
 #define SGL_NPU_DECLARE_PER_ISA(...) \
-  namespace generic { __VA_ARGS__; }
+  namespace generic {                \
+  __VA_ARGS__;                       \
+  }
 #define SGL_NPU_ISA_CALL(fn, ...) generic::fn(__VA_ARGS__)
 #endif

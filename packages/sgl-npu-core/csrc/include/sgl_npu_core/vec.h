@@ -7,6 +7,10 @@
 
 #include "sgl_npu_core/dtype.h"
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 namespace sgl_npu_core {
 
 constexpr int kVec = 8;
@@ -37,9 +41,13 @@ inline f32x8 load8(const bf16_t* p) {
   return bitcast<f32x8>(__builtin_convertvector(h, u32x8) << 16);
 }
 inline f32x8 load8(const fp16_t* p) {
+#if defined(__F16C__)  // GCC scalarizes the generic _Float16 vector conversion on x86
+  return bitcast<f32x8>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#else
   h16x8 h;
   std::memcpy(&h, p, sizeof h);
   return __builtin_convertvector(h, f32x8);
+#endif
 }
 
 inline void store8(float* p, f32x8 v) { std::memcpy(p, &v, sizeof v); }
@@ -52,8 +60,13 @@ inline void store8(bf16_t* p, f32x8 v) {
   std::memcpy(p, &h, sizeof h);
 }
 inline void store8(fp16_t* p, f32x8 v) {
+#if defined(__F16C__)
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                   _mm256_cvtps_ph(bitcast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
   h16x8 h = __builtin_convertvector(v, h16x8);
   std::memcpy(p, &h, sizeof h);
+#endif
 }
 
 inline float reduce_add(f32x8 v) {
@@ -69,6 +82,21 @@ inline float reduce_max(f32x8 v) {
 inline f32x8 vmax(f32x8 a, f32x8 b) { return a > b ? a : b; }
 inline f32x8 vmin(f32x8 a, f32x8 b) { return a < b ? a : b; }
 inline f32x8 vabs(f32x8 a) { return bitcast<f32x8>(bitcast<u32x8>(a) & 0x7FFFFFFFu); }
+inline f32x8 vclamp(f32x8 a, float lo, float hi) { return vmin(vmax(a, splat(lo)), splat(hi)); }
+// floor for |a| < 2^31: truncate, then step down where truncation went up.
+inline f32x8 vfloor(f32x8 a) {
+  f32x8 t = __builtin_convertvector(__builtin_convertvector(a, i32x8), f32x8);
+  return t - bitcast<f32x8>((t > a) & bitcast<i32x8>(splat(1.0f)));
+}
+// Rounds half to even for |a| < 2^22 (adding and removing 1.5 * 2^23 drops the fraction bits).
+inline f32x8 vround_even_small(f32x8 a) { return (a + 12582912.0f) - 12582912.0f; }
+// Saturating fp32 -> int8 of 8 values that are already integral.
+inline void store8_int8(int8_t* p, f32x8 v) {
+  typedef int8_t i8x8 __attribute__((vector_size(8)));
+  i8x8 q = __builtin_convertvector(__builtin_convertvector(vclamp(v, -128.f, 127.f), i32x8), i8x8);
+  std::memcpy(p, &q, sizeof q);
+}
+inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // exp(x) to ~2 ulp on [-87, 88]: 2^n * P(r) with r = x - n ln2 (Cody-Waite), saturating outside.
 inline f32x8 vexp(f32x8 x) {

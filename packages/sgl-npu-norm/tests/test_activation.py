@@ -1,0 +1,68 @@
+"""CPU kernels of the gated activations against reference.py."""
+
+import pytest
+import sgl_npu_norm as ops
+import torch
+from sgl_npu_core.testing import FLOAT_DTYPES, assert_close
+from sgl_npu_norm import reference as ref
+
+SHAPES = [(1, 16), (3, 200), (2, 3, 514), (4, 2 * 3584)]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_silu_and_mul(shape, dtype):
+    x = torch.randn(shape, dtype=dtype) * 4
+    out = ops.silu_and_mul(x)
+    assert out.shape == (*shape[:-1], shape[-1] // 2)
+    assert_close(out, ref.silu_and_mul(x))
+    again = torch.empty_like(out)
+    assert ops.silu_and_mul(x, out=again) is again and torch.equal(again, out)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_swiglu_oai(shape, dtype):
+    x = torch.randn(shape, dtype=dtype) * 5  # beyond the limit on both sides
+    assert_close(ops.swiglu_oai(x), ref.swiglu_oai(x))
+    assert_close(ops.swiglu_oai(x, alpha=1.0, limit=2.5), ref.swiglu_oai(x, 1.0, 2.5))
+
+
+def _check_quant(x, q, scale, want_q, want_scale):
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32
+    assert scale.shape == x.shape[:-1]
+    assert_close(scale, want_scale, atol=1e-7, rtol=5e-6, name="scale")
+    diff = (q.int() - want_q.int()).abs()
+    assert diff.max() <= 1  # exp differs by an ulp from libm's: a value may cross a .5 boundary
+    assert (diff == 0).float().mean() > 0.995
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("do_limit", [False, True])
+def test_swiglu_quant(shape, dtype, do_limit):
+    x = torch.randn(shape, dtype=dtype) * 4
+    q, scale = ops.swiglu_quant(x, do_limit=do_limit, limit=3.0)
+    _check_quant(x, q, scale, *ref.swiglu_quant(x, do_limit=do_limit, limit=3.0))
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
+@pytest.mark.parametrize("group_list_type", [0, 1])
+def test_swiglu_quant_group_list(index_dtype, group_list_type):
+    counts = torch.tensor([0, 32, 0, 0, 10, 0, 0, 0, 100, 0, 0, 5, 5, 5, 0, 0])
+    group_list = counts if group_list_type == 1 else counts.cumsum(0)
+    x = torch.randn(200, 384, dtype=torch.bfloat16)
+    q = torch.full((200, 192), 9, dtype=torch.int8)
+    scale = torch.full((200,), 9.0)
+    ops.swiglu_quant(x, group_list.to(index_dtype), group_list_type, out=(q, scale))
+    want_q, want_scale = ref.swiglu_quant(x, group_list, group_list_type)
+    _check_quant(x, q, scale, want_q, want_scale)
+    assert (q[157:] == 0).all() and (scale[157:] == 0).all()
+    assert (scale[:157] > 0).all()
+
+
+def test_swiglu_quant_zero_rows_and_zero_input():
+    q, scale = ops.swiglu_quant(torch.empty(0, 8))
+    assert q.shape == (0, 4) and scale.shape == (0,)
+    q, scale = ops.swiglu_quant(torch.zeros(2, 8))
+    assert (q == 0).all() and (scale == 0).all()

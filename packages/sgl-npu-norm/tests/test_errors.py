@@ -1,0 +1,62 @@
+"""Malformed input raises a clear exception naming the argument, from the CPU kernel and the fake impl."""
+
+import pytest
+import sgl_npu_norm as ops
+import torch
+
+BF16 = torch.bfloat16
+
+
+def _x(*shape, dtype=BF16, device="cpu"):
+    return torch.randn(shape, dtype=dtype, device="cpu").to(device)
+
+
+CASES = {
+    "hidden size mismatch": (lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(63, device=d)), "weight"),
+    "int x": (lambda d: ops.rmsnorm(torch.ones(4, 64, dtype=torch.int32, device=d), _x(64, device=d)), "x must be"),
+    "2-D weight": (lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(1, 64, device=d)), "weight"),
+    "empty last dim": (lambda d: ops.rmsnorm(_x(4, 0, device=d), _x(0, device=d)), "non-empty last dim"),
+    "non-contiguous last dim": (lambda d: ops.rmsnorm(_x(64, 4, device=d).t(), _x(64, device=d)), "last dim"),
+    "out wrong dtype": (lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(64, device=d), out=_x(4, 64, dtype=torch.float16,
+                                                                                      device=d)), "out"),
+    "out wrong shape": (lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(64, device=d), out=_x(4, 32, device=d)), "out"),
+    "residual shape": (lambda d: ops.fused_add_rmsnorm(_x(4, 64, device=d), _x(3, 64, device=d), _x(64, device=d)),
+                       "residual"),
+    "residual dtype": (lambda d: ops.add_rmsnorm_bias(_x(4, 64, device=d), _x(4, 64, dtype=torch.float32, device=d),
+                                                      _x(64, device=d)), "residual"),
+    "bias size": (lambda d: ops.rmsnorm_bias(_x(4, 64, device=d), _x(64, device=d), _x(65, device=d)), "bias"),
+    "quant_scale size": (lambda d: ops.rmsnorm_bias(_x(4, 64, device=d), _x(64, device=d), None, 1e-6,
+                                                    _x(8, device=d)), "quant_scale"),
+    "odd gated width": (lambda d: ops.silu_and_mul(_x(4, 63, device=d)), "even"),
+    "gated out shape": (lambda d: ops.swiglu_oai(_x(4, 64, device=d), out=_x(4, 64, device=d)), "out"),
+    "int8 input": (lambda d: ops.swiglu_quant(torch.ones(4, 64, dtype=torch.int8, device=d)), "x must be"),
+    "group_list dtype": (lambda d: ops.swiglu_quant(_x(4, 64, device=d), torch.ones(2, device=d)), "group_list"),
+    "group_list type": (lambda d: ops.swiglu_quant(_x(4, 64, device=d), torch.ones(2, dtype=torch.int32, device=d),
+                                                   2), "group_list_type"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_malformed_input_names_the_argument(case, device):
+    fn, needle = CASES[case]
+    with pytest.raises((RuntimeError, ValueError), match=needle):
+        fn(device)
+
+
+@pytest.mark.parametrize("group_list,group_list_type", [([3, 2], 1), ([2, 5], 0), ([-1, 2], 1), ([3, 1], 0)])
+def test_group_list_beyond_rows_or_malformed(group_list, group_list_type):
+    q = torch.full((4, 32), 5, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match="group_list"):
+        ops.swiglu_quant(_x(4, 64), torch.tensor(group_list), group_list_type, out=(q, torch.empty(4)))
+    assert (q == 5).all()  # checked before anything is written
+
+
+def test_weight_on_another_device():
+    with pytest.raises((RuntimeError, ValueError), match="weight|device"):
+        ops.rmsnorm(_x(4, 64), _x(64, device="meta"))
+
+
+def test_negative_eps():
+    with pytest.raises(RuntimeError, match="eps"):
+        ops.rmsnorm(_x(4, 64), _x(64), eps=-1.0)

@@ -1,0 +1,103 @@
+"""CPU kernels of the RMSNorm family against reference.py."""
+
+import pytest
+import sgl_npu_norm as ops
+import torch
+from sgl_npu_core.testing import FLOAT_DTYPES, assert_close
+from sgl_npu_norm import reference as ref
+
+SHAPES = [(1, 8), (3, 100), (2, 3, 257), (5, 4096), (2, 7168)]
+
+
+def _inputs(shape, dtype, scale=1.0):
+    x = torch.randn(shape, dtype=dtype) * scale
+    w = torch.randn(shape[-1], dtype=dtype)
+    return x, w
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_rmsnorm(shape, dtype):
+    x, w = _inputs(shape, dtype)
+    assert_close(ops.rmsnorm(x, w, 1e-5), ref.rmsnorm(x, w, 1e-5))
+    assert_close(ops.gemma_rmsnorm(x, w), ref.gemma_rmsnorm(x, w))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_rmsnorm_fp32_weight_out_and_strided_rows(dtype):
+    base = torch.randn(6, 300, dtype=dtype)
+    x = base[:, 22:278]  # rows 300 elements apart
+    w = torch.randn(256)
+    out = torch.full((6, 256), 7.0, dtype=dtype)
+    assert ops.rmsnorm(x, w, out=out) is out
+    assert_close(out, ref.rmsnorm(x, w))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("gemma", [False, True])
+def test_fused_add_rmsnorm_in_place(shape, dtype, gemma):
+    x, w = _inputs(shape, dtype)
+    residual = torch.randn(shape, dtype=dtype)
+    want_x, want_residual = ref.fused_add_rmsnorm(x, residual, w, gemma=gemma)
+    fn = ops.gemma_fused_add_rmsnorm if gemma else ops.fused_add_rmsnorm
+    assert fn(x, residual, w) is None
+    assert_close(residual, want_residual, atol=0, rtol=0, name="residual")  # the sum is rounded to the dtype
+    assert_close(x, want_x)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 8), (3, 6144), (2, 2, 100)], ids=str)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_add_rmsnorm_bias(shape, dtype, with_bias):
+    x, w = _inputs(shape, dtype)
+    residual = torch.randn(shape, dtype=dtype)
+    bias = torch.randn(shape[-1], dtype=dtype) if with_bias else None
+    out, added = ops.add_rmsnorm_bias(x, residual, w, bias, 1e-6)
+    want_out, want_added = ref.add_rmsnorm_bias(x, residual, w, bias, 1e-6)
+    assert_close(added, want_added, atol=0, rtol=0, name="added")
+    assert_close(out, want_out)
+
+
+def _assert_int8_close(actual, expected):
+    assert actual.dtype == torch.int8 and actual.shape == expected.shape
+    diff = (actual.int() - expected.int()).abs()
+    # fp32 sums in another order may move a value across a rounding boundary, never further.
+    assert diff.max() <= 1, diff.max()
+    assert (diff == 0).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_quantized_outputs(dtype, with_offset):
+    x, w = _inputs((4, 3, 520), dtype)
+    bias = torch.randn(520, dtype=dtype)
+    scale = torch.rand(520) * 60  # large enough that some values saturate
+    offset = torch.randn(520) * 3 if with_offset else None
+    q = ops.rmsnorm_bias(x, w, bias, 1e-6, scale, offset)
+    want = ref.rmsnorm_bias(x, w, bias, 1e-6, scale, offset)
+    _assert_int8_close(q, want)
+    assert (want == 127).any() and (want == -128).any()
+    residual = torch.randn_like(x)
+    q, added = ops.add_rmsnorm_bias(x, residual, w, bias, 1e-6, scale.to(dtype), offset)
+    want_q, want_added = ref.add_rmsnorm_bias(x, residual, w, bias, 1e-6, scale.to(dtype), offset)
+    _assert_int8_close(q, want_q)
+    assert_close(added, want_added, atol=0, rtol=0)
+
+
+def test_zero_rows_and_special_values():
+    x = torch.empty(0, 64, dtype=torch.bfloat16)
+    assert ops.rmsnorm(x, torch.ones(64, dtype=torch.bfloat16)).shape == (0, 64)
+    x = torch.zeros(2, 64)
+    x[1, 3] = float("inf")
+    out = ops.rmsnorm(x, torch.ones(64))
+    assert torch.equal(out[0], torch.zeros(64))  # eps keeps an all-zero row finite
+    assert out[1].isnan().any()  # inf / inf, as in the reference
+    assert ref.rmsnorm(x, torch.ones(64))[1].isnan().any()
+
+
+def test_multithreaded_rows_match_single_row_calls():
+    x, w = _inputs((256, 2048), torch.bfloat16)
+    batched = ops.rmsnorm(x, w)
+    for r in (0, 100, 255):
+        assert torch.equal(batched[r], ops.rmsnorm(x[r : r + 1], w)[0])

@@ -1,0 +1,80 @@
+"""Every op passes torch.library.opcheck (schema, fake impl, functionalization) and traces under
+torch.compile(fullgraph=True) as a user calls it."""
+
+import pytest
+import sgl_npu_norm as ops
+import torch
+from sgl_npu_norm import reference as ref
+
+N = torch.ops.sgl_npu_norm
+
+
+def _samples():
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    w = torch.randn(64, dtype=torch.bfloat16)
+    b = torch.randn(64, dtype=torch.bfloat16)
+    qs, qo = torch.rand(64) * 20, torch.randn(64)
+    res = torch.randn_like(x)
+    out, q8 = torch.empty_like(x), torch.empty(3, 64, dtype=torch.int8)
+    g = torch.randn(3, 128, dtype=torch.float16)
+    return {
+        "rmsnorm": (N.rmsnorm.default, (x, w, None, 1e-6, False, None, None, out)),
+        "rmsnorm_quant": (N.rmsnorm.default, (x, w, b, 1e-6, True, qs, qo, q8)),
+        "add_rmsnorm": (N.add_rmsnorm.default, (x, res, w, b, 1e-6, False, None, None, out, torch.empty_like(x))),
+        "fused_add_rmsnorm": (N.fused_add_rmsnorm.default, (x.clone(), res.clone(), w, 1e-6, True)),
+        "silu_and_mul": (N.silu_and_mul.default, (g, torch.empty(3, 64, dtype=g.dtype))),
+        "swiglu_oai": (N.swiglu_oai.default, (g, 1.702, 7.0, torch.empty(3, 64, dtype=g.dtype))),
+        "swiglu_quant": (
+            N.swiglu_quant.default,
+            (g, torch.tensor([1, 1], dtype=torch.int32), 1, True, 7.0, torch.empty(3, 64, dtype=torch.int8),
+             torch.empty(3)),
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_samples()))
+def test_opcheck(case):
+    op, args = _samples()[case]
+    torch.library.opcheck(op, args)
+
+
+def _user_calls(x, w, res, g):
+    a = ops.rmsnorm(x, w)
+    b = ops.gemma_rmsnorm(x, w)
+    c, added = ops.add_rmsnorm_bias(x, res, w, w)
+    d = ops.rmsnorm_bias(x, w, w, 1e-6, w.float(), None)
+    x2, res2 = x.clone(), res.clone()
+    ops.fused_add_rmsnorm(x2, res2, w)
+    e = ops.silu_and_mul(g)
+    f = ops.swiglu_oai(g)
+    q, s = ops.swiglu_quant(g, torch.tensor([2], dtype=torch.int64))
+    return a, b, c, added, d, x2, res2, e, f, q, s
+
+
+def _reference_calls(x, w, res, g):
+    c, added = ref.add_rmsnorm_bias(x, res, w, w)
+    x2, res2 = ref.fused_add_rmsnorm(x, res, w)
+    q, s = ref.swiglu_quant(g, torch.tensor([2]))
+    return (ref.rmsnorm(x, w), ref.gemma_rmsnorm(x, w), c, added, ref.rmsnorm_bias(x, w, w, 1e-6, w.float()),
+            x2, res2, ref.silu_and_mul(g), ref.swiglu_oai(g), q, s)
+
+
+def test_torch_compile_fullgraph():
+    x, w, res = torch.randn(4, 64), torch.randn(64), torch.randn(4, 64)
+    g = torch.randn(4, 128)
+    torch._dynamo.reset()
+    compiled = torch.compile(_user_calls, fullgraph=True)
+    got = compiled(x, w, res, g)
+    for name, a, e in zip("a b c added d x2 res2 e f q s".split(), got, _reference_calls(x, w, res, g)):
+        if e.dtype == torch.int8:
+            assert (a.int() - e.int()).abs().max() <= 1, name
+        else:
+            torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_ops_run_on_meta_tensors():
+    x = torch.empty(5, 7, 32, device="meta", dtype=torch.bfloat16)
+    w = torch.empty(32, device="meta", dtype=torch.bfloat16)
+    assert ops.rmsnorm(x, w).shape == (5, 7, 32)
+    q, s = ops.swiglu_quant(x)
+    assert q.shape == (5, 7, 16) and s.shape == (5, 7)
