@@ -100,7 +100,7 @@ def bench(session: nox.Session) -> None:
     _build_wheels(session, list(PACKAGES))
     session.install("-c", CONSTRAINTS, "matplotlib", "numpy")
     out = ROOT / "docs" / "benchmarks"
-    for pkg, directory in PACKAGES.items():
+    for directory in PACKAGES.values():
         for script in sorted(glob.glob(f"packages/{directory}/benchmarks/bench_*.py")):
             session.run("python", script, "--out", str(out), *session.posargs)
 

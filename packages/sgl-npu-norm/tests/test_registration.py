@@ -65,7 +65,7 @@ def test_torch_compile_fullgraph():
     torch._dynamo.reset()
     compiled = torch.compile(_user_calls, fullgraph=True)
     got = compiled(x, w, res, g)
-    for name, a, e in zip("a b c added d x2 res2 e f q s".split(), got, _reference_calls(x, w, res, g)):
+    for name, a, e in zip("a b c added d x2 res2 e f q s".split(), got, _reference_calls(x, w, res, g), strict=True):
         if e.dtype == torch.int8:
             assert (a.int() - e.int()).abs().max() <= 1, name
         else:

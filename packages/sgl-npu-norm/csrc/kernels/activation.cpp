@@ -26,19 +26,20 @@ inline float swiglu_oai1(float g, float u, float alpha, float limit) {
 template <class T>
 void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
   const int64_t d = a.d;
+  auto store = [stream = a.stream](T* p, f32x8 v) { stream ? store8_stream(p, v) : store8(p, v); };
   for (int64_t r = begin; r < end; ++r) {
     const T* x = static_cast<const T*>(a.x) + r * a.x_stride;
     T* out = static_cast<T*>(a.out) + r * a.out_stride;
     int64_t i = 0;
     if (a.kind == GluKind::silu_and_mul) {
-      for (; i + kVec <= d; i += kVec) store8(out + i, vsilu(load8(x + i)) * load8(x + d + i));
+      for (; i + kVec <= d; i += kVec) store(out + i, vsilu(load8(x + i)) * load8(x + d + i));
       for (; i < d; ++i) out[i] = from_float<T>(silu(to_float(x[i])) * to_float(x[d + i]));
     } else {
       for (; i + kVec <= d; i += kVec) {
         f32x8 lo = load8(x + 2 * i), hi = load8(x + 2 * i + kVec);
         f32x8 g = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
         f32x8 u = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
-        store8(out + i, swiglu_oai8(g, u, a.alpha, a.limit));
+        store(out + i, swiglu_oai8(g, u, a.alpha, a.limit));
       }
       for (; i < d; ++i)
         out[i] = from_float<T>(swiglu_oai1(to_float(x[2 * i]), to_float(x[2 * i + 1]), a.alpha, a.limit));
@@ -98,6 +99,7 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
 
 void glu_rows(const GluArgs& a, int64_t begin, int64_t end) {
   SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] { glu_rows_t<scalar_t>(a, begin, end); });
+  if (a.stream) stream_fence();
 }
 
 void swiglu_quant_rows(const SwigluQuantArgs& a, int64_t begin, int64_t end) {

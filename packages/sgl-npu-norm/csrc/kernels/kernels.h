@@ -29,6 +29,7 @@ struct NormArgs {
   const float* quant_offset;  // optional
   void* out;
   int64_t out_stride;
+  bool stream;  // write `out` with non-temporal stores (see sgl_npu_core::should_stream)
 };
 
 enum class GluKind : int8_t { silu_and_mul, swiglu_oai };
@@ -44,6 +45,7 @@ struct GluArgs {
   int64_t x_stride;
   void* out;
   int64_t out_stride;
+  bool stream;
 };
 
 // y = silu(gate) * up (or, with do_limit, min(silu(gate), limit) * clamp(up, +-limit)) on x = [gate | up],

@@ -83,7 +83,10 @@ void norm_rows(const NormArgs& a, int64_t begin, int64_t end) {
       for (; i + kVec <= n; i += kVec) {
         f32x8 v = load8(src + i) * inv * load8(w + i);
         if (b) v = v + load8(b + i);
-        store8(out + i, v);
+        if (a.stream)
+          store8_stream(out + i, v);
+        else
+          store8(out + i, v);
       }
       for (; i < n; ++i) out[i] = from_float<T>(to_float(src[i]) * inv * w[i] + (b ? b[i] : 0.f));
     }
@@ -99,6 +102,7 @@ void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end) {
     else
       norm_rows<scalar_t, false>(a, begin, end);
   });
+  if (a.stream) stream_fence();
 }
 
 void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add) {

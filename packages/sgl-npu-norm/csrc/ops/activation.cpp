@@ -3,6 +3,7 @@
 #include "kernels/kernels.h"
 #include "ops/ops.h"
 #include "sgl_npu_core/parallel.h"
+#include "sgl_npu_core/vec.h"
 
 namespace sgl_npu_norm {
 
@@ -23,8 +24,18 @@ std::pair<Rows, Rows> glu_rows_checked(const Tensor& x, const Tensor& out, Scala
 
 void run_glu(const Tensor& x, Tensor out, GluKind kind, float alpha, float limit) {
   auto [xr, orow] = glu_rows_checked(x, out, x.scalar_type(), "out");
-  GluArgs a{float_dtype(x, "x"),    kind,           orow.cols, alpha, limit, x.const_data_ptr(), xr.row_stride,
-            out.mutable_data_ptr(), orow.row_stride};
+  const int64_t elem = int64_t(out.element_size());
+  GluArgs a{};
+  a.dtype = float_dtype(x, "x");
+  a.kind = kind;
+  a.d = orow.cols;
+  a.alpha = alpha;
+  a.limit = limit;
+  a.x = x.const_data_ptr();
+  a.x_stride = xr.row_stride;
+  a.out = out.mutable_data_ptr();
+  a.out_stride = orow.row_stride;
+  a.stream = should_stream(a.out, orow.rows, elem * orow.cols, elem * orow.row_stride);
   parallel_rows(xr.rows, 3 * int64_t(x.element_size()) * orow.cols,
                 [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(glu_rows, a, begin, end); });
 }

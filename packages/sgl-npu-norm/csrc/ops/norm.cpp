@@ -3,6 +3,7 @@
 #include "kernels/kernels.h"
 #include "ops/ops.h"
 #include "sgl_npu_core/parallel.h"
+#include "sgl_npu_core/vec.h"
 
 namespace sgl_npu_norm {
 
@@ -63,6 +64,10 @@ struct NormCall {
     args.quant_offset = quant_offset.get();
     args.out = out.mutable_data_ptr();
     args.out_stride = outr.row_stride;
+    // Streaming only pays for a separate output: in place, the lines are already in cache.
+    const int64_t elem = int64_t(out.element_size());
+    args.stream =
+        !qs.has_value() && args.out != args.x && should_stream(args.out, rows, elem * xr.cols, elem * outr.row_stride);
   }
 
   void run() const {

@@ -8,12 +8,10 @@ from sgl_npu_core.library import load_op_library
 
 load_op_library(__file__)
 
-from . import (
-    _accelerator,  # noqa: E402,F401
-    _meta,  # noqa: E402  (fake impls need the ops defined first)
-)
-from .activation import silu_and_mul, swiglu_oai, swiglu_quant  # noqa: E402
-from .norm import (  # noqa: E402
+# The ops must exist before their fake and accelerator impls are registered.
+from . import _accelerator, _meta
+from .activation import silu_and_mul, swiglu_oai, swiglu_quant
+from .norm import (
     add_rmsnorm_bias,
     fused_add_rmsnorm,
     gemma_fused_add_rmsnorm,

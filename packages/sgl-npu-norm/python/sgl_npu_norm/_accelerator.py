@@ -18,7 +18,8 @@ def _triton():
 
 def _ref_rmsnorm(x, weight, bias, eps, gemma, quant_scale, quant_offset, out):
     _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
-    out.copy_(reference.rmsnorm(x, weight, eps, bias=bias, gemma=gemma, quant_scale=quant_scale, quant_offset=quant_offset))
+    y = reference.rmsnorm(x, weight, eps, bias=bias, gemma=gemma, quant_scale=quant_scale, quant_offset=quant_offset)
+    out.copy_(y)
 
 
 def _ref_add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added):

@@ -55,7 +55,9 @@ def check_swiglu_quant(x, group_list, group_list_type, q, scale) -> None:
     check_same_device(scale, x, "scale", "x")
     if group_list is not None:
         check(group_list.dim() == 1 and group_list.numel() > 0, "group_list must be a non-empty 1-D tensor")
-        check(group_list.dtype in (torch.int32, torch.int64), f"group_list must be int32 or int64, got {group_list.dtype}")
+        check(
+            group_list.dtype in (torch.int32, torch.int64), f"group_list must be int32 or int64, got {group_list.dtype}"
+        )
         check(group_list_type in (0, 1), f"group_list_type must be 0 (cumulative) or 1 (counts), got {group_list_type}")
 
 

@@ -7,7 +7,7 @@
 
 #include "sgl_npu_core/dtype.h"
 
-#if defined(__F16C__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -69,6 +69,32 @@ inline void store8(fp16_t* p, f32x8 v) {
 #endif
 }
 
+// Store that bypasses the cache (no read-for-ownership of the destination line) for outputs much larger
+// than the cache. `p` must be 16-byte aligned; call stream_fence() before the data is read elsewhere.
+template <class T>
+inline void store8_stream(T* p, f32x8 v) {
+#if defined(__SSE2__)
+  alignas(32) T tmp[kVec];
+  store8(tmp, v);
+  for (unsigned k = 0; k < sizeof tmp; k += 16)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(reinterpret_cast<char*>(p) + k),
+                     _mm_load_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const char*>(tmp) + k)));
+#else
+  store8(p, v);
+#endif
+}
+// Whether rows of `row_bytes` (`stride_bytes` apart) at `out` should be written with store8_stream: the
+// output is far larger than the caches and every 8-element store lands 16-byte aligned.
+inline bool should_stream(const void* out, int64_t rows, int64_t row_bytes, int64_t stride_bytes) {
+  constexpr int64_t kMinBytes = 8 << 20;
+  return rows * row_bytes >= kMinBytes && reinterpret_cast<uintptr_t>(out) % 16 == 0 && stride_bytes % 16 == 0;
+}
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
 inline float reduce_add(f32x8 v) {
   float s = 0.f;
   for (int i = 0; i < kVec; ++i) s += v[i];
@@ -98,13 +124,13 @@ inline void store8_int8(int8_t* p, f32x8 v) {
 }
 inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// exp(x) to ~2 ulp on [-87, 88]: 2^n * P(r) with r = x - n ln2 (Cody-Waite), saturating outside.
+// exp(x) to ~1e-7 relative on [-87, 88], saturating outside: 2^n * P(r), r = x - n ln2 (Cody-Waite).
+// n is rounded with the 1.5 * 2^23 trick, which also leaves n in the low bits for building 2^n.
 inline f32x8 vexp(f32x8 x) {
-  x = vmin(vmax(x, splat(-87.33654f)), splat(88.37626f));
-  f32x8 n = x * 1.44269504088896341f;
-  f32x8 half = bitcast<f32x8>((bitcast<u32x8>(n) & 0x80000000u) | bitcast<u32x8>(splat(0.5f)));
-  n = __builtin_convertvector(__builtin_convertvector(n + half, i32x8), f32x8);  // round half away
-  f32x8 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  x = vclamp(x, -87.33654f, 88.37626f);
+  const f32x8 shifted = x * 1.44269504088896341f + 12582912.0f;
+  const f32x8 n = shifted - 12582912.0f;
+  const f32x8 r = x - n * 0.693359375f + n * 2.12194440e-4f;
   f32x8 p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -112,8 +138,8 @@ inline f32x8 vexp(f32x8 x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  i32x8 e = (__builtin_convertvector(n, i32x8) + 127) << 23;
-  return p * bitcast<f32x8>(e);
+  const u32x8 two_n = (bitcast<u32x8>(shifted) << 23) + (127u << 23);
+  return p * bitcast<f32x8>(two_n);
 }
 inline f32x8 vsigmoid(f32x8 x) { return 1.0f / (1.0f + vexp(-x)); }
 inline f32x8 vsilu(f32x8 x) { return x / (1.0f + vexp(-x)); }

@@ -1,1 +1,9 @@
-"""Triton kernels (placeholder until written)."""
+"""Triton kernels of every op, run on cuda / npu tensors (see ``_accelerator.py``).
+
+Each function takes exactly the op schema's arguments, writes into the preallocated outputs and returns None.
+"""
+
+from .activation import silu_and_mul, swiglu_oai, swiglu_quant
+from .norm import add_rmsnorm, fused_add_rmsnorm, rmsnorm
+
+__all__ = ["add_rmsnorm", "fused_add_rmsnorm", "rmsnorm", "silu_and_mul", "swiglu_oai", "swiglu_quant"]

@@ -1,0 +1,192 @@
+"""Benchmark harness shared by the wheels: wall-clock timing, a copy-bandwidth yardstick, and reports
+(markdown, json, png) of kernels against their PyTorch references run eagerly and under torch.compile."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def time_us(fn: Callable[[], object], *, warmup: int = 3, min_iters: int = 5, min_time_s: float = 0.2) -> float:
+    """Median wall time of ``fn()`` in microseconds.
+
+    Warm-up stops early once it has taken ``min_time_s`` (a compile, or a call slow enough not to need more
+    warming). Then ``fn`` is repeated until both ``min_iters`` calls and ``min_time_s`` seconds are reached, so
+    fast ops get many samples and a 300 ms op only ``min_iters``. The median shrugs off a noisy machine.
+    """
+    start = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+        if time.perf_counter() - start >= min_time_s:
+            break
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < min_iters or time.perf_counter() - start < min_time_s:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e6
+
+
+def copy_bandwidth_gbs(nbytes: int, dtype: torch.dtype = torch.uint8, **timing) -> float:
+    """GB/s of ``dst.copy_(src)`` on preallocated, already touched tensors of ``nbytes`` each, counting the read
+    and the write (``2 * nbytes``): what a memory-bound op moving the same bytes could hope for."""
+    numel = max(1, nbytes // torch.empty((), dtype=dtype).element_size())
+    src = torch.ones(numel, dtype=dtype)
+    dst = torch.zeros(numel, dtype=dtype)  # touched now, so page faults stay out of the timing
+    return 2 * src.nbytes / time_us(lambda: dst.copy_(src), **timing) / 1e3
+
+
+def compiled(fn: Callable) -> Callable:
+    """``torch.compile(fn, dynamic=False)``: one graph per shape, as a server compiles its fixed batch sizes.
+
+    Dynamo's caches are reset first: benchmarking many shapes of one function would otherwise pass the
+    recompile limit, after which dynamo silently runs the function eagerly.
+    """
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
+def machine_facts(copy_nbytes: int = 64 << 20) -> dict:
+    """What the numbers depend on: torch build, threads, CPU, and the copy bandwidth of a large buffer."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "copy_gbs": round(copy_bandwidth_gbs(copy_nbytes), 2),
+        "copy_mb": copy_nbytes / 1e6,
+    }
+
+
+@dataclasses.dataclass
+class Row:
+    """One op at one shape and dtype. Times in microseconds; None where not measured.
+
+    ``us`` is with preallocated outputs (``out=``), ``us_fresh`` with outputs allocated by the call.
+    ``copy_gbs`` is the copy bandwidth for the same byte count, measured in the same run. The speed-ups compare
+    like with like: the references allocate their outputs, so they divide by ``us_fresh`` when there is one.
+    """
+
+    op: str
+    shape: str
+    dtype: str
+    us: float
+    us_fresh: float | None = None
+    bytes: int | None = None
+    copy_gbs: float | None = None
+    eager_us: float | None = None
+    compile_us: float | None = None
+    gbs: float | None = dataclasses.field(init=False, default=None)
+    pct_copy: float | None = dataclasses.field(init=False, default=None)
+    vs_eager: float | None = dataclasses.field(init=False, default=None)
+    vs_compile: float | None = dataclasses.field(init=False, default=None)
+
+    def __post_init__(self):
+        if self.bytes is not None:
+            self.gbs = self.bytes / self.us / 1e3
+            if self.copy_gbs:
+                self.pct_copy = 100 * self.gbs / self.copy_gbs
+        base = self.us if self.us_fresh is None else self.us_fresh
+        self.vs_eager = None if self.eager_us is None else self.eager_us / base
+        self.vs_compile = None if self.compile_us is None else self.compile_us / base
+
+    @property
+    def label(self) -> str:
+        return f"{self.op} {self.shape} {self.dtype}"
+
+
+# (header, Row attribute, format) of each markdown column.
+_COLUMNS = [
+    ("op", "op", "{}"),
+    ("shape", "shape", "{}"),
+    ("dtype", "dtype", "{}"),
+    ("µs (out=)", "us", "{:.1f}"),
+    ("µs (fresh)", "us_fresh", "{:.1f}"),
+    ("MB", "bytes", "{:.3g}"),
+    ("GB/s", "gbs", "{:.2f}"),
+    ("% copy", "pct_copy", "{:.0f}%"),
+    ("eager µs", "eager_us", "{:.1f}"),
+    ("compile µs", "compile_us", "{:.1f}"),
+    ("× eager", "vs_eager", "{:.2f}"),
+    ("× compile", "vs_compile", "{:.2f}"),
+]
+
+
+def _cell(row: Row, attr: str, fmt: str) -> str:
+    value = getattr(row, attr)
+    if value is None:
+        return "–"
+    return fmt.format(value / 1e6 if attr == "bytes" else value)
+
+
+class Report:
+    """Collects rows and writes ``<name>.md``, ``<name>.json`` and ``<name>.png`` into ``out_dir``."""
+
+    def __init__(self, name: str, facts: dict | None = None, notes: list[str] | None = None):
+        self.name = name
+        self.facts = machine_facts() if facts is None else facts
+        self.notes = notes or []
+        self.rows: list[Row] = []
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        return row
+
+    def header(self) -> str:
+        f = self.facts
+        copy = f"copy {f['copy_gbs']} GB/s ({f['copy_mb']:g} MB)" if "copy_gbs" in f else "copy not measured"
+        return f"torch {f.get('torch')}, {f.get('threads')} threads, {f.get('processor', '?')}, {copy}"
+
+    def markdown(self) -> str:
+        lines = [f"# {self.name}", "", self.header(), ""]
+        if self.notes:
+            lines += [*self.notes, ""]
+        lines.append("| " + " | ".join(h for h, _, _ in _COLUMNS) + " |")
+        lines.append("|" + "|".join("---" if i < 3 else "--:" for i in range(len(_COLUMNS))) + "|")
+        for row in self.rows:
+            lines.append("| " + " | ".join(_cell(row, a, f) for _, a, f in _COLUMNS) + " |")
+        return "\n".join(lines) + "\n"
+
+    def print(self) -> None:
+        print(self.markdown(), flush=True)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write the three files; returns their paths by suffix."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {ext: out / f"{self.name}.{ext}" for ext in ("md", "json", "png")}
+        paths["md"].write_text(self.markdown())
+        doc = {"name": self.name, "facts": self.facts, "notes": self.notes,
+               "rows": [dataclasses.asdict(r) for r in self.rows]}
+        paths["json"].write_text(json.dumps(doc, indent=1) + "\n")
+        self._plot(paths["png"])
+        return paths
+
+    def _plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+
+        labels = [r.label for r in self.rows][::-1]  # first row on top
+        panels = [("% of copy bandwidth", [r.pct_copy for r in self.rows][::-1], 100.0),
+                  ("speed-up over torch.compile (×)", [r.vs_compile for r in self.rows][::-1], 1.0)]
+        fig, axes = plt.subplots(1, 2, figsize=(13, 1.5 + 0.2 * len(labels)), sharey=True, squeeze=False)
+        for ax, (title, values, mark) in zip(axes[0], panels, strict=True):
+            ax.barh(range(len(labels)), [0 if v is None else v for v in values], color="tab:blue")
+            ax.axvline(mark, color="tab:red", lw=1)
+            ax.set_title(title, fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+        axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)
+        fig.suptitle(f"{self.name}: {self.header()}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)

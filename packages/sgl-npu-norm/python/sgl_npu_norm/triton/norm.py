@@ -1,0 +1,152 @@
+"""Triton RMSNorm family: one program per row, fp32 math, the variants picked by constexpr flags.
+
+The launchers take the op schema's arguments (outputs preallocated), check them with ``_meta`` and write
+into the outputs; see ``reference.py`` for the semantics.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from sgl_npu_core.checks import check
+
+from .. import _meta
+
+
+def row_stride(t: torch.Tensor, name: str) -> int:
+    """Elements between consecutive rows of ``t`` read as rows over its last dim (as the C++ ``as_rows``):
+    the leading dims must collapse into one evenly strided dim; size-1 dims have no meaningful stride."""
+    cols = t.shape[-1]
+    stride, expect = cols, None
+    for d in range(t.dim() - 2, -1, -1):
+        if t.shape[d] == 1:
+            continue
+        if expect is None:
+            stride = t.stride(d)
+            check(stride >= cols, f"{name} has overlapping rows (stride {stride})")
+        else:
+            check(t.stride(d) == expect, f"{name} has leading dims that do not collapse into rows")
+        expect = t.stride(d) * t.shape[d]
+    return stride
+
+
+def num_rows(t: torch.Tensor) -> int:
+    return t.numel() // t.shape[-1]
+
+
+def num_warps(block: int) -> int:
+    # about 8 elements per thread for wide rows; a single warp for narrow ones
+    return max(1, min(block // 256, 8))
+
+
+@triton.jit
+def round_half_even(v):
+    # 1.5 * 2**23: adding it leaves no fraction bits, so the fp32 add rounds to an integer, ties to even
+    # (valid for |v| < 2**22; callers clamp first)
+    return (v + 12582912.0) - 12582912.0
+
+
+@triton.jit
+def _rmsnorm_kernel(
+    x_ptr,
+    x_stride,
+    res_ptr,
+    res_stride,
+    sum_ptr,
+    sum_stride,
+    w_ptr,
+    b_ptr,
+    qs_ptr,
+    qo_ptr,
+    out_ptr,
+    out_stride,
+    hidden,
+    eps,
+    BLOCK: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    GEMMA: tl.constexpr,
+    QUANT: tl.constexpr,
+    HAS_OFFSET: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)  # row * stride may pass 2**31 elements
+    cols = tl.arange(0, BLOCK)
+    mask = cols < hidden
+    x = tl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0)
+    if HAS_RESIDUAL:
+        r = tl.load(res_ptr + row * res_stride + cols, mask=mask, other=0.0)
+        # The sum is rounded to the dtype once; that rounded value is both stored and normalized.
+        # (Everything is loaded before the stores, so sum may alias residual and out may alias x.)
+        x = (x.to(tl.float32) + r.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        tl.store(sum_ptr + row * sum_stride + cols, x, mask=mask)
+    xf = x.to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(xf * xf, axis=0) / hidden + eps)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    if GEMMA:
+        w = w + 1.0
+    y = xf * rstd * w
+    if HAS_BIAS:
+        y = y + tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    if QUANT:
+        y = y * tl.load(qs_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_OFFSET:
+            y = y + tl.load(qo_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        # rounding is monotone and the bounds are integers, so clamping first equals saturating after
+        q = round_half_even(tl.clamp(y, -128.0, 127.0))
+        tl.store(out_ptr + row * out_stride + cols, q.to(tl.int8), mask=mask)
+    else:
+        tl.store(out_ptr + row * out_stride + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _launch_norm(x, residual, added, weight, bias, eps, gemma, quant_scale, quant_offset, out) -> None:
+    """Runs the kernel on checked arguments; ``residual``/``added`` are both given or both None."""
+    check(eps >= 0, f"eps must be >= 0, got {eps}")
+    rows, hidden = num_rows(x), x.shape[-1]
+    if rows == 0:
+        return
+    has_res = residual is not None
+    block = triton.next_power_of_2(hidden)
+    # Absent optional tensors are passed as `weight`: the constexpr flags keep them unread.
+    _rmsnorm_kernel[(rows,)](
+        x,
+        row_stride(x, "x"),
+        residual if has_res else weight,
+        row_stride(residual, "residual") if has_res else 0,
+        added if has_res else weight,
+        row_stride(added, "added") if has_res else 0,
+        weight,
+        weight if bias is None else bias,
+        weight if quant_scale is None else quant_scale,
+        weight if quant_offset is None else quant_offset,
+        out,
+        row_stride(out, "out"),
+        hidden,
+        float(eps),
+        BLOCK=block,
+        HAS_RESIDUAL=has_res,
+        HAS_BIAS=bias is not None,
+        GEMMA=bool(gemma),
+        QUANT=quant_scale is not None,
+        HAS_OFFSET=quant_offset is not None,
+        num_warps=num_warps(block),
+    )
+
+
+def rmsnorm(x, weight, bias, eps, gemma, quant_scale, quant_offset, out) -> None:
+    _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    _launch_norm(x, None, None, weight, bias, eps, gemma, quant_scale, quant_offset, out)
+
+
+def add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added) -> None:
+    _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    _meta.check_residual(x, residual)
+    _meta.check_residual(x, added, "added")
+    _launch_norm(x, residual, added, weight, bias, eps, gemma, quant_scale, quant_offset, out)
+
+
+def fused_add_rmsnorm(x, residual, weight, eps, gemma) -> None:
+    # in place: the sum goes to residual, the normalized sum to x
+    _meta.check_norm(x, weight, None, None, None, x)
+    _meta.check_residual(x, residual)
+    _launch_norm(x, residual, residual, weight, None, eps, gemma, None, None, x)

@@ -1,0 +1,198 @@
+"""Triton kernels (sgl_npu_norm.triton) against reference.py, run on CPU tensors through the Triton interpreter."""
+
+import os
+
+# The interpreter must be chosen before triton is imported (conftest.py does the same).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from sgl_npu_core.testing import FLOAT_DTYPES, assert_close  # noqa: E402
+
+from sgl_npu_norm import reference as ref  # noqa: E402
+
+kernels = pytest.importorskip("sgl_npu_norm.triton")
+
+SHAPES = [(1, 8), (3, 100), (2, 3, 256)]
+GLU_SHAPES = [(1, 16), (3, 200), (2, 3, 512)]  # gated inputs [..., 2d]
+
+
+def _other_dtype(dtype):
+    # per-channel params of another float dtype than x: the kernels cast them to fp32
+    return FLOAT_DTYPES[(FLOAT_DTYPES.index(dtype) + 1) % len(FLOAT_DTYPES)]
+
+
+def _assert_int8_close(actual, expected, name="out"):
+    """int8 codes: an fp32 ulp (exp, rsqrt, fma) may cross a rounding boundary, so allow off-by-one, rarely."""
+    assert actual.dtype == expected.dtype == torch.int8 and actual.shape == expected.shape, name
+    diff = (actual.int() - expected.int()).abs()
+    assert diff.max() <= 1, f"{name}: max diff {diff.max()}"
+    assert int((diff != 0).sum()) <= max(1, diff.numel() // 100), f"{name}: {int((diff != 0).sum())} codes differ"
+
+
+def _norm_params(hidden, dtype, bias, quant):
+    """(bias, quant_scale, quant_offset) for quant in (None, "scale", "offset")."""
+    b = torch.randn(hidden, dtype=dtype) if bias else None
+    qs = torch.rand(hidden, dtype=dtype) * 40 + 10 if quant else None  # wide enough to saturate both ends
+    qo = (torch.randn(hidden) * 3).to(dtype) if quant == "offset" else None
+    return b, qs, qo
+
+
+def _check_norm_out(out, want):
+    if want.dtype == torch.int8:
+        _assert_int8_close(out, want)
+    else:
+        assert_close(out, want)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("gemma", [False, True], ids=["plain", "gemma"])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("quant", [None, "scale", "offset"])
+def test_rmsnorm(shape, dtype, gemma, bias, quant):
+    x = torch.randn(shape, dtype=dtype)
+    w = torch.randn(shape[-1], dtype=dtype)
+    b, qs, qo = _norm_params(shape[-1], dtype, bias, quant)
+    out = torch.empty(shape, dtype=torch.int8 if quant else dtype)
+    assert kernels.rmsnorm(x, w, b, 1e-5, gemma, qs, qo, out) is None
+    _check_norm_out(out, ref.rmsnorm(x, w, 1e-5, bias=b, gemma=gemma, quant_scale=qs, quant_offset=qo))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("gemma", [False, True], ids=["plain", "gemma"])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("quant", [None, "scale", "offset"])
+def test_add_rmsnorm(shape, dtype, gemma, bias, quant):
+    pdtype = _other_dtype(dtype)
+    x, residual = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+    w = torch.randn(shape[-1], dtype=pdtype)
+    b, qs, qo = _norm_params(shape[-1], pdtype, bias, quant)
+    out = torch.empty(shape, dtype=torch.int8 if quant else dtype)
+    added = torch.empty_like(x)
+    kernels.add_rmsnorm(x, residual, w, b, 1e-6, gemma, qs, qo, out, added)
+    want_out, want_added = ref.add_rmsnorm_bias(x, residual, w, b, 1e-6, qs, qo, gemma=gemma)
+    assert_close(added, want_added, atol=0, rtol=0, name="added")  # the sum is rounded to the dtype
+    _check_norm_out(out, want_out)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("gemma", [False, True], ids=["plain", "gemma"])
+def test_fused_add_rmsnorm_in_place(shape, dtype, gemma):
+    x, residual = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+    w = torch.randn(shape[-1], dtype=dtype)
+    want_x, want_residual = ref.fused_add_rmsnorm(x, residual, w, gemma=gemma)
+    assert kernels.fused_add_rmsnorm(x, residual, w, 1e-6, gemma) is None
+    assert_close(residual, want_residual, atol=0, rtol=0, name="residual")
+    assert_close(x, want_x)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_norm_strided_rows(dtype):
+    # rows 300 elements apart behind size-1 leading dims, written into a strided `out` and `added`
+    x = torch.randn(2, 1, 3, 300, dtype=dtype)[..., 22:278]
+    residual = torch.randn(6, 260, dtype=dtype)[:, :256].reshape(2, 1, 3, 256)
+    w = torch.randn(256)
+    out = torch.full((2, 1, 3, 270), 7.0, dtype=dtype)
+    added = torch.full((6, 280), 7.0, dtype=dtype)
+    kernels.add_rmsnorm(x, residual, w, None, 1e-6, False, None, None, out[..., 5:261], added[:, 3:259].view(2, 1, 3, 256))
+    want_out, want_added = ref.add_rmsnorm_bias(x, residual, w)
+    assert_close(out[..., 5:261], want_out)
+    assert_close(added[:, 3:259].view(2, 1, 3, 256), want_added, atol=0, rtol=0, name="added")
+    assert (out[..., :5] == 7).all() and (out[..., 261:] == 7).all() and (added[:, 259:] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", GLU_SHAPES, ids=str)
+def test_silu_and_mul(shape, dtype):
+    x = torch.randn(shape, dtype=dtype) * 4
+    out = torch.empty((*shape[:-1], shape[-1] // 2), dtype=dtype)
+    assert kernels.silu_and_mul(x, out) is None
+    assert_close(out, ref.silu_and_mul(x))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", GLU_SHAPES, ids=str)
+@pytest.mark.parametrize("alpha,limit", [(1.702, 7.0), (1.0, 2.5)])
+def test_swiglu_oai(shape, dtype, alpha, limit):
+    x = torch.randn(shape, dtype=dtype) * 5  # beyond the limit on both sides
+    out = torch.empty((*shape[:-1], shape[-1] // 2), dtype=dtype)
+    kernels.swiglu_oai(x, alpha, limit, out)
+    assert_close(out, ref.swiglu_oai(x, alpha, limit))
+
+
+def _run_swiglu_quant(x, group_list=None, group_list_type=1, do_limit=False, limit=7.0):
+    # outputs prefilled with garbage: every element must be written, padding rows included
+    q = torch.full((*x.shape[:-1], x.shape[-1] // 2), 9, dtype=torch.int8)
+    scale = torch.full(x.shape[:-1], 9.0)
+    assert kernels.swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale) is None
+    want_q, want_scale = ref.swiglu_quant(x, group_list, group_list_type, do_limit, limit)
+    assert_close(scale, want_scale, atol=1e-7, rtol=5e-6, name="scale")
+    _assert_int8_close(q, want_q, "q")
+    return q, scale
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", GLU_SHAPES, ids=str)
+@pytest.mark.parametrize("do_limit", [False, True])
+def test_swiglu_quant(shape, dtype, do_limit):
+    _run_swiglu_quant(torch.randn(shape, dtype=dtype) * 4, do_limit=do_limit, limit=3.0)
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
+@pytest.mark.parametrize("group_list_type", [0, 1])
+def test_swiglu_quant_group_list(index_dtype, group_list_type):
+    counts = torch.tensor([0, 3, 0, 4, 0, 2])  # 9 of 12 rows
+    group_list = (counts if group_list_type == 1 else counts.cumsum(0)).to(index_dtype)
+    x = torch.randn(3, 4, 96, dtype=torch.bfloat16)
+    x[0, 1] = 0  # an all-zero computed row: scale 0, q 0
+    q, scale = _run_swiglu_quant(x, group_list, group_list_type)
+    q, scale = q.view(12, 48), scale.view(12)
+    assert (q[9:] == 0).all() and (scale[9:] == 0).all()
+    assert (scale[:9] > 0).sum() == 8
+
+
+def test_zero_rows():
+    x = torch.empty(0, 8)
+    w = torch.ones(8)
+    kernels.rmsnorm(x, w, None, 1e-6, False, None, None, torch.empty(0, 8))
+    kernels.add_rmsnorm(x, x, w, None, 1e-6, False, w, None, torch.empty(0, 8, dtype=torch.int8), torch.empty(0, 8))
+    kernels.fused_add_rmsnorm(x, torch.empty(0, 8), w, 1e-6, True)
+    kernels.silu_and_mul(x, torch.empty(0, 4))
+    kernels.swiglu_oai(x, 1.702, 7.0, torch.empty(0, 4))
+    kernels.swiglu_quant(x, torch.zeros(1, dtype=torch.int32), 1, False, 7.0, torch.empty(0, 4, dtype=torch.int8),
+                         torch.empty(0))  # fmt: skip
+
+
+BF16 = torch.bfloat16
+MALFORMED = {
+    "weight size": (lambda: kernels.rmsnorm(torch.randn(4, 64), torch.randn(63), None, 1e-6, False, None, None,
+                                            torch.empty(4, 64)), "weight"),
+    "bias size": (lambda: kernels.rmsnorm(torch.randn(4, 64), torch.randn(64), torch.randn(65), 1e-6, False, None, None,
+                                          torch.empty(4, 64)), "bias"),
+    "quant out dtype": (lambda: kernels.rmsnorm(torch.randn(4, 64), torch.randn(64), None, 1e-6, False,
+                                                torch.ones(64), None, torch.empty(4, 64)), "out"),
+    "negative eps": (lambda: kernels.rmsnorm(torch.randn(4, 64), torch.randn(64), None, -1.0, False, None, None,
+                                             torch.empty(4, 64)), "eps"),
+    "uncollapsible rows": (lambda: kernels.rmsnorm(torch.randn(4, 6, 64)[:, :3], torch.randn(64), None, 1e-6, False,
+                                                   None, None, torch.empty(4, 3, 64)), "x has leading dims"),
+    "residual dtype": (lambda: kernels.fused_add_rmsnorm(torch.randn(4, 64, dtype=BF16), torch.randn(4, 64),
+                                                         torch.randn(64), 1e-6, False), "residual"),
+    "odd gated width": (lambda: kernels.silu_and_mul(torch.randn(4, 63), torch.empty(4, 31)), "even"),
+    "oai limit": (lambda: kernels.swiglu_oai(torch.randn(4, 64), 1.702, 0.0, torch.empty(4, 32)), "limit"),
+    "group_list dtype": (lambda: kernels.swiglu_quant(torch.randn(4, 64), torch.ones(2), 1, False, 7.0,
+                                                      torch.empty(4, 32, dtype=torch.int8), torch.empty(4)),
+                         "group_list"),
+    "scale dtype": (lambda: kernels.swiglu_quant(torch.randn(4, 64), None, 1, False, 7.0,
+                                                 torch.empty(4, 32, dtype=torch.int8), torch.empty(4, dtype=BF16)),
+                    "scale"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_input_names_the_argument(case):
+    fn, needle = MALFORMED[case]
+    with pytest.raises(RuntimeError, match=needle):
+        fn()
