@@ -1,6 +1,7 @@
 """Benchmark sgl-npu-norm's kernels against their PyTorch references, eager and under torch.compile.
 
     python bench_norm.py --out docs/benchmarks [--quick] [--ops rmsnorm,silu_and_mul] [--ref-max-mb 100]
+        [--threads 1]
 
 Writes norm.md / norm.json / norm.png and prints the table. For the gated ops ``hidden`` is the output width
 d (the input is [rows, 2d]).
@@ -130,7 +131,10 @@ def main(argv: list[str] | None = None) -> Report:
     p.add_argument("--ops", default=",".join(OPS), help="comma-separated subset of: %(default)s")
     p.add_argument("--ref-max-mb", type=float, default=float("inf"),
                    help="skip the eager / compiled references where the op moves more MB than this")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
     unknown = set(names) - set(OPS)

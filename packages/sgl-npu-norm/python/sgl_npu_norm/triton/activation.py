@@ -11,7 +11,7 @@ import triton.language as tl
 from sgl_npu_core.checks import check, check_same_device
 
 from .. import _meta
-from .norm import num_rows, num_warps, row_stride
+from .norm import num_rows, num_warps, row_stride, to_dtype
 
 
 @triton.jit
@@ -44,7 +44,7 @@ def _glu_kernel(x_ptr, x_stride, out_ptr, out_stride, d, alpha, limit, BLOCK: tl
         y = (up + 1.0) * gate * tl.sigmoid(alpha * gate)
     else:
         y = _silu(gate) * up
-    tl.store(out_ptr + row * out_stride + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + row * out_stride + cols, to_dtype(y, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit

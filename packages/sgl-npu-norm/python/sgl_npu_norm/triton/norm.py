@@ -48,6 +48,19 @@ def round_half_even(v):
 
 
 @triton.jit
+def to_dtype(v, dtype: tl.constexpr):
+    """fp32 ``v`` rounded to nearest-even ``dtype``. bf16 is rounded with integer ops because Triton's
+    interpreter truncates fp32 -> bf16; this is exact on every backend and cheap in memory-bound kernels."""
+    if dtype == tl.bfloat16:
+        bits = v.to(tl.uint32, bitcast=True)
+        rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+        bits = tl.where(v == v, rounded, bits | 0x400000)  # NaN stays a (quiet) NaN
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return v.to(dtype)
+
+
+@triton.jit
 def _rmsnorm_kernel(
     x_ptr,
     x_stride,
@@ -78,7 +91,7 @@ def _rmsnorm_kernel(
         r = tl.load(res_ptr + row * res_stride + cols, mask=mask, other=0.0)
         # The sum is rounded to the dtype once; that rounded value is both stored and normalized.
         # (Everything is loaded before the stores, so sum may alias residual and out may alias x.)
-        x = (x.to(tl.float32) + r.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        x = to_dtype(x.to(tl.float32) + r.to(tl.float32), x_ptr.dtype.element_ty)
         tl.store(sum_ptr + row * sum_stride + cols, x, mask=mask)
     xf = x.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(xf * xf, axis=0) / hidden + eps)
@@ -96,7 +109,7 @@ def _rmsnorm_kernel(
         q = round_half_even(tl.clamp(y, -128.0, 127.0))
         tl.store(out_ptr + row * out_stride + cols, q.to(tl.int8), mask=mask)
     else:
-        tl.store(out_ptr + row * out_stride + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + row * out_stride + cols, to_dtype(y, out_ptr.dtype.element_ty), mask=mask)
 
 
 def _launch_norm(x, residual, added, weight, bias, eps, gemma, quant_scale, quant_offset, out) -> None:
