@@ -76,8 +76,10 @@ def _swiglu_quant_kernel(
         else:
             total = tl.load(gl_ptr + (gl_len - 1) * gl_stride).to(tl.int64)
         # Padding rows load nothing: y = 0 gives scale = 0, hence q = 0.
-        mask = mask & (row < total)
-    gate, up = _load_gate_up(x_ptr, row, x_stride, d, cols, mask, False)
+        load_mask = cols < tl.where(row < total, d, 0)
+    else:
+        load_mask = mask
+    gate, up = _load_gate_up(x_ptr, row, x_stride, d, cols, load_mask, False)
     act = _silu(gate)
     if DO_LIMIT:
         act = tl.minimum(act, limit)
@@ -88,7 +90,7 @@ def _swiglu_quant_kernel(
     safe = tl.where(scale > 0, scale, 1.0)
     q = tl.clamp(tl.floor(tl.math.div_rn(y, safe) + 0.5), -128.0, 127.0)
     q = tl.where(scale > 0, q, 0.0)
-    tl.store(q_ptr + row * q_stride + cols, q.to(tl.int8), mask=cols < d)
+    tl.store(q_ptr + row * q_stride + cols, q.to(tl.int8), mask=mask)
     tl.store(scale_ptr + row, scale)
 
 
