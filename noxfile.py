@@ -1,8 +1,8 @@
 """The one entry point: build, test, lint, bench and docs for every wheel under packages/.
 
-    nox -s build test              # wheels for every package into dist/, then every package's tests
-    nox -s "test(pkg='norm')"      # one package (its local dependencies are installed from dist/ too)
-    nox -s bench                   # builds, runs all benchmarks, writes docs/benchmarks/*.md|json|png
+nox -s build test              # wheels for every package into dist/, then every package's tests
+nox -s "test(pkg='norm')"      # one package (its local dependencies are installed from dist/ too)
+nox -s bench                   # builds, runs all benchmarks, writes docs/benchmarks/*.md|json|png
 """
 
 from __future__ import annotations
@@ -78,7 +78,14 @@ def test(session: nox.Session, pkg: str) -> None:
     tests = ROOT / "packages" / PACKAGES[pkg] / "tests"
     session.chdir(tests.parent)
     session.run(
-        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib", str(tests),
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--import-mode=importlib",
+        str(tests),
         *session.posargs,
         env={"TRITON_INTERPRET": "1", "PYTHONDONTWRITEBYTECODE": "1"},
     )

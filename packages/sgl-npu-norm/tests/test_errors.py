@@ -17,22 +17,32 @@ CASES = {
     "2-D weight": (lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(1, 64, device=d)), "weight"),
     "empty last dim": (lambda d: ops.rmsnorm(_x(4, 0, device=d), _x(0, device=d)), "non-empty last dim"),
     "non-contiguous last dim": (lambda d: ops.rmsnorm(_x(64, 4, device=d).t(), _x(64, device=d)), "last dim"),
-    "out wrong dtype": (lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(64, device=d), out=_x(4, 64, dtype=torch.float16,
-                                                                                      device=d)), "out"),
+    "out wrong dtype": (
+        lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(64, device=d), out=_x(4, 64, dtype=torch.float16, device=d)),
+        "out",
+    ),
     "out wrong shape": (lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(64, device=d), out=_x(4, 32, device=d)), "out"),
-    "residual shape": (lambda d: ops.fused_add_rmsnorm(_x(4, 64, device=d), _x(3, 64, device=d), _x(64, device=d)),
-                       "residual"),
-    "residual dtype": (lambda d: ops.add_rmsnorm_bias(_x(4, 64, device=d), _x(4, 64, dtype=torch.float32, device=d),
-                                                      _x(64, device=d)), "residual"),
+    "residual shape": (
+        lambda d: ops.fused_add_rmsnorm(_x(4, 64, device=d), _x(3, 64, device=d), _x(64, device=d)),
+        "residual",
+    ),
+    "residual dtype": (
+        lambda d: ops.add_rmsnorm_bias(_x(4, 64, device=d), _x(4, 64, dtype=torch.float32, device=d), _x(64, device=d)),
+        "residual",
+    ),
     "bias size": (lambda d: ops.rmsnorm_bias(_x(4, 64, device=d), _x(64, device=d), _x(65, device=d)), "bias"),
-    "quant_scale size": (lambda d: ops.rmsnorm_bias(_x(4, 64, device=d), _x(64, device=d), None, 1e-6,
-                                                    _x(8, device=d)), "quant_scale"),
+    "quant_scale size": (
+        lambda d: ops.rmsnorm_bias(_x(4, 64, device=d), _x(64, device=d), None, 1e-6, _x(8, device=d)),
+        "quant_scale",
+    ),
     "odd gated width": (lambda d: ops.silu_and_mul(_x(4, 63, device=d)), "even"),
     "gated out shape": (lambda d: ops.swiglu_oai(_x(4, 64, device=d), out=_x(4, 64, device=d)), "out"),
     "int8 input": (lambda d: ops.swiglu_quant(torch.ones(4, 64, dtype=torch.int8, device=d)), "x must be"),
     "group_list dtype": (lambda d: ops.swiglu_quant(_x(4, 64, device=d), torch.ones(2, device=d)), "group_list"),
-    "group_list type": (lambda d: ops.swiglu_quant(_x(4, 64, device=d), torch.ones(2, dtype=torch.int32, device=d),
-                                                   2), "group_list_type"),
+    "group_list type": (
+        lambda d: ops.swiglu_quant(_x(4, 64, device=d), torch.ones(2, dtype=torch.int32, device=d), 2),
+        "group_list_type",
+    ),
 }
 
 

@@ -26,8 +26,15 @@ def _samples():
         "swiglu_oai": (N.swiglu_oai.default, (g, 1.702, 7.0, torch.empty(3, 64, dtype=g.dtype))),
         "swiglu_quant": (
             N.swiglu_quant.default,
-            (g, torch.tensor([1, 1], dtype=torch.int32), 1, True, 7.0, torch.empty(3, 64, dtype=torch.int8),
-             torch.empty(3)),
+            (
+                g,
+                torch.tensor([1, 1], dtype=torch.int32),
+                1,
+                True,
+                7.0,
+                torch.empty(3, 64, dtype=torch.int8),
+                torch.empty(3),
+            ),
         ),
     }
 
@@ -55,8 +62,19 @@ def _reference_calls(x, w, res, g):
     c, added = ref.add_rmsnorm_bias(x, res, w, w)
     x2, res2 = ref.fused_add_rmsnorm(x, res, w)
     q, s = ref.swiglu_quant(g, torch.tensor([2]))
-    return (ref.rmsnorm(x, w), ref.gemma_rmsnorm(x, w), c, added, ref.rmsnorm_bias(x, w, w, 1e-6, w.float()),
-            x2, res2, ref.silu_and_mul(g), ref.swiglu_oai(g), q, s)
+    return (
+        ref.rmsnorm(x, w),
+        ref.gemma_rmsnorm(x, w),
+        c,
+        added,
+        ref.rmsnorm_bias(x, w, w, 1e-6, w.float()),
+        x2,
+        res2,
+        ref.silu_and_mul(g),
+        ref.swiglu_oai(g),
+        q,
+        s,
+    )
 
 
 def test_torch_compile_fullgraph():

@@ -31,6 +31,7 @@ def check_rows(t: torch.Tensor, name: str) -> tuple[int, int]:
     cols = t.shape[-1]
     check(cols > 0, f"{name} must have a non-empty last dim")
     check(t.stride(-1) == 1 or cols == 1, f"{name} must be contiguous in its last dim")
+    row_stride(t, name)
     return t.numel() // cols, cols
 
 
@@ -40,3 +41,24 @@ def check_channel_param(t: torch.Tensor | None, size: int, ref: torch.Tensor, na
     check(t.dim() == 1 and t.shape[0] == size, f"{name} must have shape [{size}], got {list(t.shape)}")
     check_float(t, name)
     check_same_device(t, ref, name, "x")
+
+
+def row_stride(t: torch.Tensor, name: str) -> int:
+    """Elements between consecutive rows of ``t`` read as rows over its last dim (as the C++ ``as_rows``):
+    the leading dims must collapse into one evenly strided dim; size-1 dims have no meaningful stride."""
+    cols = t.shape[-1]
+    stride, expect = cols, None
+    for d in range(t.dim() - 2, -1, -1):
+        if t.shape[d] == 1:
+            continue
+        if expect is None:
+            stride = t.stride(d)
+            check(stride >= cols, f"{name} has overlapping rows (stride {stride})")
+        else:
+            check(t.stride(d) == expect, f"{name} has leading dims that do not collapse into rows")
+        expect = t.stride(d) * t.shape[d]
+    return stride
+
+
+def num_rows(t: torch.Tensor) -> int:
+    return t.numel() // t.shape[-1]

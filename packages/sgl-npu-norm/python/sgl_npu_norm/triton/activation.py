@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from sgl_npu_core.checks import check, check_same_device
+from sgl_npu_core.checks import check, check_same_device, num_rows, row_stride
+from sgl_npu_core.triton_utils import num_warps, to_dtype
 
 from .. import _meta
-from .norm import num_rows, num_warps, row_stride, to_dtype
 
 
 @triton.jit

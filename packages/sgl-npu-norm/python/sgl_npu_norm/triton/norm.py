@@ -6,58 +6,12 @@ into the outputs; see ``reference.py`` for the semantics.
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
-from sgl_npu_core.checks import check
+from sgl_npu_core.checks import check, num_rows, row_stride
+from sgl_npu_core.triton_utils import num_warps, round_half_even, to_dtype
 
 from .. import _meta
-
-
-def row_stride(t: torch.Tensor, name: str) -> int:
-    """Elements between consecutive rows of ``t`` read as rows over its last dim (as the C++ ``as_rows``):
-    the leading dims must collapse into one evenly strided dim; size-1 dims have no meaningful stride."""
-    cols = t.shape[-1]
-    stride, expect = cols, None
-    for d in range(t.dim() - 2, -1, -1):
-        if t.shape[d] == 1:
-            continue
-        if expect is None:
-            stride = t.stride(d)
-            check(stride >= cols, f"{name} has overlapping rows (stride {stride})")
-        else:
-            check(t.stride(d) == expect, f"{name} has leading dims that do not collapse into rows")
-        expect = t.stride(d) * t.shape[d]
-    return stride
-
-
-def num_rows(t: torch.Tensor) -> int:
-    return t.numel() // t.shape[-1]
-
-
-def num_warps(block: int) -> int:
-    # about 8 elements per thread for wide rows; a single warp for narrow ones
-    return max(1, min(block // 256, 8))
-
-
-@triton.jit
-def round_half_even(v):
-    # 1.5 * 2**23: adding it leaves no fraction bits, so the fp32 add rounds to an integer, ties to even
-    # (valid for |v| < 2**22; callers clamp first)
-    return (v + 12582912.0) - 12582912.0
-
-
-@triton.jit
-def to_dtype(v, dtype: tl.constexpr):
-    """fp32 ``v`` rounded to nearest-even ``dtype``. bf16 is rounded with integer ops because Triton's
-    interpreter truncates fp32 -> bf16; this is exact on every backend and cheap in memory-bound kernels."""
-    if dtype == tl.bfloat16:
-        bits = v.to(tl.uint32, bitcast=True)
-        rounded = bits + 0x7FFF + ((bits >> 16) & 1)
-        bits = tl.where(v == v, rounded, bits | 0x400000)  # NaN stays a (quiet) NaN
-        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        return v.to(dtype)
 
 
 @triton.jit
