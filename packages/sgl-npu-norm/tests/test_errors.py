@@ -17,6 +17,7 @@ CASES = {
     "2-D weight": (lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(1, 64, device=d)), "weight"),
     "empty last dim": (lambda d: ops.rmsnorm(_x(4, 0, device=d), _x(0, device=d)), "non-empty last dim"),
     "non-contiguous last dim": (lambda d: ops.rmsnorm(_x(64, 4, device=d).t(), _x(64, device=d)), "last dim"),
+    "rows not evenly spaced": (lambda d: ops.rmsnorm(_x(2, 7, 64, device=d)[:, :3], _x(64, device=d)), "collapse"),
     "out wrong dtype": (
         lambda d: ops.rmsnorm(_x(4, 64, device=d), _x(64, device=d), out=_x(4, 64, dtype=torch.float16, device=d)),
         "out",
