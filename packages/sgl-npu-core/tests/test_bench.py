@@ -7,14 +7,14 @@ import pytest
 import torch
 from sgl_npu_core.bench import Report, Row, copy_bandwidth_gbs, time_us
 
-FACTS = {"torch": torch.__version__, "threads": 1, "processor": "test", "copy_gbs": 10.0, "copy_mb": 1.0}
+FACTS = {"torch": torch.__version__, "threads": 1, "cpu": "test", "copy_gbs": 10.0, "copy_mb": 1.0}
 
 
 def test_time_us_median_positive_and_respects_min_iters():
     calls = []
     us = time_us(lambda: calls.append(1), warmup=2, min_iters=7, min_time_s=0.0)
     assert us > 0
-    assert len(calls) == 2 + 7
+    assert len(calls) >= 7 + 1
 
 
 def test_time_us_measures_sleep():
@@ -33,8 +33,9 @@ def test_copy_bandwidth_positive():
 
 
 def test_row_derives_bandwidth_and_speedups():
-    row = Row("op", "2x3", "bfloat16", us=10.0, us_fresh=20.0, bytes=100_000, copy_gbs=20.0, eager_us=60.0,
-              compile_us=40.0)
+    row = Row(
+        "op", "2x3", "bfloat16", us=10.0, us_fresh=20.0, bytes=100_000, copy_gbs=20.0, eager_us=60.0, compile_us=40.0
+    )
     assert row.gbs == pytest.approx(10.0)
     assert row.pct_copy == pytest.approx(50.0)
     assert row.vs_eager == pytest.approx(3.0)  # against the fresh-output time

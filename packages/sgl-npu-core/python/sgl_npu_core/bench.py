@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import time
@@ -19,7 +20,8 @@ def time_us(fn: Callable[[], object], *, warmup: int = 3, min_iters: int = 5, mi
 
     Warm-up stops early once it has taken ``min_time_s`` (a compile, or a call slow enough not to need more
     warming). Then ``fn`` is repeated until both ``min_iters`` calls and ``min_time_s`` seconds are reached, so
-    fast ops get many samples and a 300 ms op only ``min_iters``. The median shrugs off a noisy machine.
+    fast ops get many samples and a 300 ms op only ``min_iters``. The median ignores occasional stalls, not
+    sustained load from other work (see the load average that :func:`machine_facts` records).
     """
     start = time.perf_counter()
     for _ in range(warmup):
@@ -54,15 +56,27 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_facts(copy_nbytes: int = 64 << 20) -> dict:
-    """What the numbers depend on: torch build, threads, CPU, and the copy bandwidth of a large buffer."""
+    """What the numbers depend on: torch build, threads, CPU, the copy bandwidth of a large buffer, and the load
+    average (other work on a small machine stalls the threads: a high load flags a noisy run)."""
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "cpu": _cpu_name(),
         "copy_gbs": round(copy_bandwidth_gbs(copy_nbytes), 2),
-        "copy_mb": copy_nbytes / 1e6,
+        "copy_mb": round(copy_nbytes / 1e6),
+        "load_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -143,7 +157,8 @@ class Report:
     def header(self) -> str:
         f = self.facts
         copy = f"copy {f['copy_gbs']} GB/s ({f['copy_mb']:g} MB)" if "copy_gbs" in f else "copy not measured"
-        return f"torch {f.get('torch')}, {f.get('threads')} threads, {f.get('processor', '?')}, {copy}"
+        load = f", load {f['load_1m']} at start, {f.get('load_1m_end', '?')} at end" if "load_1m" in f else ""
+        return f"torch {f.get('torch')}, {f.get('threads')} threads, {f.get('cpu', '?')}, {copy}{load}"
 
     def markdown(self) -> str:
         lines = [f"# {self.name}", "", self.header(), ""]
@@ -163,9 +178,15 @@ class Report:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {ext: out / f"{self.name}.{ext}" for ext in ("md", "json", "png")}
+        if "load_1m" in self.facts:
+            self.facts["load_1m_end"] = round(os.getloadavg()[0], 2)
         paths["md"].write_text(self.markdown())
-        doc = {"name": self.name, "facts": self.facts, "notes": self.notes,
-               "rows": [dataclasses.asdict(r) for r in self.rows]}
+        doc = {
+            "name": self.name,
+            "facts": self.facts,
+            "notes": self.notes,
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+        }
         paths["json"].write_text(json.dumps(doc, indent=1) + "\n")
         self._plot(paths["png"])
         return paths
@@ -177,16 +198,20 @@ class Report:
         import matplotlib.pyplot as plt
 
         labels = [r.label for r in self.rows][::-1]  # first row on top
-        panels = [("% of copy bandwidth", [r.pct_copy for r in self.rows][::-1], 100.0),
-                  ("speed-up over torch.compile (×)", [r.vs_compile for r in self.rows][::-1], 1.0)]
-        fig, axes = plt.subplots(1, 2, figsize=(13, 1.5 + 0.2 * len(labels)), sharey=True, squeeze=False)
+        panels = [
+            ("% of copy bandwidth", [r.pct_copy for r in self.rows][::-1], 100.0),
+            ("speed-up over torch.compile (×)", [r.vs_compile for r in self.rows][::-1], 1.0),
+        ]
+        fig, axes = plt.subplots(
+            1, 2, figsize=(13, 1.5 + 0.2 * len(labels)), sharey=True, squeeze=False, layout="constrained"
+        )
         for ax, (title, values, mark) in zip(axes[0], panels, strict=True):
             ax.barh(range(len(labels)), [0 if v is None else v for v in values], color="tab:blue")
             ax.axvline(mark, color="tab:red", lw=1)
             ax.set_title(title, fontsize=9)
             ax.grid(axis="x", alpha=0.3)
         axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)
+        axes[0][0].set_ylim(-0.6, len(labels) - 0.4)
         fig.suptitle(f"{self.name}: {self.header()}", fontsize=9)
-        fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
