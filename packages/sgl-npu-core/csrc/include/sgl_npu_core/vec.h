@@ -36,9 +36,14 @@ inline f32x8 load8(const float* p) {
   return v;
 }
 inline f32x8 load8(const bf16_t* p) {
+#if defined(__AVX2__)  // one widening load instead of GCC's split-and-insert sequence
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return bitcast<f32x8>(_mm256_slli_epi32(w, 16));
+#else
   u16x8 h;
   std::memcpy(&h, p, sizeof h);
   return bitcast<f32x8>(__builtin_convertvector(h, u32x8) << 16);
+#endif
 }
 inline f32x8 load8(const fp16_t* p) {
 #if defined(__F16C__)  // GCC scalarizes the generic _Float16 vector conversion on x86
@@ -52,12 +57,23 @@ inline f32x8 load8(const fp16_t* p) {
 
 inline void store8(float* p, f32x8 v) { std::memcpy(p, &v, sizeof v); }
 inline void store8(bf16_t* p, f32x8 v) {
-  u32x8 u = bitcast<u32x8>(v);
-  u32x8 rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  u32x8 quiet_nan = (u >> 16) | 0x40u;
-  u32x8 is_nan = (u32x8)(v != v);
+  // Round to nearest even: add 0x7FFF plus the lowest kept bit, keep the high half; NaN -> quiet NaN.
+  const u32x8 u = bitcast<u32x8>(v);
+  const u32x8 high = u >> 16;
+  const u32x8 rounded = (u + 0x7FFFu + (high & 1u)) >> 16;
+  const u32x8 quiet_nan = high | 0x40u;
+#if defined(__AVX2__)
+  const __m256i r =
+      _mm256_castps_si256(_mm256_blendv_ps(bitcast<__m256>(rounded), bitcast<__m256>(quiet_nan),
+                                           _mm256_cmp_ps(bitcast<__m256>(v), bitcast<__m256>(v), _CMP_UNORD_Q)));
+  // Every lane is <= 0xFFFF, so the saturating pack is a plain narrowing.
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                   _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+#else
+  const u32x8 is_nan = (u32x8)(v != v);
   u16x8 h = __builtin_convertvector((rounded & ~is_nan) | (quiet_nan & is_nan), u16x8);
   std::memcpy(p, &h, sizeof h);
+#endif
 }
 inline void store8(fp16_t* p, f32x8 v) {
 #if defined(__F16C__)
