@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from sgl_npu_core import checks
 from sgl_npu_core.library import load_op_library
 from sgl_npu_core.testing import assert_close, rel_error, tolerance
