@@ -68,6 +68,11 @@ def test_weight_on_another_device():
         ops.rmsnorm(_x(4, 64), _x(64, device="meta"))
 
 
-def test_negative_eps():
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_negative_eps_and_limit(device):
     with pytest.raises(RuntimeError, match="eps"):
-        ops.rmsnorm(_x(4, 64), _x(64), eps=-1.0)
+        ops.rmsnorm(_x(4, 64, device=device), _x(64, device=device), eps=-1.0)
+    with pytest.raises(RuntimeError, match="limit"):
+        ops.swiglu_oai(_x(4, 64, device=device), limit=0.0)
+    with pytest.raises(RuntimeError, match="limit"):
+        ops.swiglu_quant(_x(4, 64, device=device), do_limit=True, limit=-1.0)

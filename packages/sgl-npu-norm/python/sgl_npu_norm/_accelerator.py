@@ -17,13 +17,13 @@ def _triton():
 
 
 def _ref_rmsnorm(x, weight, bias, eps, gemma, quant_scale, quant_offset, out):
-    _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    _meta.check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
     y = reference.rmsnorm(x, weight, eps, bias=bias, gemma=gemma, quant_scale=quant_scale, quant_offset=quant_offset)
     out.copy_(y)
 
 
 def _ref_add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added):
-    _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    _meta.check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
     _meta.check_residual(x, residual)
     _meta.check_residual(x, added, "added")
     y, s = reference.add_rmsnorm_bias(x, residual, weight, bias, eps, quant_scale, quant_offset, gemma=gemma)
@@ -32,7 +32,7 @@ def _ref_add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_o
 
 
 def _ref_fused_add_rmsnorm(x, residual, weight, eps, gemma):
-    _meta.check_norm(x, weight, None, None, None, x)
+    _meta.check_norm(x, weight, None, eps, None, None, x)
     _meta.check_residual(x, residual)
     y, s = reference.fused_add_rmsnorm(x, residual, weight, eps, gemma=gemma)
     residual.copy_(s)
@@ -45,12 +45,12 @@ def _ref_silu_and_mul(x, out):
 
 
 def _ref_swiglu_oai(x, alpha, limit, out):
-    _meta.check_glu(x, out, x.dtype)
+    _meta.check_glu(x, out, x.dtype, limit=limit)
     out.copy_(reference.swiglu_oai(x, alpha, limit))
 
 
 def _ref_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale):
-    _meta.check_swiglu_quant(x, group_list, group_list_type, q, scale)
+    _meta.check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale)
     if group_list is not None:
         total = reference.grouped_row_count(group_list, group_list_type)
         _meta.check(0 <= total <= scale.numel(), f"group_list covers {total} rows, x has {scale.numel()}")

@@ -24,7 +24,8 @@ def check_same_rows(t: torch.Tensor, ref: torch.Tensor, name: str, cols: int | N
     check_same_device(t, ref, name, "x")
 
 
-def check_norm(x, weight, bias, quant_scale, quant_offset, out) -> None:
+def check_norm(x, weight, bias, eps, quant_scale, quant_offset, out) -> None:
+    check(eps >= 0, f"eps must be >= 0, got {eps}")
     check_float(x, "x")
     _, hidden = check_rows(x, "x")
     check_channel_param(weight, hidden, x, "weight")
@@ -40,7 +41,8 @@ def check_residual(x, residual, name="residual") -> None:
     check_dtype(residual, x.dtype, name)
 
 
-def check_glu(x, out, out_dtype, out_name="out") -> None:
+def check_glu(x, out, out_dtype, out_name="out", limit=None) -> None:
+    check(limit is None or limit > 0, f"limit must be > 0, got {limit}")
     check_float(x, "x")
     _, cols = check_rows(x, "x")
     check(cols % 2 == 0, f"x must have an even last dim (gate and up halves), got {cols}")
@@ -48,9 +50,10 @@ def check_glu(x, out, out_dtype, out_name="out") -> None:
     check_dtype(out, out_dtype, out_name)
 
 
-def check_swiglu_quant(x, group_list, group_list_type, q, scale) -> None:
-    check_glu(x, q, torch.int8, "q")
+def check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale) -> None:
+    check_glu(x, q, torch.int8, "q", limit if do_limit else None)
     check_dtype(scale, torch.float32, "scale")
+    check(scale.is_contiguous(), "scale must be contiguous")  # written at its flat row index
     check(scale.numel() == x.numel() // x.shape[-1], "scale must have one element per row of x")
     check_same_device(scale, x, "scale", "x")
     if group_list is not None:
@@ -59,23 +62,24 @@ def check_swiglu_quant(x, group_list, group_list_type, q, scale) -> None:
             group_list.dtype in (torch.int32, torch.int64), f"group_list must be int32 or int64, got {group_list.dtype}"
         )
         check(group_list_type in (0, 1), f"group_list_type must be 0 (cumulative) or 1 (counts), got {group_list_type}")
+        check_same_device(group_list, x, "group_list", "x")
 
 
 @LIB.fake("rmsnorm")
 def _(x, weight, bias, eps, gemma, quant_scale, quant_offset, out):
-    check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
 
 
 @LIB.fake("add_rmsnorm")
 def _(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added):
-    check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
     check_residual(x, residual)
     check_residual(x, added, "added")
 
 
 @LIB.fake("fused_add_rmsnorm")
 def _(x, residual, weight, eps, gemma):
-    check_norm(x, weight, None, None, None, x)
+    check_norm(x, weight, None, eps, None, None, x)
     check_residual(x, residual)
 
 
@@ -86,9 +90,9 @@ def _(x, out):
 
 @LIB.fake("swiglu_oai")
 def _(x, alpha, limit, out):
-    check_glu(x, out, x.dtype)
+    check_glu(x, out, x.dtype, limit=limit)
 
 
 @LIB.fake("swiglu_quant")
 def _(x, group_list, group_list_type, do_limit, limit, q, scale):
-    check_swiglu_quant(x, group_list, group_list_type, q, scale)
+    check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale)

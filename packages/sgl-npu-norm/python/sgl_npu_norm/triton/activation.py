@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from sgl_npu_core.checks import check, check_same_device, num_rows, row_stride
+from sgl_npu_core.checks import num_rows, row_stride
 from sgl_npu_core.triton_utils import num_warps, to_dtype
 
 from .. import _meta
@@ -94,8 +94,8 @@ def _swiglu_quant_kernel(
     tl.store(scale_ptr + row, scale)
 
 
-def _launch_glu(x, out, oai: bool, alpha: float = 0.0, limit: float = 0.0) -> None:
-    _meta.check_glu(x, out, x.dtype)
+def _launch_glu(x, out, oai: bool, alpha: float = 0.0, limit: float | None = None) -> None:
+    _meta.check_glu(x, out, x.dtype, limit=limit)
     rows, d = num_rows(x), x.shape[-1] // 2
     if rows == 0:
         return
@@ -107,7 +107,7 @@ def _launch_glu(x, out, oai: bool, alpha: float = 0.0, limit: float = 0.0) -> No
         row_stride(out, "out"),
         d,
         float(alpha),
-        float(limit),
+        float(limit or 0.0),
         BLOCK=block,
         OAI=oai,
         num_warps=num_warps(block),
@@ -119,18 +119,12 @@ def silu_and_mul(x, out) -> None:
 
 
 def swiglu_oai(x, alpha, limit, out) -> None:
-    check(limit > 0, f"limit must be > 0, got {limit}")
     _launch_glu(x, out, oai=True, alpha=alpha, limit=limit)
 
 
 def swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale) -> None:
-    _meta.check_swiglu_quant(x, group_list, group_list_type, q, scale)
-    check(not do_limit or limit > 0, f"limit must be > 0, got {limit}")
-    # scale is written at its flat row index
-    check(scale.is_contiguous(), "scale must be contiguous")
+    _meta.check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale)
     grouped = group_list is not None
-    if grouped:
-        check_same_device(group_list, x, "group_list", "x")
     rows, d = num_rows(x), x.shape[-1] // 2
     if rows == 0:
         return

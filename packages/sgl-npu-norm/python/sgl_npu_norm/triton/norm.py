@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from sgl_npu_core.checks import check, num_rows, row_stride
+from sgl_npu_core.checks import num_rows, row_stride
 from sgl_npu_core.triton_utils import num_warps, round_half_even, to_dtype
 
 from .. import _meta
@@ -68,7 +68,6 @@ def _rmsnorm_kernel(
 
 def _launch_norm(x, residual, added, weight, bias, eps, gemma, quant_scale, quant_offset, out) -> None:
     """Runs the kernel on checked arguments; ``residual``/``added`` are both given or both None."""
-    check(eps >= 0, f"eps must be >= 0, got {eps}")
     rows, hidden = num_rows(x), x.shape[-1]
     if rows == 0:
         return
@@ -101,12 +100,12 @@ def _launch_norm(x, residual, added, weight, bias, eps, gemma, quant_scale, quan
 
 
 def rmsnorm(x, weight, bias, eps, gemma, quant_scale, quant_offset, out) -> None:
-    _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    _meta.check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
     _launch_norm(x, None, None, weight, bias, eps, gemma, quant_scale, quant_offset, out)
 
 
 def add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added) -> None:
-    _meta.check_norm(x, weight, bias, quant_scale, quant_offset, out)
+    _meta.check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
     _meta.check_residual(x, residual)
     _meta.check_residual(x, added, "added")
     _launch_norm(x, residual, added, weight, bias, eps, gemma, quant_scale, quant_offset, out)
@@ -114,6 +113,6 @@ def add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset
 
 def fused_add_rmsnorm(x, residual, weight, eps, gemma) -> None:
     # in place: the sum goes to residual, the normalized sum to x
-    _meta.check_norm(x, weight, None, None, None, x)
+    _meta.check_norm(x, weight, None, eps, None, None, x)
     _meta.check_residual(x, residual)
     _launch_norm(x, residual, residual, weight, None, eps, gemma, None, None, x)
