@@ -45,9 +45,6 @@ class OpLibrary:
         self.namespace = namespace
         self._impl = torch.library.Library(namespace, "IMPL")
 
-    def op(self, name: str):
-        return getattr(getattr(torch.ops, self.namespace), name)
-
     def fake(self, name: str) -> Callable[[Callable], Callable]:
         """Decorator: the fake (meta) impl of ``name``: checks shapes and dtypes, touches no data."""
         return torch.library.register_fake(f"{self.namespace}::{name}", lib=self._impl)
