@@ -1,9 +1,10 @@
 """Benchmark sgl-npu-norm's kernels against their PyTorch references, eager and under torch.compile.
 
     python bench_norm.py --out docs/benchmarks [--quick] [--ops rmsnorm,silu_and_mul] [--ref-max-mb 100]
-        [--threads 1]
+        [--threads 1] [--device cuda] [--dtypes bfloat16]
 
-Writes norm.md / norm.json / norm.png and prints the table. For the gated ops ``hidden`` is the output width
+Writes norm.md / norm.json / norm.png (norm-cuda.* with ``--device cuda``: the Triton kernels, timed on the
+GPU) and prints the table. For the gated ops ``hidden`` is the output width
 d (the input is [rows, 2d]).
 """
 
@@ -150,19 +151,24 @@ def main(argv: list[str] | None = None) -> Report:
         help="skip the eager / compiled references where the op moves more MB than this",
     )
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="where tensors live: cpu (C++ kernels) or cuda (Triton kernels)")
+    p.add_argument("--dtypes", default=",".join(str(d).removeprefix("torch.") for d in DTYPES))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device != "cpu":  # (a default device costs a torch-function mode on every call: not on the CPU)
+        torch.set_default_device(args.device)  # every tensor below, and the harness's copy yardstick
 
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
     unknown = set(names) - set(OPS)
     if unknown:
         p.error(f"unknown ops {sorted(unknown)}; choose from {list(OPS)}")
     shapes = [(128, 4096)] if args.quick else [(r, h) for r in ROWS for h in HIDDEN]
-    dtypes = DTYPES[:1] if args.quick else DTYPES
+    dtypes = [getattr(torch, n.strip()) for n in args.dtypes.split(",") if n.strip()]
+    dtypes = dtypes[:1] if args.quick else dtypes
     timing = {"min_time_s": 0.05} if args.quick else {}
 
-    report = Report("norm", notes=NOTES)
+    report = Report("norm" if args.device == "cpu" else f"norm-{args.device}", notes=NOTES)
     copy_gbs: dict[int, float] = {}  # total bytes moved -> copy GB/s for that amount
     for name in names:
         for dtype in dtypes:

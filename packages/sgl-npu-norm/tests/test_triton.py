@@ -1,9 +1,14 @@
-"""Triton kernels (sgl_npu_norm.triton) against reference.py, run on CPU tensors through the Triton interpreter."""
+"""Triton kernels (sgl_npu_norm.triton) against reference.py, run on CPU tensors through the Triton interpreter.
+
+On a GPU machine, ``SGL_NPU_TEST_DEVICE=cuda TRITON_INTERPRET=0 pytest tests/test_triton.py`` runs the same
+tests natively on cuda tensors, plus a serving-size shape.
+"""
 
 import os
 
 # The interpreter must be chosen before triton is imported (conftest.py does the same).
 os.environ.setdefault("TRITON_INTERPRET", "1")
+DEVICE = os.environ.get("SGL_NPU_TEST_DEVICE", "cpu")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -13,8 +18,17 @@ from sgl_npu_norm import reference as ref  # noqa: E402
 pytest.importorskip("triton")
 from sgl_npu_norm import triton as kernels  # noqa: E402
 
-SHAPES = [(1, 8), (3, 100), (2, 3, 256)]
-GLU_SHAPES = [(1, 16), (3, 200), (2, 3, 512)]  # gated inputs [..., 2d]
+# Small shapes for the interpreter; a real device also gets DeepSeek's hidden size at a batch of 512 tokens.
+BIG = [] if DEVICE == "cpu" else [(512, 7168)]
+SHAPES = [(1, 8), (3, 100), (2, 3, 256), *BIG]
+GLU_SHAPES = [(1, 16), (3, 200), (2, 3, 512), *[(r, 2 * h) for r, h in BIG]]  # gated inputs [..., 2d]
+
+
+@pytest.fixture(autouse=True)
+def _device():
+    """Every tensor the test makes lives on DEVICE."""
+    with torch.device(DEVICE):
+        yield
 
 
 def _other_dtype(dtype):

@@ -15,14 +15,28 @@ from pathlib import Path
 import torch
 
 
-def time_us(fn: Callable[[], object], *, warmup: int = 3, min_iters: int = 5, min_time_s: float = 0.2) -> float:
-    """Median wall time of ``fn()`` in microseconds.
+def _on_accelerator() -> bool:
+    return torch.get_default_device().type != "cpu"
 
-    Warm-up stops early once it has taken ``min_time_s`` (a compile, or a call slow enough not to need more
+
+def time_us(fn: Callable[[], object], *, warmup: int = 3, min_iters: int = 5, min_time_s: float = 0.2) -> float:
+    """Median time of ``fn()`` in microseconds: wall time on the CPU, device time on an accelerator.
+
+    On a GPU (torch's default device is not the CPU; see ``bench_*.py --device``) this is Triton's
+    ``do_bench``: device events around each call, the L2 cache flushed between calls, the median returned.
+
+    On the CPU, warm-up stops early once it has taken ``min_time_s`` (a compile, or a call slow enough not to need more
     warming). Then ``fn`` is repeated until both ``min_iters`` calls and ``min_time_s`` seconds are reached, so
     fast ops get many samples and a 300 ms op only ``min_iters``. The median ignores occasional stalls, not
     sustained load from other work (see the load average that :func:`machine_facts` records).
     """
+    if _on_accelerator():
+        from triton.testing import do_bench
+
+        return (
+            do_bench(fn, warmup=max(25, 1e3 * min_time_s / 4), rep=max(100, 1e3 * min_time_s), return_mode="median")
+            * 1e3
+        )
     start = time.perf_counter()
     for _ in range(warmup):
         fn()
@@ -67,10 +81,17 @@ def _cpu_name() -> str:
 
 
 def machine_facts(copy_nbytes: int = 64 << 20) -> dict:
-    """What the numbers depend on: torch build, threads, CPU, the copy bandwidth of a large buffer, and the load
-    average (other work on a small machine stalls the threads: a high load flags a noisy run)."""
+    """What the numbers depend on: torch build, threads, CPU (or GPU and Triton), the copy bandwidth of a large
+    buffer, and the load average (other work on a small machine stalls the threads: a high load flags a noisy
+    run)."""
+    accelerator = {}
+    if _on_accelerator():
+        import triton
+
+        accelerator = {"device": torch.cuda.get_device_name(), "triton": triton.__version__}
     return {
         "torch": torch.__version__,
+        **accelerator,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "cpu": _cpu_name(),
@@ -163,7 +184,12 @@ class Report:
         f = self.facts
         copy = f"copy {f['copy_gbs']} GB/s ({f['copy_mb']:g} MB)" if "copy_gbs" in f else "copy not measured"
         load = f", load {f['load_1m']} at start, {f.get('load_1m_end', '?')} at end" if "load_1m" in f else ""
-        return f"torch {f.get('torch')}, {f.get('threads')} threads, {f.get('cpu', '?')}, {copy}{load}"
+        where = (
+            f"{f['device']}, triton {f.get('triton')}"
+            if "device" in f
+            else f"{f.get('threads')} threads, {f.get('cpu', '?')}"
+        )
+        return f"torch {f.get('torch')}, {where}, {copy}{load}"
 
     def markdown(self) -> str:
         lines = [f"# {self.name}", "", self.header(), ""]
