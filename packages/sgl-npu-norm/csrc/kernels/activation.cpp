@@ -87,10 +87,17 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       std::fill(q, q + d, int8_t(0));
       continue;
     }
-    // Divide (not multiply by 1/scale) so the floor lands exactly where the reference's does.
+    // y / scale exactly as the reference divides (so the floor lands where its does), at a multiply's cost;
+    // a scale so small that 1 / scale overflows (max|y| < ~1e-36) takes true divisions.
+    const float inv = 1.0f / scale;
     int64_t j = 0;
-    for (; j + kVec <= d; j += kVec)
-      store8_int8(q + j, vfloor(vclamp(load8(y.data() + j) / scale + 0.5f, -129.f, 128.f)));
+    if (std::isfinite(inv)) {
+      for (; j + kVec <= d; j += kVec)
+        store8_int8(q + j, vfloor(vclamp(vdiv_by(load8(y.data() + j), scale, inv) + 0.5f, -129.f, 128.f)));
+    } else {
+      for (; j + kVec <= d; j += kVec)
+        store8_int8(q + j, vfloor(vclamp(load8(y.data() + j) / scale + 0.5f, -129.f, 128.f)));
+    }
     for (; j < d; ++j) q[j] = int8_t(clampf(std::floor(y[j] / scale + 0.5f), -128.f, 127.f));
   }
 }

@@ -28,20 +28,29 @@ inline void store_int8(int8_t* q, f32x8 v, const float* scale, const float* offs
 // Sum of squares of `src` (or of src = x + residual, rounded to T and stored at `sum`).
 template <class T>
 float sum_squares(const T* x, const T* res, T* sum, int64_t n) {
-  f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
+  // Four accumulators: one FMA chain would wait out its latency on every vector.
+  f32x8 acc[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
   int64_t i = 0;
-  for (; i + 2 * kVec <= n; i += 2 * kVec) {
-    f32x8 a = load8(x + i), b = load8(x + i + kVec);
-    if (res) {
-      store8(sum + i, a + load8(res + i));
-      store8(sum + i + kVec, b + load8(res + i + kVec));
-      a = load8(sum + i);  // re-read: the norm sees the sum rounded to T
-      b = load8(sum + i + kVec);
+  for (; i + 4 * kVec <= n; i += 4 * kVec) {
+    for (int k = 0; k < 4; ++k) {
+      const int64_t j = i + k * kVec;
+      f32x8 v = load8(x + j);
+      if (res) {
+        store8(sum + j, v + load8(res + j));
+        v = load8(sum + j);  // re-read: the norm sees the sum rounded to T
+      }
+      acc[k] += v * v;
     }
-    acc0 += a * a;
-    acc1 += b * b;
   }
-  float ss = reduce_add(acc0 + acc1);
+  for (; i + kVec <= n; i += kVec) {
+    f32x8 v = load8(x + i);
+    if (res) {
+      store8(sum + i, v + load8(res + i));
+      v = load8(sum + i);
+    }
+    acc[0] += v * v;
+  }
+  float ss = reduce_add((acc[0] + acc[1]) + (acc[2] + acc[3]));
   for (; i < n; ++i) {
     float v = to_float(x[i]);
     if (res) {

@@ -121,44 +121,80 @@ inline float reduce_max(f32x8 v) {
   for (int i = 1; i < kVec; ++i) m = v[i] > m ? v[i] : m;
   return m;
 }
+// max/min return b where either is NaN (one instruction each; the generic selects do the same).
+#if defined(__AVX__)
+inline f32x8 vmax(f32x8 a, f32x8 b) { return bitcast<f32x8>(_mm256_max_ps(bitcast<__m256>(a), bitcast<__m256>(b))); }
+inline f32x8 vmin(f32x8 a, f32x8 b) { return bitcast<f32x8>(_mm256_min_ps(bitcast<__m256>(a), bitcast<__m256>(b))); }
+#else
 inline f32x8 vmax(f32x8 a, f32x8 b) { return a > b ? a : b; }
 inline f32x8 vmin(f32x8 a, f32x8 b) { return a < b ? a : b; }
+#endif
 inline f32x8 vabs(f32x8 a) { return bitcast<f32x8>(bitcast<u32x8>(a) & 0x7FFFFFFFu); }
 inline f32x8 vclamp(f32x8 a, float lo, float hi) { return vmin(vmax(a, splat(lo)), splat(hi)); }
-// floor for |a| < 2^31: truncate, then step down where truncation went up.
+// floor for |a| < 2^31 (generic: truncate, then step down where truncation went up).
 inline f32x8 vfloor(f32x8 a) {
+#if defined(__AVX__)
+  return bitcast<f32x8>(_mm256_floor_ps(bitcast<__m256>(a)));
+#else
   f32x8 t = __builtin_convertvector(__builtin_convertvector(a, i32x8), f32x8);
   return t - bitcast<f32x8>((t > a) & bitcast<i32x8>(splat(1.0f)));
+#endif
 }
 // Rounds half to even for |a| < 2^22 (adding and removing 1.5 * 2^23 drops the fraction bits).
 inline f32x8 vround_even_small(f32x8 a) { return (a + 12582912.0f) - 12582912.0f; }
-// Saturating fp32 -> int8 of 8 values that are already integral.
+// Saturating fp32 -> int8 of 8 values that are already integral (NaN -> -128).
 inline void store8_int8(int8_t* p, f32x8 v) {
+  v = vclamp(v, -128.f, 127.f);
+#if defined(__AVX2__)  // GCC scalarizes the generic narrowing into eight byte stores
+  const __m256i i = _mm256_cvtps_epi32(bitcast<__m256>(v));
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(w, w));
+#else
   typedef int8_t i8x8 __attribute__((vector_size(8)));
-  i8x8 q = __builtin_convertvector(__builtin_convertvector(vclamp(v, -128.f, 127.f), i32x8), i8x8);
+  i8x8 q = __builtin_convertvector(__builtin_convertvector(v, i32x8), i8x8);
   std::memcpy(p, &q, sizeof q);
+#endif
 }
 inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// exp(x) to ~1e-7 relative on [-87, 88], saturating outside: 2^n * P(r), r = x - n ln2 (Cody-Waite).
-// n is rounded with the 1.5 * 2^23 trick, which also leaves n in the low bits for building 2^n.
+// exp(x) = 2^n * 2^f, n = round(x log2 e), f = x log2 e - n in [-1/2, 1/2] (log2 e split in two so f is exact
+// to a few ulp), 2^f by a degree-5 polynomial: ~3e-7 relative on [-87, 88], saturating outside. n is rounded
+// with the 1.5 * 2^23 trick, which also leaves n in the low bits for building 2^n.
 inline f32x8 vexp(f32x8 x) {
   x = vclamp(x, -87.33654f, 88.37626f);
-  const f32x8 shifted = x * 1.44269504088896341f + 12582912.0f;
+  const f32x8 shifted = x * 1.44269502162933349609375f + 12582912.0f;
   const f32x8 n = shifted - 12582912.0f;
-  const f32x8 r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  f32x8 p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  f32x8 f = x * 1.44269502162933349609375f - n;
+  f = x * 1.925963033500011079e-8f + f;  // log2 e - its fp32 value above
+  f32x8 p = splat(1.3266970636323094e-3f);
+  p = p * f + 9.675459936261177e-3f;
+  p = p * f + 5.550742521882057e-2f;
+  p = p * f + 2.4022121727466583e-1f;
+  p = p * f + 6.931469440460205e-1f;
+  p = p * f + 1.0f;
   const u32x8 two_n = (bitcast<u32x8>(shifted) << 23) + (127u << 23);
   return p * bitcast<f32x8>(two_n);
 }
-inline f32x8 vsigmoid(f32x8 x) { return 1.0f / (1.0f + vexp(-x)); }
-inline f32x8 vsilu(f32x8 x) { return x / (1.0f + vexp(-x)); }
+// 1 / d to about 1 ulp: the 12-bit hardware estimate and one Newton step (a quarter of a division's cost).
+// For d beyond ~8.5e37 the estimate underflows and the result is 0; d must be finite.
+inline f32x8 vrcp(f32x8 d) {
+#if defined(__AVX__)
+  const f32x8 r = bitcast<f32x8>(_mm256_rcp_ps(bitcast<__m256>(d)));
+  return r + r * (1.0f - d * r);
+#else
+  return 1.0f / d;
+#endif
+}
+// vexp saturates, so 1 + exp(-x) stays finite and vrcp applies.
+inline f32x8 vsigmoid(f32x8 x) { return vrcp(1.0f + vexp(-x)); }
+inline f32x8 vsilu(f32x8 x) { return x * vsigmoid(x); }
+
+// y / s correctly rounded, for a scalar s > 0 with r = 1.0f / s (correctly rounded, so s must not be tiny
+// enough for r to overflow): Markstein's correction of y * r with one fma is exact.
+inline f32x8 vdiv_by(f32x8 y, float s, float r) {
+  const f32x8 q = y * r;
+  return q + (y - q * s) * r;
+}
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
