@@ -17,6 +17,9 @@ STABLE_TORCH_LIBRARY(sgl_npu_norm, m) {
   m.def(
       "swiglu_quant(Tensor x, Tensor? group_list, int group_list_type, bool do_limit, float limit, "
       "Tensor(a!) q, Tensor(b!) scale) -> ()");
+  m.def(
+      "head_norm_rope(Tensor? x, Tensor? weight, Tensor? bias, float eps, bool gemma, bool norm, Tensor? rstd, "
+      "Tensor? cos, Tensor? sin, Tensor? positions, int rope_dim, bool neox, bool full_width, Tensor(a!) out) -> ()");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {
@@ -26,4 +29,5 @@ STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {
   m.impl("silu_and_mul", TORCH_BOX(&sgl_npu_norm::silu_and_mul));
   m.impl("swiglu_oai", TORCH_BOX(&sgl_npu_norm::swiglu_oai));
   m.impl("swiglu_quant", TORCH_BOX(&sgl_npu_norm::swiglu_quant));
+  m.impl("head_norm_rope", TORCH_BOX(&sgl_npu_norm::head_norm_rope));
 }

@@ -62,7 +62,37 @@ struct SwigluQuantArgs {
   float* scale;
 };
 
+// Per token and head of x [T, H, W] (last dim contiguous): optional RMSNorm over the head (or with a given
+// per-token rstd), its result rounded to the dtype, then RoPE on the first rope_dim dims, written to `out`
+// (which may be x). The rotation of dim j is out[j] = y[j] * C[j] + y[partner(j)] * S[j], where the per-token
+// tables come from cos/sin rows (row t, or positions[t]):
+//   NeoX (partner j +- rope_dim/2): C = cos[j], S = -+sin[j] over rope_dim values (full_width), or cos/sin[j mod
+//   rope_dim/2] from half-width rows; GPT-J (partner j ^ 1): C = cos[j/2], S = -+sin[j/2].
+struct HeadNormRopeArgs {
+  DType dtype;
+  int64_t heads, width;
+  const void* x;  // may equal out
+  int64_t x_token_stride, x_head_stride;
+  void* out;
+  int64_t out_token_stride, out_head_stride;
+  bool norm;
+  float eps;
+  const float* rstd;  // optional, per token: replaces the per-head statistics
+  const float* weight;  // optional; [W] (head stride 0) or [H * W] (head stride W)
+  const float* bias;    // optional, same layout as weight
+  int64_t param_head_stride;
+  int64_t rope_dim;  // 0: no rotation
+  bool neox, full_width;
+  DType table_dtype;
+  const void* cos;
+  const void* sin;
+  int64_t table_stride;
+  const void* positions;  // optional int32/int64 [T], already checked to index the tables
+  bool positions_int64;
+};
+
 SGL_NPU_DECLARE_PER_ISA(void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end))
+SGL_NPU_DECLARE_PER_ISA(void head_norm_rope_tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void glu_rows(const GluArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void swiglu_quant_rows(const SwigluQuantArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add))

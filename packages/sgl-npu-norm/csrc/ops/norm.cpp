@@ -1,6 +1,5 @@
-#include <vector>
-
 #include "kernels/kernels.h"
+#include "ops/channel_param.h"
 #include "ops/ops.h"
 #include "sgl_npu_core/parallel.h"
 #include "sgl_npu_core/vec.h"
@@ -10,27 +9,6 @@ namespace sgl_npu_norm {
 using namespace sgl_npu_core;
 
 namespace {
-
-// A per-channel parameter as fp32 (plus `add`: 1 for Gemma's (1 + w)); fp32 inputs are used in place.
-class ChannelParam {
- public:
-  ChannelParam(const std::optional<Tensor>& t, int64_t hidden, const char* name, float add = 0.f) {
-    if (!t.has_value()) return;
-    DType dt = check_channel_param(*t, hidden, name);
-    if (dt == DType::f32 && add == 0.f) {
-      ptr_ = static_cast<const float*>(t->const_data_ptr());
-      return;
-    }
-    buf_.resize(hidden);
-    SGL_NPU_ISA_CALL(to_float32, dt, t->const_data_ptr(), buf_.data(), hidden, add);
-    ptr_ = buf_.data();
-  }
-  const float* get() const { return ptr_; }
-
- private:
-  std::vector<float> buf_;
-  const float* ptr_ = nullptr;
-};
 
 // Fills the parts of NormArgs shared by every RMSNorm op and checks `out` against `x`.
 struct NormCall {

@@ -20,4 +20,11 @@ void swiglu_oai(const Tensor& x, double alpha, double limit, Tensor out);
 void swiglu_quant(const Tensor& x, const std::optional<Tensor>& group_list, int64_t group_list_type, bool do_limit,
                   double limit, Tensor q, Tensor scale);
 
+// Per-head RMSNorm + RoPE on x [T, H, W] into out (in place when x is None); see HeadNormRopeArgs.
+void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>& weight,
+                    const std::optional<Tensor>& bias, double eps, bool gemma, bool norm,
+                    const std::optional<Tensor>& rstd, const std::optional<Tensor>& cos,
+                    const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
+                    bool neox, bool full_width, Tensor out);
+
 }  // namespace sgl_npu_norm

@@ -1,4 +1,4 @@
-"""sgl-npu-norm: RMSNorm family and gated activations (``torch.ops.sgl_npu_norm``).
+"""sgl-npu-norm: RMSNorm family, gated activations and split-QKV + QK-norm + RoPE fusions (``torch.ops.sgl_npu_norm``).
 
 CPU tensors run the C++ kernels; cuda / npu tensors run the Triton kernels (``sgl_npu_norm.triton``),
 or the PyTorch references (``sgl_npu_norm.reference``) where Triton is missing.
@@ -19,17 +19,35 @@ from .norm import (
     rmsnorm,
     rmsnorm_bias,
 )
+from .rope import (
+    apply_rope_with_cos_sin_cache_inplace,
+    fused_rope_qk_mqa,
+    fused_split_qk_norm,
+    split_qkv_rmsnorm_mrope,
+    split_qkv_rmsnorm_rope,
+    split_qkv_rmsnorm_rope_pos_cache,
+    split_qkv_tp_rmsnorm_rope,
+    split_qkvgate_gemma_rmsnorm_rope,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "add_rmsnorm_bias",
+    "apply_rope_with_cos_sin_cache_inplace",
+    "fused_rope_qk_mqa",
+    "fused_split_qk_norm",
     "fused_add_rmsnorm",
     "gemma_fused_add_rmsnorm",
     "gemma_rmsnorm",
     "rmsnorm",
     "rmsnorm_bias",
     "silu_and_mul",
+    "split_qkv_rmsnorm_mrope",
+    "split_qkv_rmsnorm_rope",
+    "split_qkv_rmsnorm_rope_pos_cache",
+    "split_qkv_tp_rmsnorm_rope",
+    "split_qkvgate_gemma_rmsnorm_rope",
     "swiglu_oai",
     "swiglu_quant",
 ]

@@ -59,6 +59,15 @@ def _ref_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale)
     scale.copy_(s_ref.reshape(scale.shape))
 
 
+def _ref_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width,
+                        out):  # fmt: skip
+    args = (weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width)
+    _meta.check_head_norm_rope(x, *args, out)
+    if rope_dim and positions is not None:
+        _meta.check(bool(((positions >= 0) & (positions < cos.shape[0])).all()), "positions outside the cos/sin cache")
+    out.copy_(reference.head_norm_rope(out if x is None else x, *args))
+
+
 def _register(name, reference_impl):
     LIB.accelerator_impl(name, lambda *a: getattr(_triton(), name)(*a), reference_impl)
 
@@ -69,3 +78,4 @@ _register("fused_add_rmsnorm", _ref_fused_add_rmsnorm)
 _register("silu_and_mul", _ref_silu_and_mul)
 _register("swiglu_oai", _ref_swiglu_oai)
 _register("swiglu_quant", _ref_swiglu_quant)
+_register("head_norm_rope", _ref_head_norm_rope)

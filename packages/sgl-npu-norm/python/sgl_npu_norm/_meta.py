@@ -65,6 +65,53 @@ def check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale
         check_same_device(group_list, x, "group_list", "x")
 
 
+def check_heads(t, name) -> tuple[int, int, int]:
+    check(t.dim() == 3, f"{name} must be [tokens, heads, head_dim], got {t.dim()} dims")
+    check(t.shape[-1] > 0, f"{name} must have a non-empty head_dim")
+    check(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
+    return tuple(t.shape)
+
+
+def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width,
+                         out) -> int:  # fmt: skip
+    """Checks the primitive's arguments (see HeadNormRopeArgs in kernels.h); returns the per-channel param size."""
+    shape = check_heads(out, "out")
+    src = out if x is None else x
+    if x is not None:
+        check(check_heads(x, "x") == shape, f"out must have the shape of x {list(x.shape)}, got {list(shape)}")
+        check_same_device(out, x, "out", "x")
+    check_float(src, "x")
+    check_dtype(out, src.dtype, "out")
+    check(eps >= 0, f"eps must be >= 0, got {eps}")
+    tokens, heads, width = shape
+    size = heads * width if rstd is not None and weight is not None and weight.shape == (heads * width,) else width
+    if norm:
+        check_channel_param(weight, size, src, "weight")
+        check_channel_param(bias, size, src, "bias")
+    if rstd is not None:
+        check(norm, "rstd needs norm=True")
+        check_dtype(rstd, torch.float32, "rstd")
+        check(rstd.shape == (tokens,), f"rstd must have shape [{tokens}]")
+        check_same_device(rstd, src, "rstd", "x")
+    check(0 <= rope_dim <= width and rope_dim % 2 == 0, f"rope_dim must be even and in [0, {width}], got {rope_dim}")
+    if rope_dim:
+        check(cos is not None and sin is not None, "cos and sin are needed when rope_dim > 0")
+        need = rope_dim if neox and full_width else rope_dim // 2
+        for name, t in (("cos", cos), ("sin", sin)):
+            check(t.dim() == 2 and t.shape[-1] >= need, f"{name} must be [rows, >= {need}], got {list(t.shape)}")
+            check(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
+            check_float(t, name)
+            check_same_device(t, src, name, "x")
+        check(sin.shape[0] == cos.shape[0] and sin.dtype == cos.dtype, "sin must have the rows and dtype of cos")
+        if positions is not None:
+            check(positions.dtype in (torch.int32, torch.int64), f"positions must be int32 or int64, got {positions.dtype}")
+            check(positions.shape == (tokens,), f"positions must have shape [{tokens}]")
+            check_same_device(positions, src, "positions", "x")
+        else:
+            check(cos.shape[0] >= tokens, f"cos must have a row per token ({tokens}), got {cos.shape[0]}")
+    return size
+
+
 @LIB.fake("rmsnorm")
 def _(x, weight, bias, eps, gemma, quant_scale, quant_offset, out):
     check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
@@ -96,3 +143,8 @@ def _(x, alpha, limit, out):
 @LIB.fake("swiglu_quant")
 def _(x, group_list, group_list_type, do_limit, limit, q, scale):
     check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale)
+
+
+@LIB.fake("head_norm_rope")
+def _(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width, out):
+    check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width, out)

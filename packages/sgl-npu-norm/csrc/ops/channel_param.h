@@ -1,0 +1,35 @@
+// A per-channel parameter (weight, bias, quant scale) as fp32 for the kernels, converted once per call.
+#pragma once
+#include <optional>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "sgl_npu_core/checks.h"
+
+namespace sgl_npu_norm {
+
+using sgl_npu_core::DType;
+using torch::stable::Tensor;
+
+// `size` values as fp32 (plus `add`: 1 for Gemma's (1 + w)); fp32 inputs are used in place.
+class ChannelParam {
+ public:
+  ChannelParam(const std::optional<Tensor>& t, int64_t size, const char* name, float add = 0.f) {
+    if (!t.has_value()) return;
+    DType dt = sgl_npu_core::check_channel_param(*t, size, name);
+    if (dt == DType::f32 && add == 0.f) {
+      ptr_ = static_cast<const float*>(t->const_data_ptr());
+      return;
+    }
+    buf_.resize(size);
+    SGL_NPU_ISA_CALL(to_float32, dt, t->const_data_ptr(), buf_.data(), size, add);
+    ptr_ = buf_.data();
+  }
+  const float* get() const { return ptr_; }
+
+ private:
+  std::vector<float> buf_;
+  const float* ptr_ = nullptr;
+};
+
+}  // namespace sgl_npu_norm

@@ -1,0 +1,201 @@
+"""Split-QKV + QK-norm + RoPE fusions: the per-layer attention prologue in one pass over each part of the row.
+
+Every op is built on one primitive, ``torch.ops.sgl_npu_norm.head_norm_rope`` (per-head RMSNorm, rounding to the
+dtype, RoPE over the first ``rope_dim`` dims of each head), applied to the q and k heads as strided views of the
+fused row; v (and gate) are copied. Each op accepts its outputs preallocated through ``out=`` (a tuple in the
+order it returns them). NeoX = rotate-half on ``[x1 | x2]``; GPT-J = pairs ``(x[2i], x[2i+1])``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _meta
+from .reference import mrope_axes
+
+_head_norm_rope = torch.ops.sgl_npu_norm.head_norm_rope.default
+
+
+def _heads(t: torch.Tensor, head_dim: int, stride_dim: int | None = None) -> torch.Tensor:
+    """[T, H * stride_dim] -> the first ``head_dim`` of every ``stride_dim`` columns, as [T, H, head_dim]."""
+    stride_dim = head_dim if stride_dim is None else stride_dim
+    _meta.check(t.shape[-1] % stride_dim == 0, f"hidden size {t.shape[-1]} is not a multiple of {stride_dim}")
+    return t.unflatten(-1, (t.shape[-1] // stride_dim, stride_dim))[..., :head_dim]
+
+
+def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[torch.Tensor]:
+    """The preallocated outputs (checked), or new ones of like's dtype; a width ``w`` means [T, w], a tuple is
+    the shape after T."""
+    t = like.shape[0]
+    shapes = [(t, w) if isinstance(w, int) else (t, *w) for w in widths]
+    if out is None:
+        return [torch.empty(s, dtype=like.dtype, device=like.device) for s in shapes]
+    _meta.check(len(out) == len(shapes), f"out must hold {len(shapes)} tensors ({', '.join(names)}), got {len(out)}")
+    for o, shape, name in zip(out, shapes, names, strict=True):
+        _meta.check(tuple(o.shape) == shape, f"out {name} must have shape {list(shape)}, got {list(o.shape)}")
+        _meta.check_dtype(o, like.dtype, f"out {name}")
+        _meta.check_same_device(o, like, f"out {name}", "x")
+    return list(out)
+
+
+def _split(qkv: torch.Tensor, widths: list[int]) -> list[torch.Tensor]:
+    _meta.check(qkv.dim() == 2, f"qkv must be [tokens, hidden], got {qkv.dim()} dims")
+    _meta.check(qkv.shape[-1] == sum(widths), f"qkv must have {sum(widths)} columns ({widths}), got {qkv.shape[-1]}")
+    return list(qkv.split(widths, dim=-1))
+
+
+def _check_head_dim(head_dim: int, *hidden: int) -> None:
+    _meta.check(head_dim > 0, f"head_dim must be > 0, got {head_dim}")
+    for h in hidden:
+        _meta.check(h % head_dim == 0, f"hidden size {h} is not a multiple of head_dim {head_dim}")
+
+
+def _rotate(x, out, cos, sin, positions, rope_dim, neox, full_width, *, eps=None, weight=None, bias=None,
+            gemma=False, rstd=None):  # fmt: skip
+    norm = eps is not None
+    _head_norm_rope(x, weight, bias, eps if norm else 0.0, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,
+                    full_width, out)  # fmt: skip
+
+
+def split_qkv_rmsnorm_rope(qkv, sin, cos, q_hidden_size, kv_hidden_size, head_dim, eps=None, q_weight=None,
+                           k_weight=None, q_bias=None, k_bias=None, is_neox_style=True, out=None):  # fmt: skip
+    """``qkv [T, q + 2 kv]`` -> ``(q [T, q], k [T, kv], v [T, kv])``: per-head RMSNorm over ``head_dim`` when
+    ``eps`` is given (weights/biases [head_dim]), then RoPE on the first ``rope_dim = sin.shape[-1]`` dims of each
+    q and k head. ``sin``/``cos`` [T, rope_dim] are gathered per token; GPT-J uses their first half."""
+    _check_head_dim(head_dim, q_hidden_size, kv_hidden_size)
+    q_in, k_in, v_in = _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
+    q, k, v = _outputs(out, qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size], ["q", "k", "v"])
+    rope_dim = sin.shape[-1]
+    for x, o, w, b in ((q_in, q, q_weight, q_bias), (k_in, k, k_weight, k_bias)):
+        _rotate(_heads(x, head_dim), _heads(o, head_dim), cos, sin, None, rope_dim, is_neox_style, True, eps=eps,
+                weight=w, bias=b)  # fmt: skip
+    v.copy_(v_in)
+    return q, k, v
+
+
+def split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cos_sin_cache, q_hidden_size, kv_hidden_size, head_dim,
+                                     eps=None, q_weight=None, k_weight=None, q_bias=None, k_bias=None, rope_dim=None,
+                                     is_neox_style=True, out=None):  # fmt: skip
+    """:func:`split_qkv_rmsnorm_rope` with cos/sin gathered inside from ``cos_sin_cache [max_pos, rope_dim]``
+    (rows ``[cos half | sin half]``) at ``positions [T]``; positions outside the cache raise."""
+    _check_head_dim(head_dim, q_hidden_size, kv_hidden_size)
+    rope_dim = cos_sin_cache.shape[-1] if rope_dim is None else rope_dim
+    _meta.check(0 < rope_dim <= cos_sin_cache.shape[-1], f"rope_dim must be in (0, {cos_sin_cache.shape[-1]}]")
+    q_in, k_in, v_in = _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
+    q, k, v = _outputs(out, qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size], ["q", "k", "v"])
+    cos, sin = cos_sin_cache[:, : rope_dim // 2], cos_sin_cache[:, rope_dim // 2 : rope_dim]
+    for x, o, w, b in ((q_in, q, q_weight, q_bias), (k_in, k, k_weight, k_bias)):
+        _rotate(_heads(x, head_dim), _heads(o, head_dim), cos, sin, positions, rope_dim, is_neox_style, False,
+                eps=eps, weight=w, bias=b)  # fmt: skip
+    v.copy_(v_in)
+    return q, k, v
+
+
+def split_qkvgate_gemma_rmsnorm_rope(qkv, sin, cos, q_hidden_size, kv_hidden_size, head_dim, rope_dim, eps,
+                                     q_weight, k_weight, out=None):  # fmt: skip
+    """Qwen3-Next: ``qkv [T, 2 q + 2 kv]`` with q heads stored ``[q | gate]``; Gemma QK-norm and NeoX RoPE on the
+    first ``rope_dim`` dims (``sin``/``cos`` [T, >= rope_dim]). Returns ``(q, k, v, gate)``."""
+    _check_head_dim(head_dim, q_hidden_size, kv_hidden_size)
+    qg_in, k_in, v_in = _split(qkv, [2 * q_hidden_size, kv_hidden_size, kv_hidden_size])
+    widths = [q_hidden_size, kv_hidden_size, kv_hidden_size, q_hidden_size]
+    q, k, v, gate = _outputs(out, qkv, widths, ["q", "k", "v", "gate"])
+    _rotate(_heads(qg_in, head_dim, 2 * head_dim), _heads(q, head_dim), cos, sin, None, rope_dim, True, True,
+            eps=eps, weight=q_weight, gemma=True)  # fmt: skip
+    _rotate(_heads(k_in, head_dim), _heads(k, head_dim), cos, sin, None, rope_dim, True, True, eps=eps,
+            weight=k_weight, gemma=True)  # fmt: skip
+    v.copy_(v_in)
+    gate.view(-1, q_hidden_size // head_dim, head_dim).copy_(qg_in.unflatten(-1, (-1, 2 * head_dim))[..., head_dim:])
+    return q, k, v, gate
+
+
+def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_kv_heads, head_size, eps,
+                            mrope_section, is_interleaved, rope_dim=None, q_bias=None, k_bias=None, has_gate=False,
+                            out=None):  # fmt: skip
+    """Multimodal RoPE (NeoX rotation) after per-head RMSNorm. ``cos_sin [3, T, rope_dim]`` holds the
+    ``[cos half | sin half]`` rows of the T, H, W positions; rotary frequency ``i`` takes the axis chosen by
+    ``mrope_section = [t, h, w]`` (sum ``rope_dim / 2``; contiguous or interleaved sections). With ``has_gate``
+    q heads are stored ``[q | gate]``. Returns ``(q, k, v, gate or None)``."""
+    rope_dim = cos_sin.shape[-1] if rope_dim is None else rope_dim
+    _meta.check(cos_sin.dim() == 3 and cos_sin.shape[0] == 3, "cos_sin must be [3, tokens, rope_dim]")
+    _meta.check(0 < rope_dim <= cos_sin.shape[-1] and rope_dim % 2 == 0, "rope_dim must be even and at most the width of cos_sin")
+    _meta.check(
+        len(mrope_section) == 3 and sum(mrope_section) == rope_dim // 2,
+        f"mrope_section must be 3 sizes summing to rope_dim / 2 = {rope_dim // 2}, got {list(mrope_section)}",
+    )
+    q_hidden, kv_hidden = num_q_heads * head_size, num_kv_heads * head_size
+    q_width = 2 * q_hidden if has_gate else q_hidden
+    qg_in, k_in, v_in = _split(qkv, [q_width, kv_hidden, kv_hidden])
+    widths = [q_hidden, kv_hidden, kv_hidden] + ([q_hidden] if has_gate else [])
+    outs = _outputs(out, qkv, widths, ["q", "k", "v", "gate"][: len(widths)])
+    half = rope_dim // 2
+    # Per-token [T, half] tables: frequency i from the position row its section names.
+    axes = torch.tensor(mrope_axes(mrope_section, is_interleaved, half), device=cos_sin.device)
+    freq = torch.arange(half, device=cos_sin.device)
+    cos, sin = cos_sin[axes, :, freq].T.contiguous(), cos_sin[axes, :, freq + half].T.contiguous()
+    q_heads = _heads(qg_in, head_size, 2 * head_size if has_gate else head_size)
+    for x, o, w, b in ((q_heads, outs[0], q_weight, q_bias), (_heads(k_in, head_size), outs[1], k_weight, k_bias)):
+        _rotate(x, _heads(o, head_size), cos, sin, None, rope_dim, True, False, eps=eps, weight=w, bias=b)
+    outs[2].copy_(v_in)
+    if has_gate:
+        outs[3].view(-1, num_q_heads, head_size).copy_(qg_in.unflatten(-1, (num_q_heads, 2 * head_size))[..., head_size:])
+    return outs[0], outs[1], outs[2], outs[3] if has_gate else None
+
+
+def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_sin_cache, is_neox=True) -> None:
+    """In place on ``query [T, Hq * head_size]`` and ``key [T, Hk * head_size]``: RoPE with cos/sin from
+    ``cos_sin_cache [max_pos, rope_dim]`` rows (``[cos half | sin half]``) at ``positions``; dims beyond
+    ``rope_dim`` of each head pass through (the sgl-kernel / flashinfer entry point)."""
+    rope_dim = cos_sin_cache.shape[-1]
+    cos, sin = cos_sin_cache[:, : rope_dim // 2], cos_sin_cache[:, rope_dim // 2 :]
+    for t in (query, key):
+        _check_head_dim(head_size, t.shape[-1])
+        _rotate(None, _heads(t, head_size), cos, sin, positions, rope_dim, is_neox, False)
+
+
+def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=None):
+    """RoPE on ``query [T, Hq, D]`` and ``key [T, Hk, D]`` with ``cos_sin [T, >= rotary_dim]`` rows
+    ``[cos half | sin half]``; dims beyond ``rotary_dim`` pass through. Returns ``(q_out, k_out)``."""
+    _meta.check(0 < rotary_dim <= cos_sin.shape[-1], f"rotary_dim must be in (0, {cos_sin.shape[-1]}]")
+    cos, sin = cos_sin[:, : rotary_dim // 2], cos_sin[:, rotary_dim // 2 : rotary_dim]
+    _meta.check(query.dim() == 3 and key.dim() == 3, "query and key must be [tokens, heads, head_dim]")
+    outs = _outputs(out, query, [tuple(query.shape[1:]), tuple(key.shape[1:])], ["q_out", "k_out"])
+    for x, o in zip((query, key), outs, strict=True):
+        _rotate(x, o, cos, sin, None, rotary_dim, is_neox_style, False)
+    return tuple(outs)
+
+
+def fused_split_qk_norm(qkv_a, q_a_weight, kv_a_weight, q_lora_rank, kv_lora_rank, qk_rope_dim, eps, out=None):
+    """MLA a-proj split of ``qkv_a [T, q_lora + kv_lora + rope]``: ``(q_lora [T, q_lora], k_nope [T, 1, kv_lora],
+    k_pe [T, 1, rope])`` with RMSNorm over the whole q_lora (and kv_lora) width; k_pe is copied."""
+    q_in, kv_in, pe_in = _split(qkv_a, [q_lora_rank, kv_lora_rank, qk_rope_dim])
+    widths = [q_lora_rank, (1, kv_lora_rank), (1, qk_rope_dim)]
+    q, k_nope, k_pe = _outputs(out, qkv_a, widths, ["q_lora", "k_nope", "k_pe"])
+    _rotate(q_in.unsqueeze(1), q.unsqueeze(1), None, None, None, 0, True, False, eps=eps, weight=q_a_weight)
+    _rotate(kv_in.unsqueeze(1), k_nope, None, None, None, 0, True, False, eps=eps, weight=kv_a_weight)
+    k_pe.copy_(pe_in.unsqueeze(1))
+    return q, k_nope, k_pe
+
+
+def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head_dim, eps, q_weight, k_weight,
+                              rotary_dim, group=None, out=None):  # fmt: skip
+    """RMSNorm over the full q (and k) width across tensor-parallel ranks, then NeoX RoPE on the first
+    ``rotary_dim`` dims of each head (``cos``/``sin`` [T, rotary_dim], full width). The local sums of squares are
+    all-reduced over ``group`` with torch.distributed (no process group: this rank alone); ``q_weight`` /
+    ``k_weight`` are this rank's [q_hidden] / [kv_hidden] shards."""
+    import torch.distributed as dist
+
+    _check_head_dim(head_dim, q_hidden_size, kv_hidden_size)
+    q_in, k_in, v_in = _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
+    q, k, v = _outputs(out, qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size], ["q", "k", "v"])
+    sums = torch.stack([q_in.float().pow(2).sum(-1), k_in.float().pow(2).sum(-1)], dim=-1)
+    world = 1
+    if group is not None or (dist.is_available() and dist.is_initialized()):
+        dist.all_reduce(sums, group=group)
+        world = dist.get_world_size(group)
+    widths = torch.tensor([q_hidden_size, kv_hidden_size], dtype=torch.float32, device=sums.device) * world
+    rstd = torch.rsqrt(sums / widths + eps)
+    for x, o, w, r in ((q_in, q, q_weight, rstd[:, 0]), (k_in, k, k_weight, rstd[:, 1])):
+        _rotate(_heads(x, head_dim), _heads(o, head_dim), cos, sin, None, rotary_dim, True, True, eps=eps, weight=w,
+                rstd=r.contiguous())  # fmt: skip
+    v.copy_(v_in)
+    return q, k, v
