@@ -76,3 +76,84 @@ def test_negative_eps_and_limit(device):
         ops.swiglu_oai(_x(4, 64, device=device), limit=0.0)
     with pytest.raises(RuntimeError, match="limit"):
         ops.swiglu_quant(_x(4, 64, device=device), do_limit=True, limit=-1.0)
+
+
+def _qkv(d, q=256, kv=128, tokens=3):
+    return _x(tokens, q + 2 * kv, device=d)
+
+
+def _tables(d, tokens=3, width=64):
+    return _x(tokens, width, dtype=torch.float32, device=d), _x(tokens, width, dtype=torch.float32, device=d)
+
+
+ROPE_CASES = {
+    "qkv width": (lambda d: ops.split_qkv_rmsnorm_rope(_x(3, 500, device=d), *_tables(d), 256, 128, 64), "qkv"),
+    "hidden not in heads": (lambda d: ops.split_qkv_rmsnorm_rope(_qkv(d), *_tables(d), 256, 128, 96), "head_dim"),
+    "qk weight size": (
+        lambda d: ops.split_qkv_rmsnorm_rope(_qkv(d), *_tables(d), 256, 128, 64, 1e-6, _x(63, device=d)),
+        "weight",
+    ),
+    "cos too narrow": (
+        lambda d: ops.split_qkv_rmsnorm_rope(_qkv(d), _x(3, 64, device=d), _x(3, 32, device=d), 256, 128, 64),
+        "cos",
+    ),
+    "odd rope_dim": (lambda d: ops.split_qkv_rmsnorm_rope(_qkv(d), *_tables(d, width=63), 256, 128, 64), "rope_dim"),
+    "rope_dim beyond head": (
+        lambda d: ops.split_qkv_rmsnorm_rope(_qkv(d), *_tables(d, width=128), 256, 128, 64),
+        "rope_dim",
+    ),
+    "cos rows": (lambda d: ops.split_qkv_rmsnorm_rope(_qkv(d), *_tables(d, tokens=2), 256, 128, 64), "row per token"),
+    "float positions": (
+        lambda d: ops.split_qkv_rmsnorm_rope_pos_cache(
+            _qkv(d), torch.zeros(3, device=d), _x(9, 64, device=d), 256, 128, 64
+        ),
+        "positions",
+    ),  # fmt: skip
+    "out shape": (
+        lambda d: ops.split_qkv_rmsnorm_rope(
+            _qkv(d), *_tables(d), 256, 128, 64, out=(_x(3, 256, device=d), _x(3, 128, device=d), _x(3, 64, device=d))
+        ),
+        "out v",
+    ),  # fmt: skip
+    "mrope sections": (
+        lambda d: ops.split_qkv_rmsnorm_mrope(
+            _x(3, 4 * 128, device=d),
+            _x(128, device=d),
+            _x(128, device=d),
+            _x(3, 3, 64, device=d),
+            2,
+            1,
+            128,
+            1e-6,
+            [16, 8, 4],
+            False,
+        ),
+        "mrope_section",
+    ),  # fmt: skip
+    "mqa query dims": (
+        lambda d: ops.fused_rope_qk_mqa(_x(3, 128, device=d), _x(3, 1, 128, device=d), _x(3, 64, device=d), 64),
+        "query",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", list(ROPE_CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_rope_malformed_input_names_the_argument(case, device):
+    fn, needle = ROPE_CASES[case]
+    with pytest.raises((RuntimeError, ValueError), match=needle):
+        fn(device)
+
+
+def test_positions_outside_the_cache_leave_outputs_untouched():
+    qkv, cache = _qkv("cpu"), _x(8, 64, dtype=torch.float32)
+    out = tuple(torch.full((3, w), 7.0, dtype=BF16) for w in (256, 128, 128))
+    for bad in ([0, 8, 1], [0, -1, 1]):
+        with pytest.raises(RuntimeError, match="positions"):
+            ops.split_qkv_rmsnorm_rope_pos_cache(qkv, torch.tensor(bad), cache, 256, 128, 64, 1e-6, out=out)
+        assert all((o == 7).all() for o in out)
+    query, key = _x(3, 128), _x(3, 64)
+    before = query.clone(), key.clone()
+    with pytest.raises(RuntimeError, match="positions"):
+        ops.apply_rope_with_cos_sin_cache_inplace(torch.tensor([0, 1, 99]), query, key, 64, cache)
+    assert torch.equal(query, before[0]) and torch.equal(key, before[1])

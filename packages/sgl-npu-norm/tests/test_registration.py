@@ -36,6 +36,44 @@ def _samples():
                 torch.empty(3),
             ),
         ),
+        "head_norm_rope": (
+            N.head_norm_rope.default,
+            (
+                x.view(3, 2, 32),
+                w[:32],
+                b[:32],
+                1e-6,
+                True,
+                True,
+                None,
+                torch.randn(5, 16),
+                torch.randn(5, 16),
+                torch.tensor([4, 0, 2]),
+                32,
+                True,
+                False,
+                torch.empty(3, 2, 32, dtype=x.dtype),
+            ),
+        ),  # fmt: skip
+        "head_norm_rope_in_place": (
+            N.head_norm_rope.default,
+            (
+                None,
+                None,
+                None,
+                0.0,
+                False,
+                False,
+                None,
+                torch.randn(3, 16),
+                torch.randn(3, 16),
+                None,
+                16,
+                False,
+                False,
+                x.clone().view(3, 2, 32),
+            ),
+        ),  # fmt: skip
     }
 
 
@@ -96,3 +134,26 @@ def test_ops_run_on_meta_tensors():
     assert ops.rmsnorm(x, w).shape == (5, 7, 32)
     q, s = ops.swiglu_quant(x)
     assert q.shape == (5, 7, 16) and s.shape == (5, 7)
+
+
+def _rope_user_calls(qkv, cos, sin, cache, positions, w):
+    a = ops.split_qkv_rmsnorm_rope(qkv, sin, cos, 128, 64, 32, 1e-6, w, w)
+    b = ops.split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cache, 128, 64, 32, 1e-6, w, w, is_neox_style=False)
+    query, key = qkv[:, :128].clone(), qkv[:, 128:192].clone()
+    ops.apply_rope_with_cos_sin_cache_inplace(positions, query, key, 32, cache)
+    return (*a, *b, query, key)
+
+
+def _rope_reference_calls(qkv, cos, sin, cache, positions, w):
+    a = ref.split_qkv_rmsnorm_rope(qkv, sin, cos, 128, 64, 32, 1e-6, w, w)
+    b = ref.split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cache, 128, 64, 32, 1e-6, w, w, is_neox_style=False)
+    return (*a, *b, *ref.apply_rope_with_cos_sin_cache(positions, qkv[:, :128], qkv[:, 128:192], 32, cache))
+
+
+def test_rope_ops_compile_fullgraph():
+    qkv, cos, sin = torch.randn(4, 256), torch.randn(4, 32), torch.randn(4, 32)
+    cache, positions, w = torch.randn(10, 32), torch.tensor([9, 0, 3, 3]), torch.randn(32)
+    torch._dynamo.reset()
+    got = torch.compile(_rope_user_calls, fullgraph=True)(qkv, cos, sin, cache, positions, w)
+    for i, (a, e) in enumerate(zip(got, _rope_reference_calls(qkv, cos, sin, cache, positions, w), strict=True)):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5, msg=f"output {i}")

@@ -41,10 +41,9 @@ void check_positions(const Tensor& p, int64_t tokens, int64_t rows) {
   check_contiguous(p, "positions");
   const bool is64 = p.scalar_type() == ScalarType::Long;
   for (int64_t t = 0; t < tokens; ++t) {
-    const int64_t v = is64 ? static_cast<const int64_t*>(p.const_data_ptr())[t]
-                           : static_cast<const int32_t*>(p.const_data_ptr())[t];
-    STD_TORCH_CHECK(0 <= v && v < rows, "positions[", t, "] = ", v, " is outside the cos/sin cache (", rows,
-                    " rows)");
+    const int64_t v =
+        is64 ? static_cast<const int64_t*>(p.const_data_ptr())[t] : static_cast<const int32_t*>(p.const_data_ptr())[t];
+    STD_TORCH_CHECK(0 <= v && v < rows, "positions[", t, "] = ", v, " is outside the cos/sin cache (", rows, " rows)");
   }
 }
 
@@ -58,8 +57,8 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
   const Heads o = as_heads(out, "out");
   const Tensor& src = x.has_value() ? *x : out;  // no x: in place
   const Heads xi = x.has_value() ? as_heads(*x, "x") : o;
-  STD_TORCH_CHECK(xi.tokens == o.tokens && xi.heads == o.heads && xi.width == o.width,
-                  "out must have the shape of x [", xi.tokens, ", ", xi.heads, ", ", xi.width, "]");
+  STD_TORCH_CHECK(xi.tokens == o.tokens && xi.heads == o.heads && xi.width == o.width, "out must have the shape of x [",
+                  xi.tokens, ", ", xi.heads, ", ", xi.width, "]");
   check_same_dtype(out, src, "out", "x");
   HeadNormRopeArgs a{};
   a.dtype = float_dtype(src, "x");
@@ -76,10 +75,10 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
   a.norm = norm;
   a.eps = float(eps);
   // Per-head params are [head_dim]; with a given rstd (a norm across the whole width) they may be [H * head_dim].
-  const int64_t param_size = weight.has_value() && weight->dim() == 1 && weight->size(0) == o.heads * o.width &&
-                                     rstd.has_value()
-                                 ? o.heads * o.width
-                                 : o.width;
+  const int64_t param_size =
+      weight.has_value() && weight->dim() == 1 && weight->size(0) == o.heads * o.width && rstd.has_value()
+          ? o.heads * o.width
+          : o.width;
   a.param_head_stride = param_size == o.width ? 0 : o.width;
   ChannelParam w(norm ? weight : std::nullopt, param_size, "weight", gemma ? 1.f : 0.f);
   ChannelParam b(norm ? bias : std::nullopt, param_size, "bias");
@@ -116,8 +115,7 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
       a.positions = positions->const_data_ptr();
       a.positions_int64 = positions->scalar_type() == ScalarType::Long;
     } else {
-      STD_TORCH_CHECK(cos->size(0) >= o.tokens, "cos must have a row per token (", o.tokens, "), got ",
-                      cos->size(0));
+      STD_TORCH_CHECK(cos->size(0) >= o.tokens, "cos must have a row per token (", o.tokens, "), got ", cos->size(0));
     }
   }
   const int64_t elem = a.dtype == DType::f32 ? 4 : 2;

@@ -104,7 +104,10 @@ def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, posi
             check_same_device(t, src, name, "x")
         check(sin.shape[0] == cos.shape[0] and sin.dtype == cos.dtype, "sin must have the rows and dtype of cos")
         if positions is not None:
-            check(positions.dtype in (torch.int32, torch.int64), f"positions must be int32 or int64, got {positions.dtype}")
+            check(
+                positions.dtype in (torch.int32, torch.int64),
+                f"positions must be int32 or int64, got {positions.dtype}",
+            )
             check(positions.shape == (tokens,), f"positions must have shape [{tokens}]")
             check_same_device(positions, src, "positions", "x")
         else:

@@ -117,7 +117,10 @@ def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_k
     q heads are stored ``[q | gate]``. Returns ``(q, k, v, gate or None)``."""
     rope_dim = cos_sin.shape[-1] if rope_dim is None else rope_dim
     _meta.check(cos_sin.dim() == 3 and cos_sin.shape[0] == 3, "cos_sin must be [3, tokens, rope_dim]")
-    _meta.check(0 < rope_dim <= cos_sin.shape[-1] and rope_dim % 2 == 0, "rope_dim must be even and at most the width of cos_sin")
+    _meta.check(
+        0 < rope_dim <= cos_sin.shape[-1] and rope_dim % 2 == 0,
+        "rope_dim must be even and at most the width of cos_sin",
+    )
     _meta.check(
         len(mrope_section) == 3 and sum(mrope_section) == rope_dim // 2,
         f"mrope_section must be 3 sizes summing to rope_dim / 2 = {rope_dim // 2}, got {list(mrope_section)}",
@@ -137,7 +140,9 @@ def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_k
         _rotate(x, _heads(o, head_size), cos, sin, None, rope_dim, True, False, eps=eps, weight=w, bias=b)
     outs[2].copy_(v_in)
     if has_gate:
-        outs[3].view(-1, num_q_heads, head_size).copy_(qg_in.unflatten(-1, (num_q_heads, 2 * head_size))[..., head_size:])
+        outs[3].view(-1, num_q_heads, head_size).copy_(
+            qg_in.unflatten(-1, (num_q_heads, 2 * head_size))[..., head_size:]
+        )
     return outs[0], outs[1], outs[2], outs[3] if has_gate else None
 
 

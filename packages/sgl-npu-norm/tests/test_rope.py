@@ -1,0 +1,185 @@
+"""Split-QKV + QK-norm + RoPE ops (CPU kernels) against reference.py: both RoPE styles, partial rotation,
+norm with and without bias, every dtype; q/k within the dtype's tolerance, v (and gate) bit-exact."""
+
+import pytest
+import sgl_npu_norm as ops
+import torch
+from sgl_npu_core.testing import FLOAT_DTYPES, assert_close
+from sgl_npu_norm import reference as ref
+
+
+def _angles(tokens, half):
+    return torch.rand(tokens, half) * 6.3 - 3.1
+
+
+def _full_tables(tokens, rope_dim, dtype=torch.float32):
+    """NeoX-style full-width cos/sin [T, rope_dim] (each half repeated)."""
+    a = _angles(tokens, rope_dim // 2)
+    return torch.cat([a.cos(), a.cos()], -1).to(dtype), torch.cat([a.sin(), a.sin()], -1).to(dtype)
+
+
+def _cache(rows, rope_dim, dtype=torch.float32):
+    a = _angles(rows, rope_dim // 2)
+    return torch.cat([a.cos(), a.sin()], -1).to(dtype)
+
+
+def _check_all(got, want, exact=()):
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        if i in exact:
+            assert torch.equal(g, w), f"output {i} must be bit-exact"
+        else:
+            assert_close(g, w, name=f"output {i}")
+
+
+NORM = {"none": {}, "norm": {"eps": 1e-6}, "norm+bias": {"eps": 1e-5, "bias": True}}
+
+
+def _norm_kwargs(mode, head_dim, dtype):
+    kw = dict(NORM[mode])
+    if "eps" in kw:
+        kw["q_weight"], kw["k_weight"] = torch.randn(head_dim, dtype=dtype), torch.randn(head_dim, dtype=dtype)
+    if kw.pop("bias", False):
+        kw["q_bias"], kw["k_bias"] = torch.randn(head_dim, dtype=dtype), torch.randn(head_dim, dtype=dtype)
+    return kw
+
+
+@pytest.mark.parametrize("norm", list(NORM))
+@pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
+@pytest.mark.parametrize("rope_frac", [1, 2, 4], ids=["rope=hd", "rope=hd/2", "rope=hd/4"])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_split_qkv_rmsnorm_rope(dtype, head_dim, rope_frac, neox, norm):
+    tokens, q_hidden, kv_hidden = 3, 4 * head_dim, 2 * head_dim
+    qkv = torch.randn(tokens, q_hidden + 2 * kv_hidden, dtype=dtype) * 2
+    cos, sin = _full_tables(tokens, head_dim // rope_frac, dtype)
+    kw = _norm_kwargs(norm, head_dim, dtype)
+    got = ops.split_qkv_rmsnorm_rope(qkv, sin, cos, q_hidden, kv_hidden, head_dim, is_neox_style=neox, **kw)
+    want = ref.split_qkv_rmsnorm_rope(qkv, sin, cos, q_hidden, kv_hidden, head_dim, is_neox_style=neox, **kw)
+    _check_all(got, want, exact=(2,))
+
+
+def test_neox_uses_both_halves_of_full_width_tables():
+    # cos/sin whose halves differ: NeoX reads the second half for the second half of the head
+    qkv = torch.randn(2, 3 * 64)
+    cos, sin = torch.randn(2, 64), torch.randn(2, 64)
+    got = ops.split_qkv_rmsnorm_rope(qkv, sin, cos, 64, 64, 64)
+    _check_all(got, ref.split_qkv_rmsnorm_rope(qkv, sin, cos, 64, 64, 64), exact=(2,))
+
+
+@pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
+@pytest.mark.parametrize("rope_dim", [128, 64, 32])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_pos_cache(dtype, index_dtype, rope_dim, neox):
+    tokens, head_dim = 4, 128
+    qkv = torch.randn(tokens, 4 * head_dim, dtype=dtype)
+    cache = _cache(50, 128)  # rope_dim < 128: the first rope_dim columns are [cos half | sin half]
+    positions = torch.tensor([49, 0, 7, 7], dtype=index_dtype)
+    kw = _norm_kwargs("norm+bias", head_dim, dtype)
+    args = (qkv, positions, cache, 2 * head_dim, head_dim, head_dim)
+    got = ops.split_qkv_rmsnorm_rope_pos_cache(*args, rope_dim=rope_dim, is_neox_style=neox, **kw)
+    want = ref.split_qkv_rmsnorm_rope_pos_cache(*args, rope_dim=rope_dim, is_neox_style=neox, **kw)
+    _check_all(got, want, exact=(2,))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_qkvgate_gemma(dtype):
+    # Qwen3-Next: q 512, kv 256, head 256, a quarter of each head rotated
+    tokens, q_hidden, kv_hidden, head_dim, rope_dim = 3, 512, 256, 256, 64
+    qkv = torch.randn(tokens, 2 * q_hidden + 2 * kv_hidden, dtype=dtype)
+    cos, sin = _full_tables(tokens, rope_dim, dtype)
+    qw, kw = torch.randn(head_dim, dtype=dtype) * 0.1, torch.randn(head_dim, dtype=dtype) * 0.1
+    args = (qkv, sin, cos, q_hidden, kv_hidden, head_dim, rope_dim, 1e-6, qw, kw)
+    got = ops.split_qkvgate_gemma_rmsnorm_rope(*args)
+    _check_all(got, ref.split_qkvgate_gemma_rmsnorm_rope(*args), exact=(2, 3))
+
+
+@pytest.mark.parametrize(
+    "tokens,rope_dim,section,interleaved,gate,bias",
+    [(7, 256, [32, 48, 48], True, True, False), (65, 128, [24, 20, 20], False, False, True),
+     (5, 128, [16, 24, 24], True, False, True), (3, 64, [16, 8, 8], False, True, False)],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_mrope(dtype, tokens, rope_dim, section, interleaved, gate, bias):
+    head, nq, nkv = 256, 2, 1
+    qkv = torch.randn(tokens, nq * head * (2 if gate else 1) + 2 * nkv * head, dtype=dtype)
+    cos_sin = torch.stack([_cache(tokens, rope_dim) for _ in range(3)])
+    qw, kw = torch.randn(head, dtype=dtype), torch.randn(head, dtype=dtype)
+    qb, kb = (torch.randn(head, dtype=dtype), torch.randn(head, dtype=dtype)) if bias else (None, None)
+    args = (qkv, qw, kw, cos_sin, nq, nkv, head, 1e-6, section, interleaved)
+    kwargs = dict(q_bias=qb, k_bias=kb, has_gate=gate)
+    got = ops.split_qkv_rmsnorm_mrope(*args, **kwargs)
+    want = ref.split_qkv_rmsnorm_mrope(*args, **kwargs)
+    assert (got[3] is None) == (not gate)
+    _check_all(got[:3], want[:3], exact=(2,))
+    if gate:
+        assert torch.equal(got[3], want[3])
+
+
+def test_mrope_axes():
+    assert ref.mrope_axes([2, 1, 1], False, 4) == [0, 0, 1, 2]
+    assert ref.mrope_axes([2, 2, 2], True, 6) == [0, 1, 2, 0, 1, 2]
+    assert ref.mrope_axes([4, 1, 1], True, 6) == [0, 1, 2, 0, 0, 0]
+
+
+@pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
+@pytest.mark.parametrize("rope_dim", [64, 32])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_apply_rope_with_cos_sin_cache_inplace(dtype, rope_dim, neox):
+    tokens, head = 6, 64
+    query, key = torch.randn(tokens, 4 * head, dtype=dtype), torch.randn(tokens, head, dtype=dtype)
+    cache = _cache(20, rope_dim)
+    positions = torch.randint(0, 20, (tokens,))
+    want = ref.apply_rope_with_cos_sin_cache(positions, query, key, head, cache, neox)
+    assert ops.apply_rope_with_cos_sin_cache_inplace(positions, query, key, head, cache, neox) is None
+    _check_all((query, key), want)
+
+
+@pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_fused_rope_qk_mqa(dtype, neox):
+    query, key = torch.randn(5, 8, 128, dtype=dtype), torch.randn(5, 1, 128, dtype=dtype)
+    cos_sin = _cache(5, 96, dtype)
+    got = ops.fused_rope_qk_mqa(query, key, cos_sin, 64, neox)
+    _check_all(got, ref.fused_rope_qk_mqa(query, key, cos_sin, 64, neox))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_fused_split_qk_norm(dtype):
+    qkv_a = torch.randn(4, 1536 + 512 + 64, dtype=dtype)
+    qw, kw = torch.randn(1536, dtype=dtype), torch.randn(512, dtype=dtype)
+    got = ops.fused_split_qk_norm(qkv_a, qw, kw, 1536, 512, 64, 1e-6)
+    want = ref.fused_split_qk_norm(qkv_a, qw, kw, 1536, 512, 64, 1e-6)
+    assert [tuple(g.shape) for g in got] == [(4, 1536), (4, 1, 512), (4, 1, 64)]
+    _check_all(got, want, exact=(2,))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_tp_rmsnorm_rope_single_rank(dtype):
+    # no process group: the norm spans this rank's full q (and k) width
+    tokens, q_hidden, kv_hidden, head = 3, 256, 128, 64
+    qkv = torch.randn(tokens, q_hidden + 2 * kv_hidden, dtype=dtype)
+    cos, sin = _full_tables(tokens, 32)
+    qw, kw = torch.randn(q_hidden, dtype=dtype), torch.randn(kv_hidden, dtype=dtype)
+    args = (qkv, cos, sin, q_hidden, kv_hidden, head, 1e-6, qw, kw, 32)
+    got = ops.split_qkv_tp_rmsnorm_rope(*args)
+    _check_all(got, ref.split_qkv_tp_rmsnorm_rope(*args), exact=(2,))
+    # and it is a norm over the whole width: the same as rmsnorm of q, then rope
+    q_norm = ref.rmsnorm(qkv[:, :q_hidden], qw, 1e-6).view(tokens, -1, head)
+    assert_close(got[0], ref.norm_rope_heads(q_norm, cos, sin).flatten(1))
+
+
+def test_out_tuple_is_written_and_returned():
+    qkv = torch.randn(2, 3 * 64, dtype=torch.bfloat16)
+    cos, sin = _full_tables(2, 64, torch.bfloat16)
+    out = tuple(torch.full((2, 64), 7.0, dtype=torch.bfloat16) for _ in range(3))
+    got = ops.split_qkv_rmsnorm_rope(qkv, sin, cos, 64, 64, 64, 1e-6, out=out)
+    assert all(g is o for g, o in zip(got, out, strict=True))
+    _check_all(got, ref.split_qkv_rmsnorm_rope(qkv, sin, cos, 64, 64, 64, 1e-6), exact=(2,))
+
+
+def test_zero_tokens():
+    qkv = torch.empty(0, 3 * 64)
+    cos = sin = torch.empty(0, 64)
+    q, k, v = ops.split_qkv_rmsnorm_rope(qkv, sin, cos, 64, 64, 64, 1e-6)
+    assert q.shape == (0, 64) and k.shape == (0, 64) and v.shape == (0, 64)
