@@ -208,3 +208,51 @@ def test_malformed_input_names_the_argument(case):
     fn, needle = MALFORMED[case]
     with pytest.raises(RuntimeError, match=needle):
         fn()
+
+
+# head_norm_rope: (norm, weight layout, rstd given) x (rope: none / NeoX full / NeoX half / GPT-J) x positions
+HNR_NORM = {
+    "none": {},
+    "norm": {"norm": True, "weight": "head", "bias": True},
+    "gemma": {"norm": True, "weight": "head", "gemma": True},
+    "rstd": {"norm": True, "weight": "all", "rstd": True},
+}
+HNR_ROPE = {
+    "none": (0, True, False),
+    "neox": (16, True, True),
+    "neox-half": (8, True, False),
+    "gptj": (16, False, False),
+}
+
+
+@pytest.mark.parametrize("positions", [False, True], ids=["rows", "positions"])
+@pytest.mark.parametrize("rope", list(HNR_ROPE))
+@pytest.mark.parametrize("norm", list(HNR_NORM))
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_head_norm_rope(dtype, norm, rope, positions):
+    tokens, heads, width = 3, 2, 24  # not a power of two: masked lanes
+    base = torch.randn(tokens, heads, 2 * width, dtype=dtype)
+    x = base[..., :width]  # heads 2 * width apart, as the [q | gate] layout
+    opt = HNR_NORM[norm]
+    size = heads * width if opt.get("weight") == "all" else width
+    weight = torch.randn(size, dtype=_other_dtype(dtype)) if opt.get("weight") else None
+    bias = torch.randn(size) if opt.get("bias") else None
+    rstd = torch.rand(tokens) + 0.5 if opt.get("rstd") else None
+    rope_dim, neox, full_width = HNR_ROPE[rope]
+    table_rows = 7 if positions else tokens
+    cos, sin = torch.randn(table_rows, 20), torch.randn(table_rows, 20)
+    pos = torch.tensor([6, 0, 3]) if positions else None
+    args = (weight, bias, 1e-6, opt.get("gemma", False), opt.get("norm", False), rstd, cos, sin, pos, rope_dim, neox,
+            full_width)  # fmt: skip
+    out = torch.full((tokens, heads, width), 9.0, dtype=dtype)
+    assert kernels.head_norm_rope(x, *args, out) is None
+    assert_close(out, ref.head_norm_rope(x, *args))
+
+
+@pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
+def test_head_norm_rope_in_place(neox):
+    x = torch.randn(4, 3, 32, dtype=torch.bfloat16)
+    cos, sin = torch.randn(4, 16), torch.randn(4, 16)
+    want = ref.head_norm_rope(x, None, None, 0.0, False, False, None, cos, sin, None, 16, neox, False)
+    kernels.head_norm_rope(None, None, None, 0.0, False, False, None, cos, sin, None, 16, neox, False, x)
+    assert_close(x, want)
