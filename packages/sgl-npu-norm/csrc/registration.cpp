@@ -20,6 +20,11 @@ STABLE_TORCH_LIBRARY(sgl_npu_norm, m) {
   m.def(
       "head_norm_rope(Tensor? x, Tensor? weight, Tensor? bias, float eps, bool gemma, bool norm, Tensor? rstd, "
       "Tensor? cos, Tensor? sin, Tensor? positions, int rope_dim, bool neox, bool full_width, Tensor(a!) out) -> ()");
+  m.def(
+      "split_qkv_norm_rope(Tensor qkv, int head_dim, int q_heads, int kv_heads, bool q_gate, Tensor? q_weight, "
+      "Tensor? k_weight, Tensor? q_bias, Tensor? k_bias, float eps, bool gemma, bool norm, Tensor? rstd, "
+      "Tensor? cos, Tensor? sin, Tensor? positions, int rope_dim, bool neox, bool full_width, Tensor(a!) q, "
+      "Tensor(b!) k, Tensor(c!) v, Tensor(d!)? gate) -> ()");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {
@@ -30,4 +35,5 @@ STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {
   m.impl("swiglu_oai", TORCH_BOX(&sgl_npu_norm::swiglu_oai));
   m.impl("swiglu_quant", TORCH_BOX(&sgl_npu_norm::swiglu_quant));
   m.impl("head_norm_rope", TORCH_BOX(&sgl_npu_norm::head_norm_rope));
+  m.impl("split_qkv_norm_rope", TORCH_BOX(&sgl_npu_norm::split_qkv_norm_rope));
 }

@@ -113,7 +113,7 @@ ROPE_CASES = {
         lambda d: ops.split_qkv_rmsnorm_rope(
             _qkv(d), *_tables(d), 256, 128, 64, out=(_x(3, 256, device=d), _x(3, 128, device=d), _x(3, 64, device=d))
         ),
-        "out v",
+        "v must have shape",
     ),  # fmt: skip
     "mrope sections": (
         lambda d: ops.split_qkv_rmsnorm_mrope(

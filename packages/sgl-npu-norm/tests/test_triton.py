@@ -256,3 +256,31 @@ def test_head_norm_rope_in_place(neox):
     want = ref.head_norm_rope(x, None, None, 0.0, False, False, None, cos, sin, None, 16, neox, False)
     kernels.head_norm_rope(None, None, None, 0.0, False, False, None, cos, sin, None, 16, neox, False, x)
     assert_close(x, want)
+
+
+@pytest.mark.parametrize("gate,rstd,positions", [(False, False, False), (True, False, True), (False, True, False)])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_split_qkv_norm_rope_through_triton(dtype, gate, rstd, positions):
+    """The device path of the fused op (Triton head_norm_rope on q and k views, v and gate copied) against the
+    reference composition of the same primitive."""
+    from sgl_npu_norm import _accelerator
+
+    tokens, head, q_heads, kv_heads = 3, 32, 2, 1
+    qkv = torch.randn(tokens, q_heads * head * (2 if gate else 1) + 2 * kv_heads * head, dtype=dtype)
+    size = (q_heads if rstd else 1) * head
+    args = (qkv, head, q_heads, kv_heads, gate, torch.randn(size), torch.randn(kv_heads * head if rstd else head),
+            None, None, 1e-6, False, True, torch.rand(tokens, 2) + 0.5 if rstd else None,
+            torch.randn(9, 32), torch.randn(9, 32), torch.tensor([8, 1, 4]) if positions else None, 16, True,
+            not positions)  # fmt: skip
+
+    def outputs():
+        widths = [q_heads * head, kv_heads * head, kv_heads * head]
+        outs = [torch.full((tokens, w), 5.0, dtype=dtype) for w in widths]
+        return (*outs, torch.full((tokens, q_heads * head), 5.0, dtype=dtype) if gate else None)
+
+    got, want = outputs(), outputs()
+    _accelerator._split_qkv_norm_rope_with(kernels.head_norm_rope)(*args, *got)
+    _accelerator._split_qkv_norm_rope_with(_accelerator._ref_head_norm_rope)(*args, *want)
+    for g, w in zip(got, want, strict=True):
+        if w is not None:
+            assert_close(g, w)

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -246,3 +248,94 @@ class Report:
         fig.suptitle(f"{self.name}: {self.header()}", fontsize=9)
         fig.savefig(path, dpi=100)
         plt.close(fig)
+
+
+# What the columns of a run_suite report mean.
+SUITE_NOTES = [
+    "µs (out=): preallocated outputs; µs (fresh): outputs allocated by the call (page faults included).",
+    "MB: reads + writes of the data tensors, each counted once; % copy: GB/s over that of `dst.copy_(src)` "
+    "moving the same bytes in this run.",
+    "eager / compile: the PyTorch reference called as a user calls it, eagerly and through "
+    "`torch.compile(dynamic=False)`; × = reference time / kernel time (fresh outputs, as the reference "
+    "allocates too).",
+]
+
+
+@dataclasses.dataclass
+class Case:
+    """One op at one shape: the kernel with and without preallocated outputs, the reference call, the bytes."""
+
+    out: Callable[[], object]
+    fresh: Callable[[], object] | None  # None: in place, nothing to allocate
+    reference: Callable
+    args: tuple
+    nbytes: int
+
+
+def measure(name: str, case: Case, shape: str, dtype: torch.dtype, copy_gbs: float, refs: bool, timing: dict) -> Row:
+    """Times ``case`` (out=, fresh) and, with ``refs``, its reference eagerly and under torch.compile."""
+    us = time_us(case.out, **timing)
+    us_fresh = None if case.fresh is None else time_us(case.fresh, **timing)
+    eager_us = compile_us = None
+    if refs:
+        eager_us = time_us(lambda: case.reference(*case.args), **timing)
+        fn = compiled(case.reference)
+        compile_us = time_us(lambda: fn(*case.args), **timing)
+    return Row(
+        name, shape, str(dtype).removeprefix("torch."), us, us_fresh, case.nbytes, copy_gbs, eager_us, compile_us
+    )
+
+
+def run_suite(
+    name: str,
+    ops: dict[str, Callable[..., Case]],
+    shapes: Sequence[tuple],
+    dtypes: Sequence[torch.dtype],
+    *,
+    notes: list[str],
+    doc: str,
+    quick_shape: tuple,
+    default_out: Path,
+    argv: list[str] | None = None,
+) -> Report:
+    """The command line every ``bench_*.py`` shares: ``ops[op](*shape, dtype)`` builds a :class:`Case` for each
+    op, dtype and shape; the report goes to ``<out>/<name>.md|json|png`` (``<name>-cuda`` with --device cuda)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=default_out, help="output dir (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="quick_shape in the first dtype, short timings (a smoke test)")
+    p.add_argument("--ops", default=",".join(ops), help="comma-separated subset of: %(default)s")
+    p.add_argument("--ref-max-mb", type=float, default=float("inf"),
+                   help="skip the eager / compiled references where the op moves more MB than this")  # fmt: skip
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="where tensors live: cpu (C++ kernels) or cuda (Triton kernels)")
+    p.add_argument("--dtypes", default=",".join(str(d).removeprefix("torch.") for d in dtypes))
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device != "cpu":  # (a default device costs a torch-function mode on every call: not on the CPU)
+        torch.set_default_device(args.device)  # every tensor the cases make, and the copy yardstick
+
+    names = [n.strip() for n in args.ops.split(",") if n.strip()]
+    unknown = set(names) - set(ops)
+    if unknown:
+        p.error(f"unknown ops {sorted(unknown)}; choose from {list(ops)}")
+    chosen = [getattr(torch, n.strip()) for n in args.dtypes.split(",") if n.strip()]
+    shapes, chosen = ([quick_shape], chosen[:1]) if args.quick else (shapes, chosen)
+    timing = {"min_time_s": 0.05} if args.quick else {}
+
+    report = Report(name if args.device == "cpu" else f"{name}-{args.device}", notes=notes)
+    copy_gbs: dict[int, float] = {}  # total bytes moved -> copy GB/s for that amount
+    for op in names:
+        for dtype in chosen:
+            for shape in shapes:
+                case = ops[op](*shape, dtype)
+                if case.nbytes not in copy_gbs:  # a copy of nbytes/2 reads and writes nbytes in all
+                    copy_gbs[case.nbytes] = copy_bandwidth_gbs(case.nbytes // 2, **timing)
+                refs = case.nbytes / 1e6 <= args.ref_max_mb
+                label = "x".join(str(s) for s in shape)
+                row = report.add(measure(op, case, label, dtype, copy_gbs[case.nbytes], refs, timing))
+                print(f"{row.label}: {row.us:.1f} us, {row.pct_copy:.0f}% copy", file=sys.stderr, flush=True)
+    paths = report.write(args.out)
+    report.print()
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return report

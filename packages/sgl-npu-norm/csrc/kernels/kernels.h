@@ -77,7 +77,8 @@ struct HeadNormRopeArgs {
   int64_t out_token_stride, out_head_stride;
   bool norm;
   float eps;
-  const float* rstd;    // optional, per token: replaces the per-head statistics
+  const float* rstd;  // optional, per token (rstd[t * rstd_stride]): replaces the per-head statistics
+  int64_t rstd_stride;
   const float* weight;  // optional; [W] (head stride 0) or [H * W] (head stride W)
   const float* bias;    // optional, same layout as weight
   int64_t param_head_stride;

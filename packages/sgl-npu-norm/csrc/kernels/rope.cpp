@@ -102,7 +102,8 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
         ss += y[j] * y[j];
       }
       if (a.norm) {
-        const float rstd = a.rstd ? a.rstd[t] : 1.0f / std::sqrt((ss + reduce_add(acc0 + acc1)) / float(w) + a.eps);
+        const float rstd =
+            a.rstd ? a.rstd[t * a.rstd_stride] : 1.0f / std::sqrt((ss + reduce_add(acc0 + acc1)) / float(w) + a.eps);
         const float* wt = a.weight ? a.weight + h * a.param_head_stride : nullptr;
         const float* b = a.bias ? a.bias + h * a.param_head_stride : nullptr;
         j = 0;

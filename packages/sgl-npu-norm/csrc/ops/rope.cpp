@@ -1,4 +1,5 @@
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/kernels.h"
 #include "ops/channel_param.h"
@@ -24,6 +25,16 @@ Heads as_heads(const Tensor& t, const char* name) {
   return Heads{t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1)};
 }
 
+// A [T, width] tensor whose last dim is contiguous; returns its row stride.
+int64_t check_matrix(const Tensor& t, int64_t tokens, int64_t width, const char* name) {
+  check_cpu(t, name);
+  STD_TORCH_CHECK(t.dim() == 2, name, " must be [", tokens, ", ", width, "], got ", t.dim(), " dims");
+  STD_TORCH_CHECK(t.size(0) == tokens && t.size(1) == width, name, " must have shape [", tokens, ", ", width,
+                  "], got [", t.size(0), ", ", t.size(1), "]");
+  STD_TORCH_CHECK(t.stride(1) == 1 || width == 1, name, " must be contiguous in its last dim");
+  return t.stride(0);
+}
+
 // cos or sin: [rows, >= width] float, last dim contiguous; returns the row stride.
 int64_t check_table(const Tensor& t, int64_t width, const char* name) {
   check_cpu(t, name);
@@ -47,6 +58,95 @@ void check_positions(const Tensor& p, int64_t tokens, int64_t rows) {
   }
 }
 
+// The rotation tables of a call, checked once and shared by its head groups.
+struct RopeTables {
+  int64_t rope_dim = 0;
+  bool neox = true, full_width = false;
+  DType dtype = DType::f32;
+  const void* cos = nullptr;
+  const void* sin = nullptr;
+  int64_t stride = 0;
+  const void* positions = nullptr;
+  bool positions_int64 = false;
+
+  RopeTables(const std::optional<Tensor>& c, const std::optional<Tensor>& s, const std::optional<Tensor>& p,
+             int64_t rope, bool neox_style, bool full, int64_t tokens, int64_t head_dim)
+      : rope_dim(rope), neox(neox_style), full_width(neox_style && full) {
+    STD_TORCH_CHECK(rope >= 0 && rope % 2 == 0 && rope <= head_dim, "rope_dim must be even and in [0, ", head_dim,
+                    "], got ", rope);
+    if (rope == 0) return;
+    STD_TORCH_CHECK(c.has_value() && s.has_value(), "cos and sin are needed when rope_dim > 0");
+    const int64_t width = full_width ? rope : rope / 2;
+    stride = check_table(*c, width, "cos");
+    STD_TORCH_CHECK(check_table(*s, width, "sin") == stride && s->size(0) == c->size(0),
+                    "sin must have the rows and row stride of cos");
+    check_same_dtype(*s, *c, "sin", "cos");
+    dtype = float_dtype(*c, "cos");
+    cos = c->const_data_ptr();
+    sin = s->const_data_ptr();
+    if (p.has_value()) {
+      check_positions(*p, tokens, c->size(0));
+      positions = p->const_data_ptr();
+      positions_int64 = p->scalar_type() == ScalarType::Long;
+    } else {
+      STD_TORCH_CHECK(c->size(0) >= tokens, "cos must have a row per token (", tokens, "), got ", c->size(0));
+    }
+  }
+};
+
+// One group of heads (q or k) of a call: its norm parameters as fp32 and the kernel's arguments. Per-head params
+// are [head_dim]; with a given rstd (a norm across the whole width) they may also be [heads * head_dim].
+struct HeadGroup {
+  ChannelParam weight, bias;
+  HeadNormRopeArgs args{};
+
+  HeadGroup(DType dtype, const Heads& shape, const std::optional<Tensor>& w, const std::optional<Tensor>& b, double eps,
+            bool gemma, bool norm, const float* rstd, int64_t rstd_stride, const RopeTables& tables, const char* w_name,
+            const char* b_name)
+      : weight(norm ? w : std::nullopt, param_size(shape, w, rstd), w_name, gemma ? 1.f : 0.f),
+        bias(norm ? b : std::nullopt, param_size(shape, w, rstd), b_name) {
+    STD_TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
+    STD_TORCH_CHECK(rstd == nullptr || norm, "rstd needs norm=True");
+    args.dtype = dtype;
+    args.heads = shape.heads;
+    args.width = shape.width;
+    args.norm = norm;
+    args.eps = float(eps);
+    args.rstd = rstd;
+    args.rstd_stride = rstd_stride;
+    args.weight = weight.get();
+    args.bias = bias.get();
+    args.param_head_stride = param_size(shape, w, rstd) == shape.width ? 0 : shape.width;
+    args.rope_dim = tables.rope_dim;
+    args.neox = tables.neox;
+    args.full_width = tables.full_width;
+    args.table_dtype = tables.dtype;
+    args.cos = tables.cos;
+    args.sin = tables.sin;
+    args.table_stride = tables.stride;
+    args.positions = tables.positions;
+    args.positions_int64 = tables.positions_int64;
+  }
+
+  static int64_t param_size(const Heads& shape, const std::optional<Tensor>& w, const float* rstd) {
+    const int64_t all = shape.heads * shape.width;
+    return rstd && w.has_value() && w->dim() == 1 && w->size(0) == all ? all : shape.width;
+  }
+};
+
+const float* checked_rstd(const std::optional<Tensor>& rstd, int64_t tokens, int64_t columns) {
+  if (!rstd.has_value()) return nullptr;
+  check_cpu(*rstd, "rstd");
+  check_dtype(*rstd, ScalarType::Float, "rstd");
+  const bool ok = columns == 1 ? rstd->dim() == 1 && rstd->size(0) == tokens
+                               : rstd->dim() == 2 && rstd->size(0) == tokens && rstd->size(1) == columns;
+  STD_TORCH_CHECK(ok, "rstd must have shape [", tokens, columns == 1 ? "" : ", 2", "]");
+  check_contiguous(*rstd, "rstd");
+  return static_cast<const float*>(rstd->const_data_ptr());
+}
+
+int64_t bytes_of(DType d) { return d == DType::f32 ? 4 : 2; }
+
 }  // namespace
 
 void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>& weight,
@@ -60,67 +160,80 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
   STD_TORCH_CHECK(xi.tokens == o.tokens && xi.heads == o.heads && xi.width == o.width, "out must have the shape of x [",
                   xi.tokens, ", ", xi.heads, ", ", xi.width, "]");
   check_same_dtype(out, src, "out", "x");
-  HeadNormRopeArgs a{};
-  a.dtype = float_dtype(src, "x");
-  a.heads = o.heads;
-  a.width = o.width;
-  a.x = src.const_data_ptr();
-  a.x_token_stride = xi.token_stride;
-  a.x_head_stride = xi.head_stride;
-  a.out = out.mutable_data_ptr();
-  a.out_token_stride = o.token_stride;
-  a.out_head_stride = o.head_stride;
-
-  STD_TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
-  a.norm = norm;
-  a.eps = float(eps);
-  // Per-head params are [head_dim]; with a given rstd (a norm across the whole width) they may be [H * head_dim].
-  const int64_t param_size =
-      weight.has_value() && weight->dim() == 1 && weight->size(0) == o.heads * o.width && rstd.has_value()
-          ? o.heads * o.width
-          : o.width;
-  a.param_head_stride = param_size == o.width ? 0 : o.width;
-  ChannelParam w(norm ? weight : std::nullopt, param_size, "weight", gemma ? 1.f : 0.f);
-  ChannelParam b(norm ? bias : std::nullopt, param_size, "bias");
-  a.weight = w.get();
-  a.bias = b.get();
-  if (rstd.has_value()) {
-    STD_TORCH_CHECK(norm, "rstd needs norm=True");
-    check_cpu(*rstd, "rstd");
-    check_dtype(*rstd, ScalarType::Float, "rstd");
-    STD_TORCH_CHECK(rstd->dim() == 1 && rstd->size(0) == o.tokens, "rstd must have shape [", o.tokens, "]");
-    check_contiguous(*rstd, "rstd");
-    a.rstd = static_cast<const float*>(rstd->const_data_ptr());
-  }
-
-  STD_TORCH_CHECK(rope_dim >= 0 && rope_dim % 2 == 0 && rope_dim <= o.width, "rope_dim must be even and in [0, ",
-                  o.width, "], got ", rope_dim);
-  a.rope_dim = rope_dim;
-  a.neox = neox;
-  a.full_width = neox && full_width;
-  a.table_dtype = DType::f32;
-  if (rope_dim > 0) {
-    STD_TORCH_CHECK(cos.has_value() && sin.has_value(), "cos and sin are needed when rope_dim > 0");
-    const int64_t width = a.full_width ? rope_dim : rope_dim / 2;
-    const int64_t stride = check_table(*cos, width, "cos");
-    STD_TORCH_CHECK(check_table(*sin, width, "sin") == stride && sin->size(0) == cos->size(0),
-                    "sin must have the rows and row stride of cos");
-    check_same_dtype(*sin, *cos, "sin", "cos");
-    a.table_dtype = float_dtype(*cos, "cos");
-    a.cos = cos->const_data_ptr();
-    a.sin = sin->const_data_ptr();
-    a.table_stride = stride;
-    if (positions.has_value()) {
-      check_positions(*positions, o.tokens, cos->size(0));
-      a.positions = positions->const_data_ptr();
-      a.positions_int64 = positions->scalar_type() == ScalarType::Long;
-    } else {
-      STD_TORCH_CHECK(cos->size(0) >= o.tokens, "cos must have a row per token (", o.tokens, "), got ", cos->size(0));
-    }
-  }
-  const int64_t elem = a.dtype == DType::f32 ? 4 : 2;
-  parallel_rows(o.tokens, 2 * elem * o.heads * o.width,
+  const DType dtype = float_dtype(src, "x");
+  const RopeTables tables(cos, sin, positions, rope_dim, neox, full_width, o.tokens, o.width);
+  HeadGroup g(dtype, o, weight, bias, eps, gemma, norm, checked_rstd(rstd, o.tokens, 1), 1, tables, "weight", "bias");
+  g.args.x = src.const_data_ptr();
+  g.args.x_token_stride = xi.token_stride;
+  g.args.x_head_stride = xi.head_stride;
+  g.args.out = out.mutable_data_ptr();
+  g.args.out_token_stride = o.token_stride;
+  g.args.out_head_stride = o.head_stride;
+  const HeadNormRopeArgs& a = g.args;
+  parallel_rows(o.tokens, 2 * bytes_of(dtype) * o.heads * o.width,
                 [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(head_norm_rope_tokens, a, begin, end); });
+}
+
+void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, int64_t kv_heads, bool q_gate,
+                         const std::optional<Tensor>& q_weight, const std::optional<Tensor>& k_weight,
+                         const std::optional<Tensor>& q_bias, const std::optional<Tensor>& k_bias, double eps,
+                         bool gemma, bool norm, const std::optional<Tensor>& rstd, const std::optional<Tensor>& cos,
+                         const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
+                         bool neox, bool full_width, Tensor q, Tensor k, Tensor v, const std::optional<Tensor>& gate) {
+  check_cpu(qkv, "qkv");
+  STD_TORCH_CHECK(head_dim > 0 && q_heads >= 0 && kv_heads >= 0, "head_dim must be > 0 and head counts >= 0");
+  STD_TORCH_CHECK(qkv.dim() == 2, "qkv must be [tokens, hidden], got ", qkv.dim(), " dims");
+  const int64_t tokens = qkv.size(0);
+  const int64_t q_hidden = q_heads * head_dim, kv_hidden = kv_heads * head_dim;
+  const int64_t q_width = q_gate ? 2 * q_hidden : q_hidden;
+  const int64_t qkv_stride = check_matrix(qkv, tokens, q_width + 2 * kv_hidden, "qkv");
+  const DType dtype = float_dtype(qkv, "qkv");
+  const char* names[] = {"q", "k", "v", "gate"};
+  const Tensor* outs[] = {&q, &k, &v, gate.has_value() ? &*gate : nullptr};
+  const int64_t widths[] = {q_hidden, kv_hidden, kv_hidden, q_hidden};
+  int64_t strides[4] = {0, 0, 0, 0};
+  for (int i = 0; i < 4; ++i) {
+    if (!outs[i]) continue;
+    strides[i] = check_matrix(*outs[i], tokens, widths[i], names[i]);
+    check_same_dtype(*outs[i], qkv, names[i], "qkv");
+  }
+  STD_TORCH_CHECK(q_gate == gate.has_value(), "gate must be given exactly when q heads hold a gate");
+
+  const RopeTables tables(cos, sin, positions, rope_dim, neox, full_width, tokens, head_dim);
+  const float* r = checked_rstd(rstd, tokens, 2);
+  const Heads q_shape{tokens, q_heads, head_dim, qkv_stride, q_gate ? 2 * head_dim : head_dim};
+  const Heads k_shape{tokens, kv_heads, head_dim, qkv_stride, head_dim};
+  HeadGroup gq(dtype, q_shape, q_weight, q_bias, eps, gemma, norm, r, 2, tables, "q_weight", "q_bias");
+  HeadGroup gk(dtype, k_shape, k_weight, k_bias, eps, gemma, norm, r ? r + 1 : nullptr, 2, tables, "k_weight",
+               "k_bias");
+  const int64_t elem = bytes_of(dtype);
+  const char* base = static_cast<const char*>(qkv.const_data_ptr());
+  gq.args.x = base;
+  gk.args.x = base + elem * q_width;
+  for (HeadGroup* g : {&gq, &gk}) {
+    g->args.x_token_stride = qkv_stride;
+    g->args.x_head_stride = g == &gq ? q_shape.head_stride : head_dim;
+    g->args.out_head_stride = head_dim;
+  }
+  gq.args.out = q.mutable_data_ptr();
+  gq.args.out_token_stride = strides[0];
+  gk.args.out = k.mutable_data_ptr();
+  gk.args.out_token_stride = strides[1];
+
+  const char* v_src = base + elem * (q_width + kv_hidden);
+  char* v_dst = static_cast<char*>(v.mutable_data_ptr());
+  char* g_dst = gate.has_value() ? static_cast<char*>(gate->mutable_data_ptr()) : nullptr;
+  const HeadNormRopeArgs &aq = gq.args, &ak = gk.args;
+  parallel_rows(tokens, 2 * elem * (q_width + 2 * kv_hidden), [&](int64_t begin, int64_t end) {
+    SGL_NPU_ISA_CALL(head_norm_rope_tokens, aq, begin, end);
+    SGL_NPU_ISA_CALL(head_norm_rope_tokens, ak, begin, end);
+    for (int64_t t = begin; t < end; ++t) {
+      std::memcpy(v_dst + elem * t * strides[2], v_src + elem * t * qkv_stride, elem * kv_hidden);
+      for (int64_t h = 0; g_dst && h < q_heads; ++h)  // gate: the second half of each [q | gate] head
+        std::memcpy(g_dst + elem * (t * strides[3] + h * head_dim),
+                    base + elem * (t * qkv_stride + (2 * h + 1) * head_dim), elem * head_dim);
+    }
+  });
 }
 
 }  // namespace sgl_npu_norm

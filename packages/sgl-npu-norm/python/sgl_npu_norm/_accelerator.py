@@ -68,6 +68,24 @@ def _ref_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, posit
     out.copy_(reference.head_norm_rope(out if x is None else x, *args))
 
 
+def _split_qkv_norm_rope_with(head_norm_rope):
+    """split_qkv_norm_rope on a device: ``head_norm_rope`` on the q and k heads (views of qkv), v and gate copied."""
+
+    def impl(qkv, head_dim, q_heads, kv_heads, q_gate, q_weight, k_weight, q_bias, k_bias, eps, gemma, norm, rstd,
+             cos, sin, positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
+        _meta.check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q, k, v, gate)
+        q_in, k_in, v_in, gate_in = _meta.qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate)
+        rq, rk = (None, None) if rstd is None else (rstd[:, 0].contiguous(), rstd[:, 1].contiguous())
+        tables = (cos, sin, positions, rope_dim, neox, full_width)
+        head_norm_rope(q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
+        head_norm_rope(k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))
+        v.copy_(v_in)
+        if gate is not None:
+            gate.unflatten(-1, (q_heads, head_dim)).copy_(gate_in)
+
+    return impl
+
+
 def _register(name, reference_impl):
     LIB.accelerator_impl(name, lambda *a: getattr(_triton(), name)(*a), reference_impl)
 
@@ -79,3 +97,8 @@ _register("silu_and_mul", _ref_silu_and_mul)
 _register("swiglu_oai", _ref_swiglu_oai)
 _register("swiglu_quant", _ref_swiglu_quant)
 _register("head_norm_rope", _ref_head_norm_rope)
+LIB.accelerator_impl(
+    "split_qkv_norm_rope",
+    lambda *a: _split_qkv_norm_rope_with(_triton().head_norm_rope)(*a),
+    _split_qkv_norm_rope_with(_ref_head_norm_rope),
+)

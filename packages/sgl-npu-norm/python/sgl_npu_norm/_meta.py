@@ -115,6 +115,42 @@ def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, posi
     return size
 
 
+def qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate):
+    """(q [T, Hq, D], k [T, Hkv, D], v [T, kv], gate [T, Hq, D] or None) as views of the fused row."""
+    q_width = q_heads * head_dim * (2 if q_gate else 1)
+    kv = kv_heads * head_dim
+    qg, k, v = qkv.split([q_width, kv, kv], dim=-1)
+    qg = qg.unflatten(-1, (q_heads, 2 * head_dim if q_gate else head_dim))
+    gate = qg[..., head_dim:] if q_gate else None
+    return qg[..., :head_dim], k.unflatten(-1, (kv_heads, head_dim)), v, gate
+
+
+def check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q, k, v, gate) -> None:
+    check(head_dim > 0 and q_heads >= 0 and kv_heads >= 0, "head_dim must be > 0 and head counts >= 0")
+    check(qkv.dim() == 2, f"qkv must be [tokens, hidden], got {qkv.dim()} dims")
+    check_float(qkv, "qkv")
+    tokens = qkv.shape[0]
+    width = q_heads * head_dim * (2 if q_gate else 1) + 2 * kv_heads * head_dim
+    check(
+        qkv.shape[1] == width and (qkv.stride(1) == 1 or width == 1),
+        f"qkv must be [{tokens}, {width}], contiguous in its last dim",
+    )
+    check(q_gate == (gate is not None), "gate must be given exactly when q heads hold a gate")
+    widths = {"q": q_heads * head_dim, "k": kv_heads * head_dim, "v": kv_heads * head_dim, "gate": q_heads * head_dim}
+    for name, t in (("q", q), ("k", k), ("v", v), ("gate", gate)):
+        if t is None:
+            continue
+        check(
+            tuple(t.shape) == (tokens, widths[name]),
+            f"{name} must have shape [{tokens}, {widths[name]}], got {list(t.shape)}",
+        )
+        check(t.stride(-1) == 1 or widths[name] == 1, f"{name} must be contiguous in its last dim")
+        check_dtype(t, qkv.dtype, name)
+        check_same_device(t, qkv, name, "qkv")
+    if rstd is not None:
+        check(tuple(rstd.shape) == (tokens, 2), f"rstd must have shape [{tokens}, 2]")
+
+
 @LIB.fake("rmsnorm")
 def _(x, weight, bias, eps, gemma, quant_scale, quant_offset, out):
     check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
@@ -151,3 +187,14 @@ def _(x, group_list, group_list_type, do_limit, limit, q, scale):
 @LIB.fake("head_norm_rope")
 def _(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width, out):
     check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width, out)
+
+
+@LIB.fake("split_qkv_norm_rope")
+def _(qkv, head_dim, q_heads, kv_heads, q_gate, q_weight, k_weight, q_bias, k_bias, eps, gemma, norm, rstd, cos, sin,
+      positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
+    check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q, k, v, gate)
+    q_in, k_in, _, _ = qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate)
+    rq, rk = (None, None) if rstd is None else (rstd[:, 0], rstd[:, 1])
+    tables = (cos, sin, positions, rope_dim, neox, full_width)
+    check_head_norm_rope(q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
+    check_head_norm_rope(k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))

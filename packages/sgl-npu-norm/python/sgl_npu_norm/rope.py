@@ -14,13 +14,13 @@ from . import _meta
 from .reference import mrope_axes
 
 _head_norm_rope = torch.ops.sgl_npu_norm.head_norm_rope.default
+_split_qkv_norm_rope = torch.ops.sgl_npu_norm.split_qkv_norm_rope.default
 
 
-def _heads(t: torch.Tensor, head_dim: int, stride_dim: int | None = None) -> torch.Tensor:
-    """[T, H * stride_dim] -> the first ``head_dim`` of every ``stride_dim`` columns, as [T, H, head_dim]."""
-    stride_dim = head_dim if stride_dim is None else stride_dim
-    _meta.check(t.shape[-1] % stride_dim == 0, f"hidden size {t.shape[-1]} is not a multiple of {stride_dim}")
-    return t.unflatten(-1, (t.shape[-1] // stride_dim, stride_dim))[..., :head_dim]
+def _heads(t: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """[T, H * head_dim] -> [T, H, head_dim] (a view)."""
+    _meta.check(t.shape[-1] % head_dim == 0, f"hidden size {t.shape[-1]} is not a multiple of {head_dim}")
+    return t.unflatten(-1, (t.shape[-1] // head_dim, head_dim))
 
 
 def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[torch.Tensor]:
@@ -44,12 +44,6 @@ def _split(qkv: torch.Tensor, widths: list[int]) -> list[torch.Tensor]:
     return list(qkv.split(widths, dim=-1))
 
 
-def _check_head_dim(head_dim: int, *hidden: int) -> None:
-    _meta.check(head_dim > 0, f"head_dim must be > 0, got {head_dim}")
-    for h in hidden:
-        _meta.check(h % head_dim == 0, f"hidden size {h} is not a multiple of head_dim {head_dim}")
-
-
 def _rotate(x, out, cos, sin, positions, rope_dim, neox, full_width, *, eps=None, weight=None, bias=None,
             gemma=False, rstd=None):  # fmt: skip
     norm = eps is not None
@@ -57,20 +51,35 @@ def _rotate(x, out, cos, sin, positions, rope_dim, neox, full_width, *, eps=None
                     full_width, out)  # fmt: skip
 
 
+def _split_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, weights, biases, eps, gemma, rstd, cos, sin, positions,
+                     rope_dim, neox, full_width, out):  # fmt: skip
+    """One call of the fused op; returns its outputs (q, k, v[, gate]), allocated unless ``out`` holds them."""
+    if out is None:
+        widths = [q_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim] + [q_heads * head_dim] * q_gate
+        out = [torch.empty(qkv.shape[0], w, dtype=qkv.dtype, device=qkv.device) for w in widths]
+    _meta.check(len(out) == 3 + q_gate, f"out must hold {3 + q_gate} tensors (q, k, v{', gate' if q_gate else ''})")
+    norm = eps is not None
+    _split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, *weights, *biases, eps if norm else 0.0, gemma,
+                         norm, rstd, cos, sin, positions, rope_dim, neox, full_width, *out[:3],
+                         out[3] if q_gate else None)  # fmt: skip
+    return tuple(out)
+
+
+def _heads_of(head_dim: int, *hidden: int) -> list[int]:
+    _meta.check(head_dim > 0, f"head_dim must be > 0, got {head_dim}")
+    for h in hidden:
+        _meta.check(h % head_dim == 0, f"hidden size {h} is not a multiple of head_dim {head_dim}")
+    return [h // head_dim for h in hidden]
+
+
 def split_qkv_rmsnorm_rope(qkv, sin, cos, q_hidden_size, kv_hidden_size, head_dim, eps=None, q_weight=None,
                            k_weight=None, q_bias=None, k_bias=None, is_neox_style=True, out=None):  # fmt: skip
     """``qkv [T, q + 2 kv]`` -> ``(q [T, q], k [T, kv], v [T, kv])``: per-head RMSNorm over ``head_dim`` when
     ``eps`` is given (weights/biases [head_dim]), then RoPE on the first ``rope_dim = sin.shape[-1]`` dims of each
     q and k head. ``sin``/``cos`` [T, rope_dim] are gathered per token; GPT-J uses their first half."""
-    _check_head_dim(head_dim, q_hidden_size, kv_hidden_size)
-    q_in, k_in, v_in = _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
-    q, k, v = _outputs(out, qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size], ["q", "k", "v"])
-    rope_dim = sin.shape[-1]
-    for x, o, w, b in ((q_in, q, q_weight, q_bias), (k_in, k, k_weight, k_bias)):
-        _rotate(_heads(x, head_dim), _heads(o, head_dim), cos, sin, None, rope_dim, is_neox_style, True, eps=eps,
-                weight=w, bias=b)  # fmt: skip
-    v.copy_(v_in)
-    return q, k, v
+    q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
+    return _split_norm_rope(qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (q_bias, k_bias), eps,
+                            False, None, cos, sin, None, sin.shape[-1], is_neox_style, True, out)  # fmt: skip
 
 
 def split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cos_sin_cache, q_hidden_size, kv_hidden_size, head_dim,
@@ -78,34 +87,21 @@ def split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cos_sin_cache, q_hidden_siz
                                      is_neox_style=True, out=None):  # fmt: skip
     """:func:`split_qkv_rmsnorm_rope` with cos/sin gathered inside from ``cos_sin_cache [max_pos, rope_dim]``
     (rows ``[cos half | sin half]``) at ``positions [T]``; positions outside the cache raise."""
-    _check_head_dim(head_dim, q_hidden_size, kv_hidden_size)
+    q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
     rope_dim = cos_sin_cache.shape[-1] if rope_dim is None else rope_dim
     _meta.check(0 < rope_dim <= cos_sin_cache.shape[-1], f"rope_dim must be in (0, {cos_sin_cache.shape[-1]}]")
-    q_in, k_in, v_in = _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
-    q, k, v = _outputs(out, qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size], ["q", "k", "v"])
     cos, sin = cos_sin_cache[:, : rope_dim // 2], cos_sin_cache[:, rope_dim // 2 : rope_dim]
-    for x, o, w, b in ((q_in, q, q_weight, q_bias), (k_in, k, k_weight, k_bias)):
-        _rotate(_heads(x, head_dim), _heads(o, head_dim), cos, sin, positions, rope_dim, is_neox_style, False,
-                eps=eps, weight=w, bias=b)  # fmt: skip
-    v.copy_(v_in)
-    return q, k, v
+    return _split_norm_rope(qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (q_bias, k_bias), eps,
+                            False, None, cos, sin, positions, rope_dim, is_neox_style, False, out)  # fmt: skip
 
 
 def split_qkvgate_gemma_rmsnorm_rope(qkv, sin, cos, q_hidden_size, kv_hidden_size, head_dim, rope_dim, eps,
                                      q_weight, k_weight, out=None):  # fmt: skip
     """Qwen3-Next: ``qkv [T, 2 q + 2 kv]`` with q heads stored ``[q | gate]``; Gemma QK-norm and NeoX RoPE on the
     first ``rope_dim`` dims (``sin``/``cos`` [T, >= rope_dim]). Returns ``(q, k, v, gate)``."""
-    _check_head_dim(head_dim, q_hidden_size, kv_hidden_size)
-    qg_in, k_in, v_in = _split(qkv, [2 * q_hidden_size, kv_hidden_size, kv_hidden_size])
-    widths = [q_hidden_size, kv_hidden_size, kv_hidden_size, q_hidden_size]
-    q, k, v, gate = _outputs(out, qkv, widths, ["q", "k", "v", "gate"])
-    _rotate(_heads(qg_in, head_dim, 2 * head_dim), _heads(q, head_dim), cos, sin, None, rope_dim, True, True,
-            eps=eps, weight=q_weight, gemma=True)  # fmt: skip
-    _rotate(_heads(k_in, head_dim), _heads(k, head_dim), cos, sin, None, rope_dim, True, True, eps=eps,
-            weight=k_weight, gemma=True)  # fmt: skip
-    v.copy_(v_in)
-    gate.view(-1, q_hidden_size // head_dim, head_dim).copy_(qg_in.unflatten(-1, (-1, 2 * head_dim))[..., head_dim:])
-    return q, k, v, gate
+    q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
+    return _split_norm_rope(qkv, head_dim, q_heads, kv_heads, True, (q_weight, k_weight), (None, None), eps, True,
+                            None, cos, sin, None, rope_dim, True, True, out)  # fmt: skip
 
 
 def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_kv_heads, head_size, eps,
@@ -125,25 +121,14 @@ def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_k
         len(mrope_section) == 3 and sum(mrope_section) == rope_dim // 2,
         f"mrope_section must be 3 sizes summing to rope_dim / 2 = {rope_dim // 2}, got {list(mrope_section)}",
     )
-    q_hidden, kv_hidden = num_q_heads * head_size, num_kv_heads * head_size
-    q_width = 2 * q_hidden if has_gate else q_hidden
-    qg_in, k_in, v_in = _split(qkv, [q_width, kv_hidden, kv_hidden])
-    widths = [q_hidden, kv_hidden, kv_hidden] + ([q_hidden] if has_gate else [])
-    outs = _outputs(out, qkv, widths, ["q", "k", "v", "gate"][: len(widths)])
     half = rope_dim // 2
     # Per-token [T, half] tables: frequency i from the position row its section names.
     axes = torch.tensor(mrope_axes(mrope_section, is_interleaved, half), device=cos_sin.device)
     freq = torch.arange(half, device=cos_sin.device)
     cos, sin = cos_sin[axes, :, freq].T.contiguous(), cos_sin[axes, :, freq + half].T.contiguous()
-    q_heads = _heads(qg_in, head_size, 2 * head_size if has_gate else head_size)
-    for x, o, w, b in ((q_heads, outs[0], q_weight, q_bias), (_heads(k_in, head_size), outs[1], k_weight, k_bias)):
-        _rotate(x, _heads(o, head_size), cos, sin, None, rope_dim, True, False, eps=eps, weight=w, bias=b)
-    outs[2].copy_(v_in)
-    if has_gate:
-        outs[3].view(-1, num_q_heads, head_size).copy_(
-            qg_in.unflatten(-1, (num_q_heads, 2 * head_size))[..., head_size:]
-        )
-    return outs[0], outs[1], outs[2], outs[3] if has_gate else None
+    outs = _split_norm_rope(qkv, head_size, num_q_heads, num_kv_heads, has_gate, (q_weight, k_weight),
+                            (q_bias, k_bias), eps, False, None, cos, sin, None, rope_dim, True, False, out)  # fmt: skip
+    return outs if has_gate else (*outs, None)
 
 
 def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_sin_cache, is_neox=True) -> None:
@@ -153,7 +138,7 @@ def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_
     rope_dim = cos_sin_cache.shape[-1]
     cos, sin = cos_sin_cache[:, : rope_dim // 2], cos_sin_cache[:, rope_dim // 2 :]
     for t in (query, key):
-        _check_head_dim(head_size, t.shape[-1])
+        _heads_of(head_size, t.shape[-1])
         _rotate(None, _heads(t, head_size), cos, sin, positions, rope_dim, is_neox, False)
 
 
@@ -189,9 +174,8 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
     ``k_weight`` are this rank's [q_hidden] / [kv_hidden] shards."""
     import torch.distributed as dist
 
-    _check_head_dim(head_dim, q_hidden_size, kv_hidden_size)
-    q_in, k_in, v_in = _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
-    q, k, v = _outputs(out, qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size], ["q", "k", "v"])
+    q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
+    q_in, k_in, _ = _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
     sums = torch.stack([q_in.float().pow(2).sum(-1), k_in.float().pow(2).sum(-1)], dim=-1)
     world = 1
     if group is not None or (dist.is_available() and dist.is_initialized()):
@@ -199,8 +183,5 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
         world = dist.get_world_size(group)
     widths = torch.tensor([q_hidden_size, kv_hidden_size], dtype=torch.float32, device=sums.device) * world
     rstd = torch.rsqrt(sums / widths + eps)
-    for x, o, w, r in ((q_in, q, q_weight, rstd[:, 0]), (k_in, k, k_weight, rstd[:, 1])):
-        _rotate(_heads(x, head_dim), _heads(o, head_dim), cos, sin, None, rotary_dim, True, True, eps=eps, weight=w,
-                rstd=r.contiguous())  # fmt: skip
-    v.copy_(v_in)
-    return q, k, v
+    return _split_norm_rope(qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (None, None), eps, False,
+                            rstd, cos, sin, None, rotary_dim, True, True, out)  # fmt: skip

@@ -1,0 +1,58 @@
+"""split_qkv_tp_rmsnorm_rope across 2 gloo processes: each rank holds half of the q and k heads, and the result
+equals the single-process op on the whole row (the norm spans the full width through the all-reduce)."""
+
+import subprocess
+import sys
+
+import pytest
+import sgl_npu_norm as ops
+import torch
+import torch.distributed as dist
+
+TOKENS, Q, KV, HEAD, ROT, EPS = 3, 256, 128, 64, 32, 1e-6  # per rank
+
+
+def _whole():
+    """Inputs of the unsharded layer: qkv [T, 2Q + 2 * 2KV], weights, tables (same on every rank)."""
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(TOKENS, 2 * Q + 4 * KV, generator=g).to(torch.bfloat16)
+    qw, kw = torch.randn(2 * Q, generator=g), torch.randn(2 * KV, generator=g)
+    angles = torch.rand(TOKENS, ROT // 2, generator=g) * 6
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    return qkv, qw, kw, cos, sin
+
+
+def _shard(rank):
+    qkv, qw, kw, cos, sin = _whole()
+    q, k, v = qkv.split([2 * Q, 2 * KV, 2 * KV], dim=-1)
+    part = lambda t, n: t[..., rank * n : (rank + 1) * n]  # noqa: E731
+    return torch.cat([part(q, Q), part(k, KV), part(v, KV)], -1), part(qw, Q), part(kw, KV), cos, sin
+
+
+def _run_rank(rank: int, world: int, init_file: str, out_file: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        qkv, qw, kw, cos, sin = _shard(rank)
+        torch.save(ops.split_qkv_tp_rmsnorm_rope(qkv, cos, sin, Q, KV, HEAD, EPS, qw, kw, ROT), out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_two_gloo_ranks_match_the_whole_row(tmp_path):
+    # Each rank is this file run as a script (a fresh interpreter, as torchrun would start it).
+    ranks = [
+        subprocess.Popen([sys.executable, __file__, str(r), "2", str(tmp_path / "init"), str(tmp_path / f"{r}.pt")])
+        for r in range(2)
+    ]
+    assert [p.wait(timeout=120) for p in ranks] == [0, 0]
+    got = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    qkv, qw, kw, cos, sin = _whole()
+    want = ops.split_qkv_tp_rmsnorm_rope(qkv, cos, sin, 2 * Q, 2 * KV, HEAD, EPS, qw, kw, ROT)
+    for i, name in enumerate("qkv"):
+        merged = torch.cat([got[0][i], got[1][i]], -1)
+        torch.testing.assert_close(merged, want[i], atol=1.6e-2, rtol=1.6e-2, msg=name)
+
+
+if __name__ == "__main__":
+    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
