@@ -1,4 +1,4 @@
-"""The portable (non-AVX2) CPU kernels: test_norm.py and test_activation.py again, in a process where
+"""The portable (non-AVX2) CPU kernels: test_norm.py, test_activation.py and test_rope.py again, in a process where
 SGL_NPU_CPU_ISA=generic makes the ops take them. On a CPU without AVX2 they are what runs anyway."""
 
 import os
@@ -13,7 +13,18 @@ import pytest
 def test_kernel_tests_pass_with_the_generic_isa():
     here = Path(__file__).parent
     env = {**os.environ, "SGL_NPU_CPU_ISA": "generic"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "test_norm.py", "test_activation.py"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        "test_norm.py",
+        "test_activation.py",
+        "test_rope.py",
+    ]
     done = subprocess.run(cmd, cwd=here, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and " failed" not in done.stdout

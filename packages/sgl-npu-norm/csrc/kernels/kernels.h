@@ -90,6 +90,7 @@ struct HeadNormRopeArgs {
   int64_t table_stride;
   const void* positions;  // optional int32/int64 [T], already checked to index the tables
   bool positions_int64;
+  bool stream;  // write `out` with non-temporal stores: needs 16-byte aligned heads and rope_dim / 2 % 8 == 0
 };
 
 SGL_NPU_DECLARE_PER_ISA(void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end))

@@ -1,5 +1,4 @@
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -10,18 +9,6 @@ namespace sgl_npu_norm::SGL_NPU_ISA {
 using namespace sgl_npu_core;
 
 namespace {
-
-// v rounded to T and back (what storing and reloading the value would give).
-template <class T>
-inline f32x8 round_to(f32x8 v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else {
-    T tmp[kVec];
-    store8(tmp, v);
-    return load8(tmp);
-  }
-}
 
 // Per-token rotation tables C and S over rope_dim dims (see HeadNormRopeArgs), the sign folded into S.
 template <class C>
@@ -41,40 +28,65 @@ void fill_tables(const HeadNormRopeArgs& a, int64_t token, float* c_tab, float* 
   }
 }
 
-// One head: y (fp32, `width` values, already normed and rounded) rotated and stored to out.
+// The normed value of a head's dims [j, j+8) (or of one dim): y * rstd * w + b rounded to T, as the unfused
+// norm would store it; y itself without a norm.
 template <class T>
-void rotate_store(const HeadNormRopeArgs& a, const float* y, const float* c_tab, const float* s_tab, T* out) {
+struct Normed {
+  const float* y;
+  bool norm;
+  float rstd;
+  const float* w;  // optional
+  const float* b;  // optional
+
+  f32x8 operator()(int64_t j) const {
+    f32x8 v = load8(y + j);
+    if (!norm) return v;
+    v = v * rstd;
+    if (w) v = v * load8(w + j);
+    if (b) v = v + load8(b + j);
+    return round_to<T>(v);
+  }
+  float at(int64_t j) const {
+    if (!norm) return y[j];
+    return to_float(from_float<T>(y[j] * rstd * (w ? w[j] : 1.f) + (b ? b[j] : 0.f)));
+  }
+};
+
+// One head: the normed values rotated over rope_dim dims and stored (the rest stored as they are).
+template <class T, bool kStream>
+void rotate_store(const HeadNormRopeArgs& a, const Normed<T>& y, const float* c_tab, const float* s_tab, T* out) {
+  auto store = [](T* p, f32x8 v) { kStream ? store8_stream(p, v) : store8(p, v); };
   const int64_t r = a.rope_dim, half = r / 2, w = a.width;
   int64_t j = 0;
   if (a.neox) {
     for (; j + kVec <= half; j += kVec) {
-      const f32x8 lo = load8(y + j), hi = load8(y + j + half);
-      store8(out + j, lo * load8(c_tab + j) + hi * load8(s_tab + j));
-      store8(out + j + half, hi * load8(c_tab + j + half) + lo * load8(s_tab + j + half));
+      const f32x8 lo = y(j), hi = y(j + half);
+      store(out + j, lo * load8(c_tab + j) + hi * load8(s_tab + j));
+      store(out + j + half, hi * load8(c_tab + j + half) + lo * load8(s_tab + j + half));
     }
     for (; j < half; ++j) {
-      const float lo = y[j], hi = y[j + half];
+      const float lo = y.at(j), hi = y.at(j + half);
       out[j] = from_float<T>(lo * c_tab[j] + hi * s_tab[j]);
       out[j + half] = from_float<T>(hi * c_tab[j + half] + lo * s_tab[j + half]);
     }
     j = r;
   } else {
     for (; j + kVec <= r; j += kVec) {
-      const f32x8 v = load8(y + j);
+      const f32x8 v = y(j);
       const f32x8 swapped = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
-      store8(out + j, v * load8(c_tab + j) + swapped * load8(s_tab + j));
+      store(out + j, v * load8(c_tab + j) + swapped * load8(s_tab + j));
     }
     for (; j < r; j += 2) {
-      const float even = y[j], odd = y[j + 1];
+      const float even = y.at(j), odd = y.at(j + 1);
       out[j] = from_float<T>(even * c_tab[j] + odd * s_tab[j]);
       out[j + 1] = from_float<T>(odd * c_tab[j + 1] + even * s_tab[j + 1]);
     }
   }
-  for (; j + kVec <= w; j += kVec) store8(out + j, load8(y + j));
-  for (; j < w; ++j) out[j] = from_float<T>(y[j]);
+  for (; j + kVec <= w; j += kVec) store(out + j, y(j));
+  for (; j < w; ++j) out[j] = from_float<T>(y.at(j));
 }
 
-template <class T, class C>
+template <class T, class C, bool kStream>
 void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   const int64_t w = a.width;
   std::vector<float> buf(w + 2 * a.rope_dim);
@@ -86,7 +98,7 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
     for (int64_t h = 0; h < a.heads; ++h) {
       const T* x = static_cast<const T*>(a.x) + t * a.x_token_stride + h * a.x_head_stride;
       T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
-      // Load the head as fp32 (x may alias out: everything is read before anything is written).
+      // The head as fp32 and its sum of squares (x may alias out: all of it is read before anything is written).
       f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
       float ss = 0.f;
       int64_t j = 0;
@@ -101,26 +113,17 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
         y[j] = to_float(x[j]);
         ss += y[j] * y[j];
       }
+      Normed<T> normed{y, a.norm, 1.f, nullptr, nullptr};
       if (a.norm) {
-        const float rstd =
+        normed.rstd =
             a.rstd ? a.rstd[t * a.rstd_stride] : 1.0f / std::sqrt((ss + reduce_add(acc0 + acc1)) / float(w) + a.eps);
-        const float* wt = a.weight ? a.weight + h * a.param_head_stride : nullptr;
-        const float* b = a.bias ? a.bias + h * a.param_head_stride : nullptr;
-        j = 0;
-        for (; j + kVec <= w; j += kVec) {
-          f32x8 v = load8(y + j) * rstd;
-          if (wt) v = v * load8(wt + j);
-          if (b) v = v + load8(b + j);
-          store8(y + j, round_to<T>(v));
-        }
-        for (; j < w; ++j) {
-          float v = y[j] * rstd * (wt ? wt[j] : 1.f) + (b ? b[j] : 0.f);
-          y[j] = to_float(from_float<T>(v));
-        }
+        normed.w = a.weight ? a.weight + h * a.param_head_stride : nullptr;
+        normed.b = a.bias ? a.bias + h * a.param_head_stride : nullptr;
       }
-      rotate_store<T>(a, y, c_tab, s_tab, out);
+      rotate_store<T, kStream>(a, normed, c_tab, s_tab, out);
     }
   }
+  if (kStream) stream_fence();
 }
 
 }  // namespace
@@ -128,7 +131,12 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
 void head_norm_rope_tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] {
     using T = scalar_t;
-    SGL_NPU_DISPATCH_FLOAT(a.table_dtype, [&] { tokens<T, scalar_t>(a, begin, end); });
+    SGL_NPU_DISPATCH_FLOAT(a.table_dtype, [&] {
+      if (a.stream)
+        tokens<T, scalar_t, true>(a, begin, end);
+      else
+        tokens<T, scalar_t, false>(a, begin, end);
+    });
   });
 }
 

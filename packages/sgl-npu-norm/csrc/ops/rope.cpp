@@ -5,6 +5,7 @@
 #include "ops/channel_param.h"
 #include "ops/ops.h"
 #include "sgl_npu_core/parallel.h"
+#include "sgl_npu_core/vec.h"
 
 namespace sgl_npu_norm {
 
@@ -147,6 +148,13 @@ const float* checked_rstd(const std::optional<Tensor>& rstd, int64_t tokens, int
 
 int64_t bytes_of(DType d) { return d == DType::f32 ? 4 : 2; }
 
+// Non-temporal stores pay for large separate outputs whose every 8-element store lands 16-byte aligned.
+bool stream_heads(const HeadNormRopeArgs& a, int64_t tokens) {
+  const int64_t elem = bytes_of(a.dtype);
+  return a.out != a.x && a.rope_dim % 16 == 0 && (elem * a.out_head_stride) % 16 == 0 &&
+         should_stream(a.out, tokens, elem * a.heads * a.width, elem * a.out_token_stride);
+}
+
 }  // namespace
 
 void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>& weight,
@@ -169,6 +177,7 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
   g.args.out = out.mutable_data_ptr();
   g.args.out_token_stride = o.token_stride;
   g.args.out_head_stride = o.head_stride;
+  g.args.stream = stream_heads(g.args, o.tokens);
   const HeadNormRopeArgs& a = g.args;
   parallel_rows(o.tokens, 2 * bytes_of(dtype) * o.heads * o.width,
                 [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(head_norm_rope_tokens, a, begin, end); });
@@ -219,6 +228,8 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   gq.args.out_token_stride = strides[0];
   gk.args.out = k.mutable_data_ptr();
   gk.args.out_token_stride = strides[1];
+  gq.args.stream = stream_heads(gq.args, tokens);
+  gk.args.stream = stream_heads(gk.args, tokens);
 
   const char* v_src = base + elem * (q_width + kv_hidden);
   char* v_dst = static_cast<char*>(v.mutable_data_ptr());

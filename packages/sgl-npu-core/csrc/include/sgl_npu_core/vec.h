@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "sgl_npu_core/dtype.h"
 
@@ -83,6 +84,27 @@ inline void store8(fp16_t* p, f32x8 v) {
   h16x8 h = __builtin_convertvector(v, h16x8);
   std::memcpy(p, &h, sizeof h);
 #endif
+}
+
+// v rounded to T's precision, kept in fp32: what storing to T and loading back gives, without the memory trip.
+template <class T>
+inline f32x8 round_to(f32x8 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, bf16_t>) {
+    const u32x8 u = bitcast<u32x8>(v);
+    const u32x8 rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    const u32x8 is_nan = (u32x8)(v != v);
+    return bitcast<f32x8>((rounded & ~is_nan) | ((u | 0x400000u) & 0xFFFF0000u & is_nan));
+  } else {
+#if defined(__F16C__)
+    return bitcast<f32x8>(_mm256_cvtph_ps(_mm256_cvtps_ph(bitcast<__m256>(v), _MM_FROUND_TO_NEAREST_INT)));
+#else
+    T tmp[kVec];
+    store8(tmp, v);
+    return load8(tmp);
+#endif
+  }
 }
 
 // Store that bypasses the cache (no read-for-ownership of the destination line) for outputs much larger
