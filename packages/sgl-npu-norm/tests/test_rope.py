@@ -1,11 +1,14 @@
-"""Split-QKV + QK-norm + RoPE ops (CPU kernels) against reference.py: both RoPE styles, partial rotation,
-norm with and without bias, every dtype; q/k within the dtype's tolerance, v (and gate) bit-exact."""
+"""Split-QKV + QK-norm + RoPE ops (CPU kernels; with SGL_NPU_TEST_DEVICE=cuda the Triton path) against
+reference.py: both RoPE styles, partial rotation, norm with and without bias, every dtype; q/k within the dtype's
+tolerance, v (and gate) bit-exact."""
 
 import pytest
 import sgl_npu_norm as ops
 import torch
 from sgl_npu_core.testing import FLOAT_DTYPES, assert_close
 from sgl_npu_norm import reference as ref
+
+pytestmark = pytest.mark.usefixtures("on_test_device")
 
 
 def _angles(tokens, half):

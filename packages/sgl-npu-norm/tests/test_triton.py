@@ -8,7 +8,7 @@ import os
 
 # The interpreter must be chosen before triton is imported (conftest.py does the same).
 os.environ.setdefault("TRITON_INTERPRET", "1")
-DEVICE = os.environ.get("SGL_NPU_TEST_DEVICE", "cpu")
+DEVICE = os.environ.get("SGL_NPU_TEST_DEVICE", "cpu")  # see conftest.py
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -23,12 +23,7 @@ BIG = [] if DEVICE == "cpu" else [(512, 7168)]
 SHAPES = [(1, 8), (3, 100), (2, 3, 256), *BIG]
 GLU_SHAPES = [(1, 16), (3, 200), (2, 3, 512), *[(r, 2 * h) for r, h in BIG]]  # gated inputs [..., 2d]
 
-
-@pytest.fixture(autouse=True)
-def _device():
-    """Every tensor the test makes lives on DEVICE."""
-    with torch.device(DEVICE):
-        yield
+pytestmark = pytest.mark.usefixtures("on_test_device")
 
 
 def _other_dtype(dtype):
