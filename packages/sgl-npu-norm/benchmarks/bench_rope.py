@@ -35,17 +35,20 @@ def _tables(tokens, rope_dim, dtype):
     return torch.cat([angles.sin()] * 2, -1).to(dtype), torch.cat([angles.cos()] * 2, -1).to(dtype)
 
 
+def _qkv_case(tokens, model, dtype, gate=False):
+    """(qkv, q weight, k weight, preallocated outputs) of a model's fused row; q heads hold a gate with ``gate``."""
+    q, kv, head, _ = MODELS[model]
+    qkv = torch.randn(tokens, (2 if gate else 1) * q + 2 * kv, dtype=dtype)
+    weights = torch.randn(head, dtype=dtype), torch.randn(head, dtype=dtype)
+    out = tuple(torch.empty(tokens, w, dtype=dtype) for w in (q, kv, kv, *([q] if gate else [])))
+    return qkv, weights, out
+
+
 def split_qkv_rmsnorm_rope(tokens, model, dtype) -> Case:
     q, kv, head, rope = MODELS[model]
-    qkv = torch.randn(tokens, q + 2 * kv, dtype=dtype)
+    qkv, (qw, kw), out = _qkv_case(tokens, model, dtype)
     sin, cos = _tables(tokens, rope, dtype)
-    qw, kw = torch.randn(head, dtype=dtype), torch.randn(head, dtype=dtype)
     args = (qkv, sin, cos, q, kv, head, 1e-6, qw, kw)
-    out = (
-        torch.empty(tokens, q, dtype=dtype),
-        torch.empty(tokens, kv, dtype=dtype),
-        torch.empty(tokens, kv, dtype=dtype),
-    )
     return Case(
         lambda: ops.split_qkv_rmsnorm_rope(*args, out=out),
         lambda: ops.split_qkv_rmsnorm_rope(*args),
@@ -57,16 +60,10 @@ def split_qkv_rmsnorm_rope(tokens, model, dtype) -> Case:
 
 def split_qkv_rmsnorm_rope_pos_cache(tokens, model, dtype) -> Case:
     q, kv, head, rope = MODELS[model]
-    qkv = torch.randn(tokens, q + 2 * kv, dtype=dtype)
+    qkv, (qw, kw), out = _qkv_case(tokens, model, dtype)
     cache = torch.randn(32768, rope)  # fp32, as SGLang keeps it
     positions = torch.randint(0, 32768, (tokens,))
-    qw, kw = torch.randn(head, dtype=dtype), torch.randn(head, dtype=dtype)
     args = (qkv, positions, cache, q, kv, head, 1e-6, qw, kw)
-    out = (
-        torch.empty(tokens, q, dtype=dtype),
-        torch.empty(tokens, kv, dtype=dtype),
-        torch.empty(tokens, kv, dtype=dtype),
-    )
     return Case(
         lambda: ops.split_qkv_rmsnorm_rope_pos_cache(*args, out=out),
         lambda: ops.split_qkv_rmsnorm_rope_pos_cache(*args),
@@ -78,12 +75,9 @@ def split_qkv_rmsnorm_rope_pos_cache(tokens, model, dtype) -> Case:
 
 def split_qkvgate_gemma_rmsnorm_rope(tokens, model, dtype) -> Case:
     q, kv, head, rope = MODELS[model]
-    qkv = torch.randn(tokens, 2 * q + 2 * kv, dtype=dtype)
+    qkv, (qw, kw), out = _qkv_case(tokens, model, dtype, gate=True)
     sin, cos = _tables(tokens, rope, dtype)
-    qw, kw = torch.randn(head, dtype=dtype), torch.randn(head, dtype=dtype)
     args = (qkv, sin, cos, q, kv, head, rope, 1e-6, qw, kw)
-    widths = (q, kv, kv, q)
-    out = tuple(torch.empty(tokens, w, dtype=dtype) for w in widths)
     return Case(
         lambda: ops.split_qkvgate_gemma_rmsnorm_rope(*args, out=out),
         lambda: ops.split_qkvgate_gemma_rmsnorm_rope(*args),

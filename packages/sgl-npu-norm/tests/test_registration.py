@@ -36,6 +36,7 @@ def _samples():
                 torch.empty(3),
             ),
         ),
+        # fmt: off
         "head_norm_rope": (
             N.head_norm_rope.default,
             (
@@ -54,8 +55,8 @@ def _samples():
                 False,
                 torch.empty(3, 2, 32, dtype=x.dtype),
             ),
-        ),  # fmt: skip
-        "split_qkv_norm_rope": (
+        ),
+        "split_qkv_norm_rope": (  # q heads with a gate, per-head norm, NeoX over half of each head
             N.split_qkv_norm_rope.default,
             (
                 torch.randn(3, 2 * 32 + 32 + 32, dtype=x.dtype),
@@ -77,13 +78,10 @@ def _samples():
                 16,
                 True,
                 True,
-                torch.empty(3, 32, dtype=x.dtype),
-                torch.empty(3, 32, dtype=x.dtype),
-                torch.empty(3, 32, dtype=x.dtype),
-                torch.empty(3, 32, dtype=x.dtype),
+                *[torch.empty(3, 32, dtype=x.dtype) for _ in range(4)],
             ),
-        ),  # fmt: skip
-        "split_qkv_norm_rope_tp": (
+        ),
+        "split_qkv_norm_rope_tp": (  # a given rstd, weights across the heads
             N.split_qkv_norm_rope.default,
             (
                 torch.randn(3, 4 * 32, dtype=x.dtype),
@@ -110,7 +108,7 @@ def _samples():
                 torch.empty(3, 32, dtype=x.dtype),
                 None,
             ),
-        ),  # fmt: skip
+        ),
         "head_norm_rope_in_place": (
             N.head_norm_rope.default,
             (
@@ -129,7 +127,8 @@ def _samples():
                 False,
                 x.clone().view(3, 2, 32),
             ),
-        ),  # fmt: skip
+        ),
+        # fmt: on
     }
 
 
