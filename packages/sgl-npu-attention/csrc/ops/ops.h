@@ -1,0 +1,15 @@
+// Op entry points of sgl-npu-attention (CPU): check arguments, then run the kernels.
+#pragma once
+#include <optional>
+
+#include "sgl_npu_core/checks.h"
+
+namespace sgl_npu_attention {
+
+using torch::stable::Tensor;
+
+void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& block_table,
+                      const Tensor& seq_lens, double sm_scale, const std::optional<Tensor>& sinks,
+                      int64_t sliding_window, Tensor out);
+
+}  // namespace sgl_npu_attention

@@ -1,0 +1,15 @@
+// The wheel's only registration file: schemas of torch.ops.sgl_npu_attention.* and their CPU kernels.
+// Outputs are preallocated by the Python API (`out=`), so every op mutates its outputs and returns nothing.
+#include <torch/csrc/stable/library.h>
+
+#include "ops/ops.h"
+
+STABLE_TORCH_LIBRARY(sgl_npu_attention, m) {
+  m.def(
+      "decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, Tensor seq_lens, "
+      "float sm_scale, Tensor? sinks, int sliding_window, Tensor(a!) out) -> ()");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(sgl_npu_attention, CPU, m) {
+  m.impl("decode_attention", TORCH_BOX(&sgl_npu_attention::decode_attention));
+}

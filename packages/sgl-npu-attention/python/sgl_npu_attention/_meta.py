@@ -1,0 +1,49 @@
+"""Shape/dtype/device checks of every op (shared by the fake impls and the Triton impls) and the fakes."""
+
+from __future__ import annotations
+
+import torch
+from sgl_npu_core.checks import check, check_dtype, check_float, check_same_device
+from sgl_npu_core.library import OpLibrary
+
+LIB = OpLibrary("sgl_npu_attention")
+
+
+def _last_dim_contiguous(t, name):
+    check(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
+
+
+def check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out) -> None:
+    """Shapes, dtypes and devices of decode_attention (the data checks need the values: see the ops)."""
+    check(q.dim() == 3, f"q must be [batch, q_heads, head_dim], got {q.dim()} dims")
+    check_float(q, "q")
+    for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
+        check(cache.dim() == 4, f"{name} must be [num_blocks, page_size, kv_heads, head_dim], got {cache.dim()} dims")
+        check(min(cache.shape[1:]) > 0, f"{name} must have non-empty pages, heads and dims")
+        _last_dim_contiguous(cache, name)
+        check_dtype(cache, q.dtype, name)
+        check_same_device(cache, q, name, "q")
+    batch, q_heads, d = q.shape
+    check(k_cache.shape[3] == d, f"k_cache must have q's head_dim {d}, got {k_cache.shape[3]}")
+    check(v_cache.shape[:3] == k_cache.shape[:3], "v_cache must have k_cache's blocks, page size and kv heads")
+    kv_heads = k_cache.shape[2]
+    check(q_heads > 0 and q_heads % kv_heads == 0, f"q heads ({q_heads}) must be a multiple of kv heads ({kv_heads})")
+    check(tuple(out.shape) == (batch, q_heads, v_cache.shape[3]), f"out must have shape [{batch}, {q_heads}, "
+          f"{v_cache.shape[3]}]")  # fmt: skip
+    check_dtype(out, q.dtype, "out")
+    _last_dim_contiguous(out, "out")
+    check_dtype(block_table, torch.int32, "block_table")
+    check(block_table.dim() == 2 and block_table.shape[0] == batch, f"block_table must be [{batch}, max_pages]")
+    check_dtype(seq_lens, torch.int32, "seq_lens")
+    check(tuple(seq_lens.shape) == (batch,), f"seq_lens must have shape [{batch}]")
+    for name, t in (("out", out), ("block_table", block_table), ("seq_lens", seq_lens)):
+        check_same_device(t, q, name, "q")
+    if sinks is not None:
+        check_dtype(sinks, torch.float32, "sinks")
+        check(tuple(sinks.shape) == (q_heads,), f"sinks must have shape [{q_heads}]")
+        check_same_device(sinks, q, "sinks", "q")
+
+
+@LIB.fake("decode_attention")
+def _(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out):
+    check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out)

@@ -1,0 +1,33 @@
+"""Paged decode attention: one query token per sequence."""
+
+from __future__ import annotations
+
+import torch
+
+_decode_attention = torch.ops.sgl_npu_attention.decode_attention.default
+
+
+def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, sinks=None, sliding_window=-1,
+                     out=None) -> torch.Tensor:  # fmt: skip
+    """``softmax(q k^T * sm_scale) v`` for one query token per sequence over its paged KV cache.
+
+    Parameters
+    ----------
+    q : [B, Hq, D] float32 / float16 / bfloat16
+    k_cache, v_cache : [num_blocks, page_size, Hkv, D] and [..., Dv], q's dtype; ``Hq % Hkv == 0`` (query head
+        h reads KV head ``h // (Hq / Hkv)``)
+    block_table : int32 [B, max_pages]: logical page j of sequence b is block ``block_table[b, j]``
+    seq_lens : int32 [B]: KV tokens of each sequence, the new one included
+    sm_scale : default ``D ** -0.5``
+    sinks : optional fp32 [Hq]: per-head logits that join only the softmax denominator (GPT-OSS)
+    sliding_window : > 0: only the last ``sliding_window`` keys are visible
+    out : optional preallocated [B, Hq, Dv]
+
+    A sequence with no visible key (and no sink) gets zeros. Long sequences are split over the KV axis and the
+    parts merged by log-sum-exp, so a batch of one still uses every core.
+    """
+    if out is None:
+        out = torch.empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
+    sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
+    _decode_attention(q, k_cache, v_cache, block_table, seq_lens, float(sm_scale), sinks, int(sliding_window), out)
+    return out

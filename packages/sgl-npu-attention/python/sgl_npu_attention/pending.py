@@ -1,0 +1,19 @@
+"""Ops of this wheel whose kernels are not written yet: each raises NotImplementedError."""
+
+from __future__ import annotations
+
+
+def _pending(name: str, what: str):
+    def op(*args, **kwargs):
+        raise NotImplementedError(f"sgl_npu_attention.{name} ({what}) is not implemented yet")
+
+    op.__name__ = name
+    op.__doc__ = f"{what.capitalize()}. Not implemented yet: raises NotImplementedError."
+    return op
+
+
+extend_attention = _pending("extend_attention", "prefill / extend attention with a cached prefix")
+decode_mla = _pending("decode_mla", "absorbed MLA decode over the latent cache")
+lightning_indexer = _pending("lightning_indexer", "the DeepSeek-V3.2 sparse-attention indexer")
+batch_matmul_transpose = _pending("batch_matmul_transpose", "per-head token-major batched matmul")
+mla_preprocess = _pending("mla_preprocess", "the fused DeepSeek MLA prolog")

@@ -1,0 +1,8 @@
+"""Triton kernels of every op, run on cuda / npu tensors (see ``_accelerator.py``).
+
+Each function takes exactly the op schema's arguments, writes into the preallocated outputs and returns None.
+"""
+
+from .decode import decode_attention
+
+__all__ = ["decode_attention"]

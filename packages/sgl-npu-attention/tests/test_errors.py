@@ -1,0 +1,63 @@
+"""Malformed input raises a clear exception naming the argument, before any KV memory is read."""
+
+import pytest
+import sgl_npu_attention as ops
+import torch
+
+
+def _inputs(batch=2, q_heads=4, kv_heads=2, d=32, blocks=6, page=16, dtype=torch.bfloat16):
+    q = torch.randn(batch, q_heads, d).to(dtype)
+    k = torch.randn(blocks, page, kv_heads, d).to(dtype)
+    v = torch.randn(blocks, page, kv_heads, d).to(dtype)
+    table = torch.arange(batch * 3, dtype=torch.int32).view(batch, 3)
+    lens = torch.full((batch,), 20, dtype=torch.int32)
+    return [q, k, v, table, lens]
+
+
+def _with(index, value, **kw):
+    args = _inputs(**kw)
+    args[index] = value(args[index]) if callable(value) else value
+    return args
+
+
+CASES = {
+    "heads do not divide": (_inputs(q_heads=3), "multiple"),
+    "head_dim mismatch": (_with(1, lambda k: k[..., :16].contiguous()), "head_dim"),
+    "cache dtype": (_with(2, lambda v: v.float()), "v_cache"),
+    "3-D cache": (_with(1, lambda k: k[0]), "k_cache"),
+    "int64 block_table": (_with(3, lambda t: t.long()), "block_table"),
+    "seq_lens shape": (_with(4, lambda n: n[:1]), "seq_lens"),
+    "q dims": (_with(0, lambda q: q[0]), "q must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_malformed_input_names_the_argument(case, device):
+    args, needle = CASES[case]
+    with pytest.raises(RuntimeError, match=needle):
+        ops.decode_attention(*[a.to(device) for a in args])
+
+
+@pytest.mark.parametrize(
+    "table_value,lens_value,needle",
+    [(6, 20, "block_table"), (-1, 20, "block_table"), (0, 49, "seq_lens"), (0, -1, "seq_lens")],
+)
+def test_pages_outside_the_cache_raise_and_leave_out_untouched(table_value, lens_value, needle):
+    q, k, v, table, lens = _inputs()
+    table[1, 1] = table_value
+    lens[1] = lens_value
+    out = torch.full((2, 4, 32), 3.0, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=needle):
+        ops.decode_attention(q, k, v, table, lens, out=out)
+    assert (out == 3).all()
+    from sgl_npu_attention import _accelerator  # the reference (device without Triton) path checks the same
+
+    with pytest.raises(RuntimeError, match="seq_lens|block_table"):
+        _accelerator._ref_decode(q, k, v, table, lens, 0.1, None, -1, out)
+
+
+def test_unwritten_ops_raise_not_implemented():
+    for name in ("extend_attention", "decode_mla", "lightning_indexer", "batch_matmul_transpose", "mla_preprocess"):
+        with pytest.raises(NotImplementedError, match=name):
+            getattr(ops, name)()

@@ -1,0 +1,33 @@
+"""Triton kernels (sgl_npu_attention.triton) against reference.py, on CPU tensors through the Triton interpreter
+(natively on a GPU with SGL_NPU_TEST_DEVICE=cuda TRITON_INTERPRET=0)."""
+
+import os
+
+# The interpreter must be chosen before triton is imported (conftest.py does the same).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from sgl_npu_attention import reference as ref  # noqa: E402
+from sgl_npu_core.testing import FLOAT_DTYPES, assert_close  # noqa: E402
+from sgl_npu_attention.testing import paged_cache as paged  # noqa: E402
+
+pytest.importorskip("triton")
+from sgl_npu_attention import triton as kernels  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("on_test_device")
+
+
+@pytest.mark.parametrize("sinks,window", [(False, -1), (True, -1), (False, 7), (True, 40)])
+@pytest.mark.parametrize("heads", [(4, 2), (3, 1), (2, 2)], ids=lambda h: f"{h[0]}/{h[1]}")
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_decode_attention(dtype, heads, sinks, window):
+    q_heads, kv_heads = heads
+    k_cache, v_cache, table, lens = paged([0, 1, 15, 16, 50], 16, kv_heads, 24, 40, dtype)
+    q = torch.randn(5, q_heads, 24).to(dtype)
+    s = torch.randn(q_heads) if sinks else None
+    out = torch.full((5, q_heads, 40), 7.0).to(dtype)
+    assert kernels.decode_attention(q, k_cache, v_cache, table, lens, 0.3, s, window, out) is None
+    want = ref.decode_attention(q, k_cache, v_cache, table, lens, 0.3, s, window)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert_close(out, want, atol=tol, rtol=tol)
