@@ -9,8 +9,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from sgl_npu_attention import reference as ref  # noqa: E402
-from sgl_npu_core.testing import FLOAT_DTYPES, assert_close  # noqa: E402
 from sgl_npu_attention.testing import paged_cache as paged  # noqa: E402
+from sgl_npu_core.testing import FLOAT_DTYPES, assert_close  # noqa: E402
 
 pytest.importorskip("triton")
 from sgl_npu_attention import triton as kernels  # noqa: E402
