@@ -23,13 +23,16 @@ void to_fp32(const T* src, float* dst, int64_t n) {
 }
 
 float dot(const float* a, const float* b, int64_t n) {
-  f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
+  f32x8 acc0 = splat(0.f), acc1 = splat(0.f), acc2 = splat(0.f), acc3 = splat(0.f);
   int64_t i = 0;
-  for (; i + 2 * kVec <= n; i += 2 * kVec) {
+  for (; i + 4 * kVec <= n; i += 4 * kVec) {
     acc0 += load8(a + i) * load8(b + i);
     acc1 += load8(a + i + kVec) * load8(b + i + kVec);
+    acc2 += load8(a + i + 2 * kVec) * load8(b + i + 2 * kVec);
+    acc3 += load8(a + i + 3 * kVec) * load8(b + i + 3 * kVec);
   }
-  float s = reduce_add(acc0 + acc1);
+  for (; i + kVec <= n; i += kVec) acc0 += load8(a + i) * load8(b + i);
+  float s = reduce_add((acc0 + acc1) + (acc2 + acc3));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
@@ -41,11 +44,38 @@ void scale_add(float* acc, float scale, float p, const float* v, int64_t n) {
   for (; i < n; ++i) acc[i] = acc[i] * scale + v[i] * p;
 }
 
+// acc[0, dv) = acc * rescale + sum_j p[j] * v[j], v rows dv apart: 32 outputs at a time stay in registers
+// while the block's rows stream past.
+void weigh_values(float* acc, float rescale, const float* p, const float* v, int64_t rows, int64_t dv) {
+  int64_t c = 0;
+  for (; c + 4 * kVec <= dv; c += 4 * kVec) {
+    f32x8 a0 = load8(acc + c) * rescale, a1 = load8(acc + c + kVec) * rescale;
+    f32x8 a2 = load8(acc + c + 2 * kVec) * rescale, a3 = load8(acc + c + 3 * kVec) * rescale;
+    for (int64_t j = 0; j < rows; ++j) {
+      const float* vj = v + j * dv + c;
+      const f32x8 pj = splat(p[j]);
+      a0 += pj * load8(vj);
+      a1 += pj * load8(vj + kVec);
+      a2 += pj * load8(vj + 2 * kVec);
+      a3 += pj * load8(vj + 3 * kVec);
+    }
+    store8(acc + c, a0);
+    store8(acc + c + kVec, a1);
+    store8(acc + c + 2 * kVec, a2);
+    store8(acc + c + 3 * kVec, a3);
+  }
+  for (; c < dv; ++c) {
+    float x = acc[c] * rescale;
+    for (int64_t j = 0; j < rows; ++j) x += p[j] * v[j * dv + c];
+    acc[c] = x;
+  }
+}
+
 template <class T>
 void partial_tasks(const DecodeArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
-  // Per task scratch: the group's scaled queries, a block of K rows and one V row as fp32, scores.
-  std::vector<float> qf(group * d), kf(kBlock * d), vf(dv), scores(group * kBlock);
+  // Per task scratch: the group's scaled queries, a block of K and V rows as fp32, the block's weights.
+  std::vector<float> qf(group * d), kf(kBlock * d), vf(kBlock * dv), scores(group * kBlock);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t split = task % a.splits, hk = (task / a.splits) % a.kv_heads, b = task / (a.splits * a.kv_heads);
     float* part = a.partial + task * group * stride;  // [group, Dv + 2]
@@ -61,19 +91,23 @@ void partial_tasks(const DecodeArgs& a, int64_t begin, int64_t end) {
       for (int64_t i = 0; i < d; ++i) qf[g * d + i] *= a.sm_scale;
     }
     const int32_t* pages = a.block_table + b * a.block_table_stride;
-    auto row = [&](const void* cache, int64_t block_stride, int64_t token_stride, int64_t head_stride, int64_t t) {
-      return static_cast<const T*>(cache) + pages[t / a.page_size] * block_stride + (t % a.page_size) * token_stride +
-             hk * head_stride;
-    };
-    for (int64_t k0 = first; k0 < last; k0 += kBlock) {
-      const int64_t n = std::min(kBlock, last - k0);
-      for (int64_t j = 0; j < n; ++j)
-        to_fp32(row(a.k_cache, a.k_block_stride, a.k_token_stride, a.k_head_stride, k0 + j), kf.data() + j * d, d);
+    // Blocks of up to kBlock keys inside one page: their K and V rows are token_stride apart.
+    for (int64_t k0 = first, n = 0; k0 < last; k0 += n) {
+      const int64_t offset = k0 % a.page_size, block = pages[k0 / a.page_size];
+      n = std::min({kBlock, last - k0, a.page_size - offset});
+      const T* k = static_cast<const T*>(a.k_cache) + block * a.k_block_stride + offset * a.k_token_stride +
+                   hk * a.k_head_stride;
+      const T* v = static_cast<const T*>(a.v_cache) + block * a.v_block_stride + offset * a.v_token_stride +
+                   hk * a.v_head_stride;
+      for (int64_t j = 0; j < n; ++j) {
+        to_fp32(k + j * a.k_token_stride, kf.data() + j * d, d);
+        to_fp32(v + j * a.v_token_stride, vf.data() + j * dv, dv);
+      }
       for (int64_t g = 0; g < group; ++g) {
         float* s = scores.data() + g * kBlock;
         for (int64_t j = 0; j < n; ++j) s[j] = dot(qf.data() + g * d, kf.data() + j * d, d);
         for (int64_t j = n; j < kBlock; ++j) s[j] = kNegInf;
-        // Online softmax: rescale what came before to the new max, then weigh this block's keys.
+        // Online softmax: rescale what came before to the new max, then weigh this block's values.
         float* acc = part + g * stride;
         const float m_old = acc[dv], m_new = std::max(m_old, reduce_max(vmax(load8(s), load8(s + kVec))));
         const float rescale = std::exp(m_old - m_new);  // exp(-inf) = 0 on the first block
@@ -82,11 +116,7 @@ void partial_tasks(const DecodeArgs& a, int64_t begin, int64_t end) {
         store8(s + kVec, p1);
         acc[dv] = m_new;
         acc[dv + 1] = acc[dv + 1] * rescale + reduce_add(p0 + p1);
-        for (int64_t i = 0; i < dv; ++i) acc[i] *= rescale;
-      }
-      for (int64_t j = 0; j < n; ++j) {
-        to_fp32(row(a.v_cache, a.v_block_stride, a.v_token_stride, a.v_head_stride, k0 + j), vf.data(), dv);
-        for (int64_t g = 0; g < group; ++g) scale_add(part + g * stride, 1.f, scores[g * kBlock + j], vf.data(), dv);
+        weigh_values(acc, rescale, s, vf.data(), n, dv);
       }
     }
   }

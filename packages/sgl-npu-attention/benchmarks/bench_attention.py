@@ -1,0 +1,66 @@
+"""Benchmark sgl-npu-attention's kernels against torch baselines, eager and under torch.compile.
+
+    python bench_attention.py --out docs/benchmarks [--quick] [--device cuda]
+
+decode: paged decode, ``batch x q_heads/kv_heads x seq_len`` with D = 128 and pages of 128 tokens; the baseline
+gathers the pages through the block table and runs ``scaled_dot_product_attention``. MB counts the KV bytes read
+(plus q and out); % copy compares that rate with ``dst.copy_(src)`` moving the same bytes in this run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sgl_npu_attention as ops
+import torch
+import torch.nn.functional as F
+from sgl_npu_attention.testing import paged_cache
+from sgl_npu_core.bench import SUITE_NOTES, Case, Report, run_suite
+
+REPO = Path(__file__).resolve().parents[3]
+PAGE, HEAD_DIM = 128, 128
+NOTES = [
+    *SUITE_NOTES,
+    "decode baseline: pages gathered through the block table, then `scaled_dot_product_attention(enable_gqa=True)`"
+    " (all sequences of one length, so the batch needs no mask).",
+]
+
+
+def torch_decode(q, k_cache, v_cache, block_table, seq_lens):
+    """What a torch user writes for paged decode of equal-length sequences."""
+    length = int(seq_lens[0])
+    pages = block_table[:, : (length + PAGE - 1) // PAGE].long()
+    k = k_cache[pages].flatten(1, 2)[:, :length].transpose(1, 2)  # [B, Hkv, L, D]
+    v = v_cache[pages].flatten(1, 2)[:, :length].transpose(1, 2)
+    return F.scaled_dot_product_attention(q.unsqueeze(2), k, v, enable_gqa=True).squeeze(2)
+
+
+def decode(batch, heads, seq_len, dtype) -> Case:
+    q_heads, kv_heads = (int(h) for h in heads.split("/"))
+    k_cache, v_cache, table, lens = paged_cache([seq_len] * batch, PAGE, kv_heads, HEAD_DIM, HEAD_DIM, dtype)
+    q = torch.randn(batch, q_heads, HEAD_DIM).to(dtype)
+    out = torch.empty(batch, q_heads, HEAD_DIM, dtype=dtype)
+    args = (q, k_cache, v_cache, table, lens)
+    kv_bytes = 2 * batch * seq_len * kv_heads * HEAD_DIM * q.element_size()
+    return Case(
+        lambda: ops.decode_attention(*args, out=out),
+        lambda: ops.decode_attention(*args),
+        torch_decode,
+        args,
+        kv_bytes + q.nbytes + out.nbytes,
+    )
+
+
+OPS = {"decode": decode}
+
+
+def main(argv: list[str] | None = None) -> Report:
+    shapes = [(16, "32/8", 4096), (1, "32/8", 4096), (16, "16/1", 4096), (64, "32/8", 1024)]
+    return run_suite(
+        "attention", OPS, shapes, (torch.bfloat16,), notes=NOTES, doc=__doc__, quick_shape=(2, "8/2", 512),
+        default_out=REPO / "docs" / "benchmarks", argv=argv,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
