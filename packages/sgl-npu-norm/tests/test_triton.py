@@ -8,10 +8,10 @@ import os
 
 # The interpreter must be chosen before triton is imported (conftest.py does the same).
 os.environ.setdefault("TRITON_INTERPRET", "1")
-DEVICE = os.environ.get("SGL_NPU_TEST_DEVICE", "cpu")  # see conftest.py
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from sgl_npu_core.pytest_plugin import TEST_DEVICE  # noqa: E402
 from sgl_npu_core.testing import FLOAT_DTYPES, assert_close, assert_codes_close  # noqa: E402
 from sgl_npu_norm import reference as ref  # noqa: E402
 
@@ -19,7 +19,7 @@ pytest.importorskip("triton")
 from sgl_npu_norm import triton as kernels  # noqa: E402
 
 # Small shapes for the interpreter; a real device also gets DeepSeek's hidden size at a batch of 512 tokens.
-BIG = [] if DEVICE == "cpu" else [(512, 7168)]
+BIG = [] if TEST_DEVICE == "cpu" else [(512, 7168)]
 SHAPES = [(1, 8), (3, 100), (2, 3, 256), *BIG]
 GLU_SHAPES = [(1, 16), (3, 200), (2, 3, 512), *[(r, 2 * h) for r, h in BIG]]  # gated inputs [..., 2d]
 
