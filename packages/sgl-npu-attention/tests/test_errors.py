@@ -57,7 +57,28 @@ def test_pages_outside_the_cache_raise_and_leave_out_untouched(table_value, lens
         _accelerator._ref_decode(q, k, v, table, lens, 0.1, None, -1, out)
 
 
+def _extend_args(cu, lens, device="cpu"):
+    _, k, v, table, _ = _inputs()
+    q = torch.randn(6, 4, 32, dtype=torch.bfloat16)
+    args = [q, k, v, table, torch.tensor(cu, dtype=torch.int32), torch.tensor(lens, dtype=torch.int32)]
+    return [a.to(device) for a in args]
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_extend_cu_seqlens_shape(device):
+    with pytest.raises(RuntimeError, match="cu_seqlens_q"):
+        ops.extend_attention(*_extend_args([0, 6], [20, 20], device))
+
+
+@pytest.mark.parametrize("cu,lens,needle", [([0, 3, 5], [20, 20], "cu_seqlens_q"), ([0, 3, 6], [20, 2], "part of")])
+def test_extend_request_values(cu, lens, needle):
+    out = torch.full((6, 4, 32), 3.0, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=needle):
+        ops.extend_attention(*_extend_args(cu, lens), out=out)
+    assert (out == 3).all()
+
+
 def test_unwritten_ops_raise_not_implemented():
-    for name in ("extend_attention", "decode_mla", "lightning_indexer", "batch_matmul_transpose", "mla_preprocess"):
+    for name in ("decode_mla", "lightning_indexer", "batch_matmul_transpose", "mla_preprocess"):
         with pytest.raises(NotImplementedError, match=name):
             getattr(ops, name)()

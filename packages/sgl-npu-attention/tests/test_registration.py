@@ -22,11 +22,23 @@ def test_opcheck_decode(sinks, window):
     torch.library.opcheck(N.decode_attention.default, (q, k, v, table, lens, 0.2, s, window, torch.empty(2, 4, 32)))
 
 
+def test_opcheck_extend():
+    q, k, v, table, lens = _decode_inputs()
+    cu = torch.tensor([0, 3, 5], dtype=torch.int32)
+    q = torch.randn(5, 4, 32)
+    args = (q, k, v, table, cu, lens, 0.2, True, torch.randn(4), 16, torch.empty(5, 4, 32))
+    torch.library.opcheck(N.extend_attention.default, args)
+
+
 def test_torch_compile_fullgraph():
     args = _decode_inputs()
     torch._dynamo.reset()
     got = torch.compile(lambda *a: ops.decode_attention(*a, sliding_window=20), fullgraph=True)(*args)
     torch.testing.assert_close(got, ref.decode_attention(*args, sliding_window=20), atol=1e-5, rtol=1e-5)
+    q, k, v, table, lens = args
+    cu, q = torch.tensor([0, 3, 5], dtype=torch.int32), torch.randn(5, 4, 32)
+    got = torch.compile(ops.extend_attention, fullgraph=True)(q, k, v, table, cu, lens)
+    torch.testing.assert_close(got, ref.extend_attention(q, k, v, table, cu, lens), atol=1e-5, rtol=1e-5)
 
 
 def test_meta_tensors():

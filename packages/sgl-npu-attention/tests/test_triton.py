@@ -31,3 +31,18 @@ def test_decode_attention(dtype, heads, sinks, window):
     want = ref.decode_attention(q, k_cache, v_cache, table, lens, 0.3, s, window)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert_close(out, want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("causal,sinks,window", [(True, False, -1), (False, True, -1), (True, True, 5)])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_extend_attention(dtype, causal, sinks, window):
+    requests = [(1, 1), (4, 4), (6, 23), (0, 3), (2, 40)]
+    k_cache, v_cache, table, lens = paged([n for _, n in requests], 16, 2, 24, 40, dtype)
+    cu = torch.tensor([0] + [q for q, _ in requests]).cumsum(0).to(torch.int32)
+    q = torch.randn(int(cu[-1]), 4, 24).to(dtype)
+    s = torch.randn(4) if sinks else None
+    out = torch.full((q.shape[0], 4, 40), 7.0).to(dtype)
+    kernels.extend_attention(q, k_cache, v_cache, table, cu, lens, 0.3, causal, s, window, out)
+    want = ref.extend_attention(q, k_cache, v_cache, table, cu, lens, 0.3, causal, s, window)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert_close(out, want, atol=tol, rtol=tol)

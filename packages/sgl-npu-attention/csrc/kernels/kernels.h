@@ -9,32 +9,39 @@ namespace sgl_npu_attention {
 
 using sgl_npu_core::DType;
 
-// Paged decode attention, split over the KV axis: task (b, kv head, split) attends the `group = Hq / Hkv` query
-// heads of one KV head over keys [lo + split * split_keys, ...) of sequence b (lo = seq_len - sliding_window with
-// a window, else 0), reading each K/V row once for the whole group, and leaves in `partial` its unnormalized
-// output, running max and sum; decode_merge combines the splits (and the sink logit) by log-sum-exp.
-struct DecodeArgs {
+// Paged attention of query tokens that each see a range of their request's keys: query token t (of request
+// query_req[t]) attends keys [key_lo[t], key_hi[t]) with every query head. Decode is one token per request;
+// prefill / extend gives each token its causal limit.
+//
+// Work: tasks (tile, KV head, split). A tile is a few query tokens of one request; the task scores the tile's
+// tokens x the `group = Hq / Hkv` query heads sharing the KV head against blocks of keys inside one page,
+// converting each K and V row to fp32 once for all of them, over the split's keys [lo + split * split_keys, ...)
+// of the tile's union range; attention_merge combines the splits (and the sink logit) by log-sum-exp.
+struct AttentionArgs {
   DType dtype;  // of q, the caches and out
-  int64_t batch, q_heads, kv_heads, head_dim, head_dim_v, page_size;
+  int64_t q_heads, kv_heads, head_dim, head_dim_v, page_size;
   const void* q;
-  int64_t q_batch_stride, q_head_stride;
+  int64_t q_token_stride, q_head_stride;
   const void* k_cache;
   int64_t k_block_stride, k_token_stride, k_head_stride;
   const void* v_cache;
   int64_t v_block_stride, v_token_stride, v_head_stride;
-  const int32_t* block_table;  // checked: every page a sequence uses is a block of the cache
+  const int32_t* block_table;  // checked: every page a request uses is a block of the cache
   int64_t block_table_stride;
-  const int32_t* seq_lens;
+  const int64_t* query_req;  // [T]
+  const int64_t* key_lo;     // [T]
+  const int64_t* key_hi;     // [T]
+  const int64_t* tiles;      // [num_tiles, 2]: first and end query token (of one request)
+  int64_t num_tiles;
   float sm_scale;
-  const float* sinks;      // optional [Hq]
-  int64_t sliding_window;  // <= 0: every key
+  const float* sinks;  // optional [Hq]
   int64_t split_keys, splits;
-  float* partial;  // [B, Hkv, splits, group, Dv + 2]: acc[Dv], max, sum
+  float* partial;  // [T, Hq, splits, Dv + 2]: acc[Dv], max, sum
   void* out;
-  int64_t out_batch_stride, out_head_stride;
+  int64_t out_token_stride, out_head_stride;
 };
 
-SGL_NPU_DECLARE_PER_ISA(void decode_partial(const DecodeArgs& a, int64_t task_begin, int64_t task_end))
-SGL_NPU_DECLARE_PER_ISA(void decode_merge(const DecodeArgs& a, int64_t row_begin, int64_t row_end))
+SGL_NPU_DECLARE_PER_ISA(void attention_partial(const AttentionArgs& a, int64_t task_begin, int64_t task_end))
+SGL_NPU_DECLARE_PER_ISA(void attention_merge(const AttentionArgs& a, int64_t row_begin, int64_t row_end))
 
 }  // namespace sgl_npu_attention

@@ -32,4 +32,19 @@ def _ref_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sli
     out.copy_(reference.decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window))
 
 
+def _ref_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window,
+                out):  # fmt: skip
+    _meta.check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks,
+                       sliding_window, out)  # fmt: skip
+    check_pages(block_table, seq_lens, k_cache)
+    q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()
+    _meta.check(int(cu_seqlens_q[0]) == 0 and int(cu_seqlens_q[-1]) == q.shape[0], "cu_seqlens_q must run from 0 "
+                f"to the {q.shape[0]} query tokens")  # fmt: skip
+    _meta.check(bool(((q_lens >= 0) & (q_lens <= seq_lens.long())).all()), "each request's query tokens "
+                "(cu_seqlens_q) must be part of its seq_lens")  # fmt: skip
+    out.copy_(reference.extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal,
+                                         sinks, sliding_window))  # fmt: skip
+
+
 LIB.accelerator_impl("decode_attention", lambda *a: _triton().decode_attention(*a), _ref_decode)
+LIB.accelerator_impl("extend_attention", lambda *a: _triton().extend_attention(*a), _ref_extend)

@@ -13,9 +13,9 @@ def _last_dim_contiguous(t, name):
     check(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
 
 
-def check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out) -> None:
-    """Shapes, dtypes and devices of decode_attention (the data checks need the values: see the ops)."""
-    check(q.dim() == 3, f"q must be [batch, q_heads, head_dim], got {q.dim()} dims")
+def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
+    """Shapes, dtypes and devices of a paged-attention op (the data checks need the values: see the ops)."""
+    check(q.dim() == 3, f"q must be [tokens, q_heads, head_dim], got {q.dim()} dims")
     check_float(q, "q")
     for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
         check(cache.dim() == 4, f"{name} must be [num_blocks, page_size, kv_heads, head_dim], got {cache.dim()} dims")
@@ -23,19 +23,19 @@ def check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sl
         _last_dim_contiguous(cache, name)
         check_dtype(cache, q.dtype, name)
         check_same_device(cache, q, name, "q")
-    batch, q_heads, d = q.shape
+    tokens, q_heads, d = q.shape
     check(k_cache.shape[3] == d, f"k_cache must have q's head_dim {d}, got {k_cache.shape[3]}")
     check(v_cache.shape[:3] == k_cache.shape[:3], "v_cache must have k_cache's blocks, page size and kv heads")
     kv_heads = k_cache.shape[2]
     check(q_heads > 0 and q_heads % kv_heads == 0, f"q heads ({q_heads}) must be a multiple of kv heads ({kv_heads})")
-    check(tuple(out.shape) == (batch, q_heads, v_cache.shape[3]), f"out must have shape [{batch}, {q_heads}, "
+    check(tuple(out.shape) == (tokens, q_heads, v_cache.shape[3]), f"out must have shape [{tokens}, {q_heads}, "
           f"{v_cache.shape[3]}]")  # fmt: skip
     check_dtype(out, q.dtype, "out")
     _last_dim_contiguous(out, "out")
     check_dtype(block_table, torch.int32, "block_table")
-    check(block_table.dim() == 2 and block_table.shape[0] == batch, f"block_table must be [{batch}, max_pages]")
+    check(block_table.dim() == 2, "block_table must be [requests, max_pages]")
     check_dtype(seq_lens, torch.int32, "seq_lens")
-    check(tuple(seq_lens.shape) == (batch,), f"seq_lens must have shape [{batch}]")
+    check(tuple(seq_lens.shape) == (block_table.shape[0],), f"seq_lens must have shape [{block_table.shape[0]}]")
     for name, t in (("out", out), ("block_table", block_table), ("seq_lens", seq_lens)):
         check_same_device(t, q, name, "q")
     if sinks is not None:
@@ -44,6 +44,25 @@ def check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sl
         check_same_device(sinks, q, "sinks", "q")
 
 
+def check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out) -> None:
+    check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out)
+    check(block_table.shape[0] == q.shape[0], f"block_table must have a row per query token ({q.shape[0]})")
+
+
+def check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window,
+                 out) -> None:  # fmt: skip
+    check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out)
+    check_dtype(cu_seqlens_q, torch.int32, "cu_seqlens_q")
+    check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
+          f"[{block_table.shape[0] + 1}]")  # fmt: skip
+    check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
+
+
 @LIB.fake("decode_attention")
 def _(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out):
     check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out)
+
+
+@LIB.fake("extend_attention")
+def _(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window, out):
+    check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window, out)

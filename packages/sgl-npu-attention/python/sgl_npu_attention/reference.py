@@ -39,17 +39,29 @@ def attend(q, k, v, sm_scale, sinks=None, visible=None):
     return torch.einsum("hqk,hkd->hqd", probs, v)
 
 
+def extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale=None, causal=True,
+                     sinks=None, sliding_window=-1):  # fmt: skip
+    """``q [T, Hq, D]`` holds each request's new tokens (``cu_seqlens_q [B+1]``), the last ``q_len`` of its
+    ``seq_lens[b]`` keys: query ``i`` sees keys ``< seq_len - q_len + i + 1`` (all of them without ``causal``),
+    and with ``sliding_window > 0`` only the last ``sliding_window`` of those. Returns ``[T, Hq, Dv]``."""
+    sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
+    out = torch.zeros(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=torch.float32, device=q.device)
+    for b in range(len(seq_lens)):
+        start, end, length = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1]), int(seq_lens[b])
+        k = gather_pages(k_cache, block_table[b], length).transpose(0, 1)  # [Hkv, L, D]
+        v = gather_pages(v_cache, block_table[b], length).transpose(0, 1)
+        i = torch.arange(end - start, device=q.device).unsqueeze(1)
+        j = torch.arange(length, device=q.device).unsqueeze(0)
+        limit = length - (end - start) + i + 1 if causal else torch.full_like(i, length)
+        visible = j < limit
+        if sliding_window > 0:
+            visible &= j >= limit - sliding_window
+        out[start:end] = attend(q[start:end].transpose(0, 1), k, v, sm_scale, sinks, visible).transpose(0, 1)
+    return out.to(q.dtype)
+
+
 def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, sinks=None, sliding_window=-1):
     """One query token per sequence: ``q [B, Hq, D]`` -> ``[B, Hq, Dv]`` over the sequence's ``seq_lens[b]`` keys
     (with ``sliding_window > 0`` only the last ``sliding_window`` of them); MHA / GQA / MQA by ``Hq % Hkv``."""
-    sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
-    out = torch.zeros(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=torch.float32, device=q.device)
-    for b in range(q.shape[0]):
-        length = int(seq_lens[b])
-        k = gather_pages(k_cache, block_table[b], length).transpose(0, 1)  # [Hkv, L, D]
-        v = gather_pages(v_cache, block_table[b], length).transpose(0, 1)
-        visible = torch.ones(1, length, dtype=torch.bool, device=q.device)
-        if sliding_window > 0:
-            visible[:, : max(0, length - sliding_window)] = False
-        out[b] = attend(q[b].unsqueeze(1), k, v, sm_scale, sinks, visible).squeeze(1)
-    return out.to(q.dtype)
+    cu = torch.arange(q.shape[0] + 1, device=q.device)
+    return extend_attention(q, k_cache, v_cache, block_table, cu, seq_lens, sm_scale, True, sinks, sliding_window)

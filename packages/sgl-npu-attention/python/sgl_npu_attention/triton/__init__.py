@@ -3,6 +3,6 @@
 Each function takes exactly the op schema's arguments, writes into the preallocated outputs and returns None.
 """
 
-from .decode import decode_attention
+from .attention import decode_attention, extend_attention
 
-__all__ = ["decode_attention"]
+__all__ = ["decode_attention", "extend_attention"]

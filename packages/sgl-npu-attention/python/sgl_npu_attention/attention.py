@@ -1,10 +1,12 @@
-"""Paged decode attention: one query token per sequence."""
+"""Paged attention: decode (one query token per sequence) and prefill / extend (new tokens after a cached
+prefix, causal)."""
 
 from __future__ import annotations
 
 import torch
 
 _decode_attention = torch.ops.sgl_npu_attention.decode_attention.default
+_extend_attention = torch.ops.sgl_npu_attention.extend_attention.default
 
 
 def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, sinks=None, sliding_window=-1,
@@ -30,4 +32,25 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, 
         out = torch.empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
     sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
     _decode_attention(q, k_cache, v_cache, block_table, seq_lens, float(sm_scale), sinks, int(sliding_window), out)
+    return out
+
+
+def extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale=None, causal=True,
+                     sinks=None, sliding_window=-1, out=None) -> torch.Tensor:  # fmt: skip
+    """Prefill / extend / chunked prefill / multi-token verify over a paged KV cache.
+
+    Parameters
+    ----------
+    q : [T, Hq, D]: the new tokens of every request, request b's at rows ``cu_seqlens_q[b] : cu_seqlens_q[b+1]``
+    k_cache, v_cache, block_table, sinks, sliding_window : as :func:`decode_attention` (``D != Dv`` allowed)
+    cu_seqlens_q : int32 [B + 1], from 0 to T
+    seq_lens : int32 [B]: every key of request b, its new tokens (already written to the cache) last
+    causal : query i of a request with q_len new tokens sees keys ``< seq_len - q_len + i + 1``; else all keys
+    out : optional preallocated [T, Hq, Dv]
+    """
+    if out is None:
+        out = torch.empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
+    sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
+    _extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, float(sm_scale), bool(causal), sinks,
+                      int(sliding_window), out)  # fmt: skip
     return out

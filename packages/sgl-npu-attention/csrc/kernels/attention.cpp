@@ -72,25 +72,31 @@ void weigh_values(float* acc, float rescale, const float* p, const float* v, int
 }
 
 template <class T>
-void partial_tasks(const DecodeArgs& a, int64_t begin, int64_t end) {
+void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
-  // Per task scratch: the group's scaled queries, a block of K and V rows as fp32, the block's weights.
-  std::vector<float> qf(group * d), kf(kBlock * d), vf(kBlock * dv), scores(group * kBlock);
+  std::vector<float> qf, kf(kBlock * d), vf(kBlock * dv), scores;
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t split = task % a.splits, hk = (task / a.splits) % a.kv_heads, b = task / (a.splits * a.kv_heads);
-    float* part = a.partial + task * group * stride;  // [group, Dv + 2]
-    const int64_t len = a.seq_lens[b];
-    const int64_t lo = a.sliding_window > 0 ? std::max<int64_t>(0, len - a.sliding_window) : 0;
-    const int64_t first = lo + split * a.split_keys, last = std::min(len, first + a.split_keys);
-    for (int64_t g = 0; g < group; ++g) {
-      std::fill(part + g * stride, part + g * stride + dv, 0.f);
-      part[g * stride + dv] = kNegInf;  // running max
-      part[g * stride + dv + 1] = 0.f;  // running sum
-      const T* q = static_cast<const T*>(a.q) + b * a.q_batch_stride + (hk * group + g) * a.q_head_stride;
-      to_fp32(q, qf.data() + g * d, d);
-      for (int64_t i = 0; i < d; ++i) qf[g * d + i] *= a.sm_scale;
+    const int64_t split = task % a.splits, hk = (task / a.splits) % a.kv_heads, tile = task / (a.splits * a.kv_heads);
+    const int64_t t0 = a.tiles[2 * tile], t1 = a.tiles[2 * tile + 1], rows = (t1 - t0) * group;
+    // Rows r = (t - t0) * group + g: the tile's scaled queries, and the union of their key ranges.
+    qf.resize(rows * d);
+    scores.resize(rows * kBlock);
+    int64_t lo = a.key_lo[t0], hi = a.key_hi[t0];
+    for (int64_t t = t0; t < t1; ++t) {
+      lo = std::min(lo, a.key_lo[t]);
+      hi = std::max(hi, a.key_hi[t]);
+      for (int64_t g = 0; g < group; ++g) {
+        float* part = a.partial + (((t * a.q_heads) + hk * group + g) * a.splits + split) * stride;
+        std::fill(part, part + dv, 0.f);
+        part[dv] = kNegInf;  // running max
+        part[dv + 1] = 0.f;  // running sum
+        float* qr = qf.data() + ((t - t0) * group + g) * d;
+        to_fp32(static_cast<const T*>(a.q) + t * a.q_token_stride + (hk * group + g) * a.q_head_stride, qr, d);
+        for (int64_t i = 0; i < d; ++i) qr[i] *= a.sm_scale;
+      }
     }
-    const int32_t* pages = a.block_table + b * a.block_table_stride;
+    const int64_t first = lo + split * a.split_keys, last = std::min(hi, first + a.split_keys);
+    const int32_t* pages = a.block_table + a.query_req[t0] * a.block_table_stride;
     // Blocks of up to kBlock keys inside one page: their K and V rows are token_stride apart.
     for (int64_t k0 = first, n = 0; k0 < last; k0 += n) {
       const int64_t offset = k0 % a.page_size, block = pages[k0 / a.page_size];
@@ -103,19 +109,26 @@ void partial_tasks(const DecodeArgs& a, int64_t begin, int64_t end) {
         to_fp32(k + j * a.k_token_stride, kf.data() + j * d, d);
         to_fp32(v + j * a.v_token_stride, vf.data() + j * dv, dv);
       }
-      for (int64_t g = 0; g < group; ++g) {
-        float* s = scores.data() + g * kBlock;
-        for (int64_t j = 0; j < n; ++j) s[j] = dot(qf.data() + g * d, kf.data() + j * d, d);
-        for (int64_t j = n; j < kBlock; ++j) s[j] = kNegInf;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t t = t0 + r / group;
+        // This row's keys of the block: [j_lo, j_hi); the rest weigh nothing.
+        const int64_t j_lo = std::clamp<int64_t>(a.key_lo[t] - k0, 0, n),
+                      j_hi = std::clamp<int64_t>(a.key_hi[t] - k0, 0, n);
+        if (j_lo >= j_hi) continue;
+        float* s = scores.data() + r * kBlock;
+        for (int64_t j = 0; j < kBlock; ++j)
+          s[j] = j >= j_lo && j < j_hi ? dot(qf.data() + r * d, kf.data() + j * d, d) : kNegInf;
         // Online softmax: rescale what came before to the new max, then weigh this block's values.
-        float* acc = part + g * stride;
+        float* acc = a.partial + (((t * a.q_heads) + hk * group + r % group) * a.splits + split) * stride;
         const float m_old = acc[dv], m_new = std::max(m_old, reduce_max(vmax(load8(s), load8(s + kVec))));
-        const float rescale = std::exp(m_old - m_new);  // exp(-inf) = 0 on the first block
+        const float rescale = std::exp(m_old - m_new);  // exp(-inf) = 0 on the row's first block
         const f32x8 p0 = vexp(load8(s) - m_new), p1 = vexp(load8(s + kVec) - m_new);
         store8(s, p0);
         store8(s + kVec, p1);
+        for (int64_t j = 0; j < kBlock; ++j)
+          if (j < j_lo || j >= j_hi) s[j] = 0.f;  // vexp saturates: a masked key would weigh ~1e-38
         acc[dv] = m_new;
-        acc[dv + 1] = acc[dv + 1] * rescale + reduce_add(p0 + p1);
+        acc[dv + 1] = acc[dv + 1] * rescale + reduce_add(load8(s) + load8(s + kVec));
         weigh_values(acc, rescale, s, vf.data(), n, dv);
       }
     }
@@ -123,25 +136,25 @@ void partial_tasks(const DecodeArgs& a, int64_t begin, int64_t end) {
 }
 
 template <class T>
-void merge_rows(const DecodeArgs& a, int64_t begin, int64_t end) {
-  const int64_t group = a.q_heads / a.kv_heads, dv = a.head_dim_v, stride = dv + 2;
+void merge_rows(const AttentionArgs& a, int64_t begin, int64_t end) {
+  const int64_t dv = a.head_dim_v, stride = dv + 2;
   std::vector<float> acc(dv);
-  for (int64_t r = begin; r < end; ++r) {  // r = b * Hq + h
-    const int64_t b = r / a.q_heads, h = r % a.q_heads, hk = h / group, g = h % group;
-    const float* parts = a.partial + ((b * a.kv_heads + hk) * a.splits * group + g) * stride;
+  for (int64_t r = begin; r < end; ++r) {  // r = t * Hq + h
+    const int64_t t = r / a.q_heads, h = r % a.q_heads;
+    const float* parts = a.partial + r * a.splits * stride;
     float m = a.sinks ? a.sinks[h] : kNegInf;
-    for (int64_t s = 0; s < a.splits; ++s) m = std::max(m, parts[s * group * stride + dv]);
+    for (int64_t s = 0; s < a.splits; ++s) m = std::max(m, parts[s * stride + dv]);
     float sum = a.sinks ? std::exp(a.sinks[h] - m) : 0.f;
     std::fill(acc.begin(), acc.end(), 0.f);
     for (int64_t s = 0; s < a.splits; ++s) {
-      const float* p = parts + s * group * stride;
+      const float* p = parts + s * stride;
       if (p[dv] == kNegInf) continue;  // a split that saw no key
       const float w = std::exp(p[dv] - m);
       sum += p[dv + 1] * w;
       scale_add(acc.data(), 1.f, w, p, dv);
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;  // no key and no sink: 0
-    T* out = static_cast<T*>(a.out) + b * a.out_batch_stride + h * a.out_head_stride;
+    T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
     int64_t i = 0;
     for (; i + kVec <= dv; i += kVec) store8(out + i, load8(acc.data() + i) * inv);
     for (; i < dv; ++i) out[i] = from_float<T>(acc[i] * inv);
@@ -150,11 +163,11 @@ void merge_rows(const DecodeArgs& a, int64_t begin, int64_t end) {
 
 }  // namespace
 
-void decode_partial(const DecodeArgs& a, int64_t begin, int64_t end) {
+void attention_partial(const AttentionArgs& a, int64_t begin, int64_t end) {
   SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] { partial_tasks<scalar_t>(a, begin, end); });
 }
 
-void decode_merge(const DecodeArgs& a, int64_t begin, int64_t end) {
+void attention_merge(const AttentionArgs& a, int64_t begin, int64_t end) {
   SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] { merge_rows<scalar_t>(a, begin, end); });
 }
 
