@@ -2,8 +2,9 @@
 
     python bench_attention.py --out docs/benchmarks [--quick] [--device cuda]
 
-decode: paged decode, ``batch x q_heads/kv_heads x seq_len`` with D = 128 and pages of 128 tokens; the baseline
-gathers the pages through the block table and runs ``scaled_dot_product_attention``. MB counts the KV bytes read
+decode: paged decode, ``batch x q_heads/kv_heads x seq_len``; extend: causal prefill, ``tokens x q_heads/kv_heads``;
+D = 128 and pages of 128 tokens. The baselines gather the pages through the block table and run
+``scaled_dot_product_attention``. MB counts the KV bytes read
 (plus q and out); % copy compares that rate with ``dst.copy_(src)`` moving the same bytes in this run.
 """
 
@@ -51,14 +52,46 @@ def decode(batch, heads, seq_len, dtype) -> Case:
     )
 
 
-OPS = {"decode": decode}
+def torch_prefill(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens):
+    """One request's prefill as a torch user writes it: pages gathered, then causal SDPA."""
+    length = int(seq_lens[0])
+    pages = block_table[0, : (length + PAGE - 1) // PAGE].long()
+    k = k_cache[pages].flatten(0, 1)[:length].transpose(0, 1)  # [Hkv, L, D]
+    v = v_cache[pages].flatten(0, 1)[:length].transpose(0, 1)
+    return F.scaled_dot_product_attention(q.transpose(0, 1), k, v, is_causal=True, enable_gqa=True).transpose(0, 1)
+
+
+def extend(tokens, heads, dtype) -> Case:
+    """Causal prefill of one request of ``tokens`` tokens (its KV already in the cache)."""
+    q_heads, kv_heads = (int(h) for h in heads.split("/"))
+    k_cache, v_cache, table, lens = paged_cache([tokens], PAGE, kv_heads, HEAD_DIM, HEAD_DIM, dtype)
+    q = torch.randn(tokens, q_heads, HEAD_DIM).to(dtype)
+    cu = torch.tensor([0, tokens], dtype=torch.int32)
+    out = torch.empty(tokens, q_heads, HEAD_DIM, dtype=dtype)
+    args = (q, k_cache, v_cache, table, cu, lens)
+    kv_bytes = 2 * tokens * kv_heads * HEAD_DIM * q.element_size()
+    return Case(
+        lambda: ops.extend_attention(*args, out=out),
+        lambda: ops.extend_attention(*args),
+        torch_prefill,
+        args,
+        kv_bytes + q.nbytes + out.nbytes,
+    )
+
+
+OPS = {"decode": decode, "extend": extend}
 
 
 def main(argv: list[str] | None = None) -> Report:
-    shapes = [(16, "32/8", 4096), (1, "32/8", 4096), (16, "16/1", 4096), (64, "32/8", 1024)]
+    shapes = {
+        "decode": [(16, "32/8", 4096), (1, "32/8", 4096), (16, "16/1", 4096), (64, "32/8", 1024)],
+        "extend": [(2048, "32/8")],
+    }
+    quick = {"decode": (2, "8/2", 512), "extend": (64, "8/2")}
+    out = REPO / "docs" / "benchmarks"
     return run_suite(
-        "attention", OPS, shapes, (torch.bfloat16,), notes=NOTES, doc=__doc__, quick_shape=(2, "8/2", 512),
-        default_out=REPO / "docs" / "benchmarks", argv=argv,
+        "attention", OPS, shapes, (torch.bfloat16,), notes=NOTES, doc=__doc__, quick_shape=quick, default_out=out,
+        argv=argv,
     )  # fmt: skip
 
 

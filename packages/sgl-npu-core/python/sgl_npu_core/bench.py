@@ -289,17 +289,18 @@ def measure(name: str, case: Case, shape: str, dtype: torch.dtype, copy_gbs: flo
 def run_suite(
     name: str,
     ops: dict[str, Callable[..., Case]],
-    shapes: Sequence[tuple],
+    shapes: Sequence[tuple] | dict[str, Sequence[tuple]],
     dtypes: Sequence[torch.dtype],
     *,
     notes: list[str],
     doc: str,
-    quick_shape: tuple,
+    quick_shape: tuple | dict[str, tuple],
     default_out: Path,
     argv: list[str] | None = None,
 ) -> Report:
     """The command line every ``bench_*.py`` shares: ``ops[op](*shape, dtype)`` builds a :class:`Case` for each
-    op, dtype and shape; the report goes to ``<out>/<name>.md|json|png`` (``<name>-cuda`` with --device cuda)."""
+    op, dtype and shape (``shapes`` and ``quick_shape`` may be per op, as dicts); the report goes to
+    ``<out>/<name>.md|json|png`` (``<name>-cuda`` with --device cuda)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=default_out, help="output dir (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="quick_shape in the first dtype, short timings (a smoke test)")
@@ -320,14 +321,20 @@ def run_suite(
     if unknown:
         p.error(f"unknown ops {sorted(unknown)}; choose from {list(ops)}")
     chosen = [getattr(torch, n.strip()) for n in args.dtypes.split(",") if n.strip()]
-    shapes, chosen = ([quick_shape], chosen[:1]) if args.quick else (shapes, chosen)
+
+    def shapes_of(op):
+        if args.quick:
+            return [quick_shape[op] if isinstance(quick_shape, dict) else quick_shape]
+        return shapes[op] if isinstance(shapes, dict) else shapes
+
+    chosen = chosen[:1] if args.quick else chosen
     timing = {"min_time_s": 0.05} if args.quick else {}
 
     report = Report(name if args.device == "cpu" else f"{name}-{args.device}", notes=notes)
     copy_gbs: dict[int, float] = {}  # total bytes moved -> copy GB/s for that amount
     for op in names:
         for dtype in chosen:
-            for shape in shapes:
+            for shape in shapes_of(op):
                 case = ops[op](*shape, dtype)
                 if case.nbytes not in copy_gbs:  # a copy of nbytes/2 reads and writes nbytes in all
                     copy_gbs[case.nbytes] = copy_bandwidth_gbs(case.nbytes // 2, **timing)
