@@ -44,6 +44,13 @@ def test_long_sequence_splits_and_merges():
     _check(q, k_cache, v_cache, table, lens)
 
 
+def test_long_sequences_in_a_large_batch():
+    # 64 request x KV-head tasks: enough work not to split the key axis, so each task covers all 1500 keys
+    k_cache, v_cache, table, lens = paged([1500] * 8, 128, 8, 32, 32, torch.float32)
+    q = torch.randn(8, 16, 32)
+    _check(q, k_cache, v_cache, table, lens)
+
+
 @pytest.mark.parametrize("window", [1, 20, 10_000])
 @pytest.mark.parametrize("sinks", [False, True], ids=["nosink", "sinks"])
 def test_sinks_and_sliding_window(window, sinks):

@@ -146,15 +146,15 @@ struct PagedCall {
     args.key_lo = key_lo.data();
     args.key_hi = key_hi.data();
     args.tiles = tiles.data();
-    args.split_keys = kSplitKeys;
     args.splits = args.num_tiles * args.kv_heads >= kEnoughTasks
                       ? 1
                       : std::max<int64_t>(1, (widest + kSplitKeys - 1) / kSplitKeys);
+    args.split_keys = std::max<int64_t>(1, (widest + args.splits - 1) / args.splits);  // the splits cover it all
     std::vector<float> partial(tokens * args.q_heads * args.splits * (args.head_dim_v + 2));
     args.partial = partial.data();
     const AttentionArgs& a = args;
     const int64_t elem = a.dtype == DType::f32 ? 4 : 2;
-    const int64_t task_bytes = std::min(widest, kSplitKeys) * (a.head_dim + a.head_dim_v) * elem;
+    const int64_t task_bytes = a.split_keys * (a.head_dim + a.head_dim_v) * elem;
     parallel_rows(args.num_tiles * a.kv_heads * a.splits, task_bytes,
                   [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(attention_partial, a, begin, end); });
     parallel_rows(tokens * a.q_heads, (a.head_dim_v + 2) * a.splits * 4,
