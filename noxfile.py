@@ -24,9 +24,14 @@ DIST = ROOT / "dist"
 CONSTRAINTS = str(ROOT / "constraints.txt")
 
 # Short name -> package directory, in build order (each package only depends on ones before it).
-PACKAGES = {"core": "sgl-npu-core", "norm": "sgl-npu-norm", "attention": "sgl-npu-attention"}
+PACKAGES = {
+    "core": "sgl-npu-core",
+    "norm": "sgl-npu-norm",
+    "attention": "sgl-npu-attention",
+    "deep_ep": "deep-ep-ascend",
+}
 # Local packages each one needs at build and run time.
-LOCAL_DEPS = {"core": [], "norm": ["core"], "attention": ["core"]}
+LOCAL_DEPS = {"core": [], "norm": ["core"], "attention": ["core"], "deep_ep": ["core"]}
 BUILD_TOOLS = ["scikit-build-core>=0.10", "cmake>=3.18", "ninja", "torch"]
 TEST_TOOLS = ["pytest", "numpy", "hypothesis", "triton", "matplotlib"]
 

@@ -8,7 +8,7 @@ import inspect
 from pathlib import Path
 
 # Import name -> wheel name, for every wheel with a public op API.
-WHEELS = {"sgl_npu_norm": "sgl-npu-norm", "sgl_npu_attention": "sgl-npu-attention"}
+WHEELS = {"sgl_npu_norm": "sgl-npu-norm", "sgl_npu_attention": "sgl-npu-attention", "deep_ep": "deep-ep-ascend"}
 
 
 def render(module_name: str) -> str:

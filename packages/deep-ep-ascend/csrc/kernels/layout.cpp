@@ -1,0 +1,36 @@
+#include <algorithm>
+
+#include "kernels/kernels.h"
+
+namespace deep_ep::SGL_NPU_ISA {
+
+namespace {
+
+template <class I>
+void layout(const LayoutArgs& a) {
+  const int64_t per_rank = a.num_experts / a.num_ranks;
+  std::fill(a.tokens_per_rank, a.tokens_per_rank + a.num_ranks, 0);
+  std::fill(a.tokens_per_expert, a.tokens_per_expert + a.num_experts, 0);
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    const I* row = static_cast<const I*>(a.topk_idx) + t * a.topk_stride;
+    bool* in_rank = a.is_token_in_rank + t * a.num_ranks;
+    std::fill(in_rank, in_rank + a.num_ranks, false);
+    for (int64_t k = 0; k < a.topk; ++k) {
+      if (row[k] < 0) continue;
+      ++a.tokens_per_expert[row[k]];
+      in_rank[row[k] / per_rank] = true;
+    }
+    for (int64_t r = 0; r < a.num_ranks; ++r) a.tokens_per_rank[r] += in_rank[r];
+  }
+}
+
+}  // namespace
+
+void dispatch_layout(const LayoutArgs& a) {
+  if (a.topk_int64)
+    layout<int64_t>(a);
+  else
+    layout<int32_t>(a);
+}
+
+}  // namespace deep_ep::SGL_NPU_ISA

@@ -1,0 +1,28 @@
+"""Shape/dtype checks of the ops and their fake impls (for torch.compile and opcheck)."""
+
+from __future__ import annotations
+
+import torch
+from sgl_npu_core.checks import check, check_dtype
+from sgl_npu_core.library import OpLibrary
+
+LIB = OpLibrary("deep_ep")
+
+
+def check_layout(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank):
+    check(topk_idx.dim() == 2, f"topk_idx must be [tokens, topk], got {topk_idx.dim()} dims")
+    check(topk_idx.dtype in (torch.int64, torch.int32), f"topk_idx must be int64 or int32, got {topk_idx.dtype}")
+    check(num_ranks > 0 and num_experts > 0 and num_experts % num_ranks == 0,
+          f"num_experts ({num_experts}) must be a positive multiple of the ranks ({num_ranks})")  # fmt: skip
+    for name, t, shape, dtype in (
+        ("num_tokens_per_rank", num_tokens_per_rank, (num_ranks,), torch.int32),
+        ("num_tokens_per_expert", num_tokens_per_expert, (num_experts,), torch.int32),
+        ("is_token_in_rank", is_token_in_rank, (topk_idx.shape[0], num_ranks), torch.bool),
+    ):
+        check_dtype(t, dtype, name)
+        check(tuple(t.shape) == shape, f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+
+
+@LIB.fake("get_dispatch_layout")
+def _(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank):
+    check_layout(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank)

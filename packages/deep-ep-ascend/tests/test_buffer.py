@@ -1,0 +1,88 @@
+"""Buffer's normal-mode dispatch and combine across gloo processes (2 and 4 ranks): every rank's received rows,
+local expert ids, weights and counts against the reference; combine sums the copies in a fixed order; a cached
+dispatch reuses the routing; num_worst_tokens pads. Each rank is this file run as a script."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+
+HIDDEN, TOPK, EXPERTS_PER_RANK = 64, 4, 3
+
+
+def _inputs(rank: int, world: int):
+    """Rank `rank`'s tokens (their count varies by rank), routing and weights: reproducible on every rank."""
+    g = torch.Generator().manual_seed(100 + rank)
+    tokens = 5 + 3 * rank
+    x = torch.randn(tokens, HIDDEN, generator=g).to(torch.bfloat16)
+    scores = torch.rand(tokens, EXPERTS_PER_RANK * world, generator=g)
+    topk_idx = scores.topk(TOPK, dim=-1).indices
+    topk_idx[0, 1] = -1  # a slot with no expert
+    weights = torch.rand(tokens, TOPK, generator=g)
+    return x, topk_idx, weights
+
+
+def _run_rank(rank: int, world: int, init_file: str) -> None:
+    import deep_ep
+    from deep_ep import reference as ref
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        buffer = deep_ep.Buffer(dist.group.WORLD)
+        experts = EXPERTS_PER_RANK * world
+        x, topk_idx, weights = _inputs(rank, world)
+        per_rank, per_rdma, per_expert, in_rank, _ = buffer.get_dispatch_layout(topk_idx, experts)
+        assert per_rdma is None
+        recv_x, recv_idx, recv_w, counts, handle, event = buffer.dispatch(
+            x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank, num_tokens_per_expert=per_expert,
+            topk_idx=topk_idx, topk_weights=weights, expert_alignment=4,
+        )  # fmt: skip
+        event.current_stream_wait()
+        inputs = [_inputs(s, world) for s in range(world)]
+        want_x, want_idx, want_w, sources = ref.received_rows(inputs, rank, experts)
+        assert torch.equal(recv_x, want_x) and torch.equal(recv_idx, want_idx) and torch.equal(recv_w, want_w)
+        assert handle.recv_src_idx.tolist() == [t for _, t in sources]
+        exact = torch.bincount(want_idx[want_idx >= 0], minlength=EXPERTS_PER_RANK).tolist()
+        assert counts == [(c + 3) // 4 * 4 for c in exact]
+
+        # Experts: rank r scales its rows by r + 1; combine sums each token's copies (rank order, fp32).
+        y = (recv_x.float() * (rank + 1)).to(torch.bfloat16)
+        bias = torch.ones(x.shape[0], HIDDEN, dtype=torch.bfloat16)
+        combined, combined_w, _ = buffer.combine(y, handle, topk_weights=recv_w, bias=bias)
+        want = torch.ones(x.shape[0], HIDDEN)
+        for r in range(world):
+            want += in_rank[:, r : r + 1] * (x.float() * (r + 1)).to(torch.bfloat16).float()
+        assert torch.equal(combined, want.to(torch.bfloat16))
+        assert torch.equal(combined_w, torch.where(topk_idx >= 0, weights, 0.0))
+
+        # A cached dispatch sends another tensor the same way; a (data, scales) pair travels unchanged.
+        scales = x[:, :2].float() + 1  # derived from x, so every rank knows what the others send
+        (again, again_scales), *rest = buffer.dispatch((x * 2, scales), handle=handle)
+        assert torch.equal(again, want_x * 2) and rest[:3] == [None, None, None]
+        assert torch.equal(again_scales, want_x[:, :2].float() + 1)
+        worst = buffer.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
+                                num_tokens_per_expert=per_expert, topk_idx=topk_idx, topk_weights=weights,
+                                num_worst_tokens=64)  # fmt: skip
+        assert worst[0].shape[0] == 64 and torch.equal(worst[0][: len(want_x)], want_x)
+        assert (worst[1][len(want_x) :] == -1).all() and worst[3] == []
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+@pytest.mark.parametrize("world", [2, 4])
+def test_normal_mode_across_gloo_ranks(world, tmp_path):
+    ranks = [
+        subprocess.Popen([sys.executable, __file__, str(r), str(world), str(tmp_path / "init")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for r in range(world)
+    ]  # fmt: skip
+    outputs = [p.communicate(timeout=180)[0] for p in ranks]
+    for r, (p, out) in enumerate(zip(ranks, outputs, strict=True)):
+        assert p.returncode == 0, f"rank {r} failed:\n{out[-3000:]}"
+
+
+if __name__ == "__main__":
+    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
