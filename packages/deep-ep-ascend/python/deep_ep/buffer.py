@@ -162,8 +162,10 @@ class Buffer:
             _meta.check(topk_idx is None and topk_weights is None, "a cached dispatch takes no topk_idx / topk_weights")
             recv = [self._exchange(t[handle.send_token], handle.send_counts, handle.recv_counts) for t in data]
             return self._like(x, recv), None, None, None, handle, EventOverlap()
-        _meta.check(is_token_in_rank is not None and num_tokens_per_rank is not None,
-                    "dispatch needs num_tokens_per_rank and is_token_in_rank (get_dispatch_layout) or a handle")  # fmt: skip
+        _meta.check(
+            is_token_in_rank is not None and num_tokens_per_rank is not None,
+            "dispatch needs num_tokens_per_rank and is_token_in_rank (from get_dispatch_layout) or a handle",
+        )
         n, r = data[0].shape[0], self.group_size
         _meta.check(tuple(is_token_in_rank.shape) == (n, r), f"is_token_in_rank must be [{n}, {r}]")
         _meta.check((topk_idx is None) == (topk_weights is None), "topk_idx and topk_weights go together")
