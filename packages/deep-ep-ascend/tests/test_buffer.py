@@ -1,4 +1,4 @@
-"""Buffer's normal-mode dispatch and combine across gloo processes (2 and 4 ranks): every rank's received rows,
+"""Buffer's normal-mode dispatch and combine across gloo processes (2, 4 and 8 ranks): every rank's received rows,
 local expert ids, weights and counts against the reference; combine sums the copies in a fixed order; a cached
 dispatch reuses the routing; num_worst_tokens pads. Each rank is this file run as a script."""
 
@@ -56,6 +56,10 @@ def _run_rank(rank: int, world: int, init_file: str) -> None:
             want += in_rank[:, r : r + 1] * (x.float() * (r + 1)).to(torch.bfloat16).float()
         assert torch.equal(combined, want.to(torch.bfloat16))
         assert torch.equal(combined_w, torch.where(topk_idx >= 0, weights, 0.0))
+        # Bit-identical reruns.
+        rerun = buffer.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
+                                num_tokens_per_expert=per_expert, topk_idx=topk_idx, topk_weights=weights)  # fmt: skip
+        assert torch.equal(rerun[0], recv_x) and torch.equal(buffer.combine(y, rerun[4], bias=bias)[0], combined)
 
         # A cached dispatch sends another tensor the same way; a (data, scales) pair travels unchanged.
         scales = x[:, :2].float() + 1  # derived from x, so every rank knows what the others send
@@ -72,7 +76,7 @@ def _run_rank(rank: int, world: int, init_file: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
-@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("world", [2, 4, 8])
 def test_normal_mode_across_gloo_ranks(world, tmp_path):
     ranks = [
         subprocess.Popen([sys.executable, __file__, str(r), str(world), str(tmp_path / "init")],
