@@ -77,8 +77,11 @@ def _split_qkv_norm_rope_with(head_norm_rope):
         q_in, k_in, v_in, gate_in = _meta.qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate)
         rq, rk = (None, None) if rstd is None else (rstd[:, 0].contiguous(), rstd[:, 1].contiguous())
         tables = (cos, sin, positions, rope_dim, neox, full_width)
-        head_norm_rope(q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
-        head_norm_rope(k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))
+        q_args = (q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
+        k_args = (k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))
+        _meta.check_head_norm_rope(*k_args)  # both groups checked before q is written
+        head_norm_rope(*q_args)
+        head_norm_rope(*k_args)
         v.copy_(v_in)
         if gate is not None:
             gate.unflatten(-1, (q_heads, head_dim)).copy_(gate_in)
