@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-HIDDEN, TOPK, EXPERTS_PER_RANK = 64, 4, 3
+HIDDEN, TOPK, EXPERTS_PER_RANK = 128, 4, 3
 
 
 def _inputs(rank: int, world: int):
@@ -66,6 +66,13 @@ def _run_rank(rank: int, world: int, init_file: str) -> None:
         (again, again_scales), *rest = buffer.dispatch((x * 2, scales), handle=handle)
         assert torch.equal(again, want_x * 2) and rest[:3] == [None, None, None]
         assert torch.equal(again_scales, want_x[:, :2].float() + 1)
+        # Quantizing dispatch: the receiver gets exactly the sender's per-token quantization of each row.
+        from deep_ep.quant import quantize
+
+        for mode in ("int8", "fp8_e4m3"):
+            (q, s), *_ = buffer.dispatch(x, handle=handle, quant_mode=mode)
+            want_q, want_s = quantize(want_x, mode)
+            assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8)) and torch.equal(s, want_s)
         worst = buffer.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
                                 num_tokens_per_expert=per_expert, topk_idx=topk_idx, topk_weights=weights,
                                 num_worst_tokens=64)  # fmt: skip

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from . import _meta
+from .quant import quantize
 
 _get_dispatch_layout = torch.ops.deep_ep.get_dispatch_layout.default
 _RANKS_PER_NODE = 8  # DeepEP's NVLink domain: ranks r // 8 share a node for num_tokens_per_rdma_rank
@@ -147,16 +148,22 @@ class Buffer:
     def dispatch(self, x, handle: DispatchHandle | None = None, num_tokens_per_rank=None,
                  num_tokens_per_rdma_rank=None, is_token_in_rank=None, num_tokens_per_expert=None, topk_idx=None,
                  topk_weights=None, expert_alignment: int = 1, num_worst_tokens: int = 0, config=None,
-                 previous_event=None, async_finish: bool = False, allocate_on_comm_stream: bool = False):  # fmt: skip
+                 previous_event=None, async_finish: bool = False, allocate_on_comm_stream: bool = False,
+                 quant_mode: str | None = None, round_scale: bool = False):  # fmt: skip
         """Send each token once to every rank in its row of ``is_token_in_rank``.
 
-        ``x`` is ``[N, H]`` or a pre-quantized ``(data [N, H], scales [N, S])`` pair, carried unchanged. Returns
+        ``x`` is ``[N, H]`` or a pre-quantized ``(data [N, H], scales [N, S])`` pair, carried unchanged;
+        ``quant_mode`` "int8" or "fp8_e4m3" quantizes ``[N, H]`` before sending (see ``deep_ep.quant``), so
+        ``recv_x`` is a ``(data, scales)`` pair. Returns
         ``(recv_x, recv_topk_idx, recv_topk_weights, num_recv_tokens_per_expert_list, handle, event)``: received
         rows grouped by source rank, then source token, ascending; ``recv_topk_idx`` holds local expert ids
         (-1 for experts elsewhere, whose weight is 0); the per-local-expert counts are rounded up to
         ``expert_alignment``. With ``handle`` (a cached dispatch) only ``recv_x`` is returned, the rest None.
         """
         self._check_alive()
+        if quant_mode not in (None, "bf16"):
+            _meta.check(not isinstance(x, tuple), "quant_mode quantizes a plain [N, H] x, not a (data, scales) pair")
+            x = quantize(x, quant_mode, round_scale)
         data = x if isinstance(x, tuple) else (x,)
         if handle is not None:
             _meta.check(topk_idx is None and topk_weights is None, "a cached dispatch takes no topk_idx / topk_weights")
