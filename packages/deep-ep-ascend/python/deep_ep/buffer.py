@@ -73,6 +73,9 @@ class Buffer:
 
     ``num_nvl_bytes`` / ``num_rdma_bytes`` and the queue-pair, NVLink and fabric options are accepted and stored;
     the collectives allocate what each call needs. Low-latency mode is not implemented yet.
+
+    A peer that dies makes the others' next call raise ``RuntimeError`` at once; one that never arrives, after
+    the group's timeout (``init_process_group(timeout=...)``).
     """
 
     num_sms = 20
