@@ -2,6 +2,7 @@
 (init_process_group(timeout=...), 5 s here) instead of hanging. Each rank is this file run as a script."""
 
 import datetime
+import os
 import subprocess
 import sys
 import time
@@ -31,9 +32,10 @@ def _run_rank(rank: int, init_file: str, peer: str) -> None:
                         num_tokens_per_expert=per_expert, topk_idx=topk_idx, topk_weights=torch.rand(2, 2))  # fmt: skip
     except RuntimeError:
         elapsed = time.monotonic() - start
-        print(f"raised after {elapsed:.1f} s")
-        sys.exit(0 if elapsed < 3 * TIMEOUT_S else 3)
-    sys.exit(2)  # the dispatch returned although its peer never took part
+        print(f"raised after {elapsed:.1f} s", flush=True)
+        # Leave without interpreter teardown: destroying a gloo group with a timed-out operation may abort.
+        os._exit(0 if elapsed < 3 * TIMEOUT_S else 3)
+    os._exit(2)  # the dispatch returned although its peer never took part
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
