@@ -8,6 +8,10 @@
 # KERNELS are compiled once per ISA variant (`generic`, plus `avx2` = x86-64-v3 on x86-64) with
 # SGL_NPU_ISA naming the namespace; the ops pick a variant at run time (sgl_npu_core/isa.h).
 
+if(NOT SKBUILD)
+  message(WARNING "Build sgl-npu wheels with: pip install --no-build-isolation ./packages/<wheel> (or nox -s build)")
+endif()
+
 get_filename_component(SGL_NPU_CORE_INCLUDE_DIR "${CMAKE_CURRENT_LIST_DIR}/../../../include" ABSOLUTE)
 
 if(NOT DEFINED SGL_NPU_TORCH_TARGET_VERSION)

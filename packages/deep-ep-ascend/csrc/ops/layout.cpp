@@ -12,7 +12,7 @@ void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t nu
   const bool is64 = topk_idx.scalar_type() == ScalarType::Long;
   STD_TORCH_CHECK(is64 || topk_idx.scalar_type() == ScalarType::Int, "topk_idx must be int64 or int32, got ",
                   dtype_name(topk_idx.scalar_type()));
-  STD_TORCH_CHECK(topk_idx.stride(1) == 1 || topk_idx.size(1) == 1, "topk_idx must be contiguous in its last dim");
+  check_last_dim_contiguous(topk_idx, "topk_idx");
   STD_TORCH_CHECK(num_ranks > 0 && num_experts > 0 && num_experts % num_ranks == 0, "num_experts (", num_experts,
                   ") must be a positive multiple of the ranks (", num_ranks, ")");
   const int64_t tokens = topk_idx.size(0), topk = topk_idx.size(1);

@@ -17,24 +17,12 @@ constexpr int64_t kSplitKeys = 1024, kEnoughTasks = 64;
 // Query rows (tokens x query heads of one KV head) scored together by one task.
 constexpr int64_t kTileRows = 64;
 
-void check_last_dim_contiguous(const Tensor& t, const char* name) {
-  STD_TORCH_CHECK(t.stride(t.dim() - 1) == 1 || t.size(t.dim() - 1) == 1, name, " must be contiguous in its last dim");
-}
-
 // A paged cache [num_blocks, page_size, kv_heads, dim].
 void check_cache(const Tensor& t, const char* name) {
   check_cpu(t, name);
   STD_TORCH_CHECK(t.dim() == 4, name, " must be [num_blocks, page_size, kv_heads, head_dim], got ", t.dim(), " dims");
   STD_TORCH_CHECK(t.size(1) > 0 && t.size(2) > 0 && t.size(3) > 0, name, " must have non-empty pages, heads and dims");
   check_last_dim_contiguous(t, name);
-}
-
-const int32_t* int32_vector(const Tensor& t, int64_t size, const char* name) {
-  check_cpu(t, name);
-  check_dtype(t, ScalarType::Int, name);
-  STD_TORCH_CHECK(t.dim() == 1 && t.size(0) == size, name, " must have shape [", size, "]");
-  check_contiguous(t, name);
-  return static_cast<const int32_t*>(t.const_data_ptr());
 }
 
 // The checked tensors every paged-attention op shares, and the kernel arguments they fill.
@@ -72,14 +60,8 @@ struct PagedCall {
     STD_TORCH_CHECK(block_table.dim() == 2, "block_table must be [requests, max_pages]");
     check_last_dim_contiguous(block_table, "block_table");
     requests = block_table.size(0);
-    seq_lens = int32_vector(seq_lens_t, requests, "seq_lens");
-    if (sinks.has_value()) {
-      check_cpu(*sinks, "sinks");
-      check_dtype(*sinks, ScalarType::Float, "sinks");
-      STD_TORCH_CHECK(sinks->dim() == 1 && sinks->size(0) == q_heads, "sinks must have shape [", q_heads, "]");
-      check_contiguous(*sinks, "sinks");
-      args.sinks = static_cast<const float*>(sinks->const_data_ptr());
-    }
+    seq_lens = checked_vector<int32_t>(seq_lens_t, requests, ScalarType::Int, "seq_lens");
+    if (sinks.has_value()) args.sinks = checked_vector<float>(*sinks, q_heads, ScalarType::Float, "sinks");
     // Every page a request reads must be a block of the cache: checked before any KV memory is read.
     const int64_t page = k_cache.size(1), max_pages = block_table.size(1);
     const int32_t* table = static_cast<const int32_t*>(block_table.const_data_ptr());
@@ -182,7 +164,7 @@ void extend_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
                       const Tensor& cu_seqlens_q, const Tensor& seq_lens, double sm_scale, bool causal,
                       const std::optional<Tensor>& sinks, int64_t sliding_window, Tensor out) {
   PagedCall call(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, out);
-  const int32_t* cu = int32_vector(cu_seqlens_q, call.requests + 1, "cu_seqlens_q");
+  const int32_t* cu = checked_vector<int32_t>(cu_seqlens_q, call.requests + 1, ScalarType::Int, "cu_seqlens_q");
   STD_TORCH_CHECK(cu[0] == 0 && cu[call.requests] == call.tokens, "cu_seqlens_q must run from 0 to the ", call.tokens,
                   " query tokens, got ", cu[0], " .. ", cu[call.requests]);
   std::vector<int64_t> first(call.requests + 1);

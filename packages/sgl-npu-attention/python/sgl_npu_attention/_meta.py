@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import torch
-from sgl_npu_core.checks import check, check_dtype, check_float, check_same_device
+from sgl_npu_core.checks import check, check_dtype, check_float, check_last_dim_contiguous, check_same_device
 from sgl_npu_core.library import OpLibrary
 
 LIB = OpLibrary("sgl_npu_attention")
-
-
-def _last_dim_contiguous(t, name):
-    check(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
 
 
 def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
@@ -20,7 +16,7 @@ def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
     for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
         check(cache.dim() == 4, f"{name} must be [num_blocks, page_size, kv_heads, head_dim], got {cache.dim()} dims")
         check(min(cache.shape[1:]) > 0, f"{name} must have non-empty pages, heads and dims")
-        _last_dim_contiguous(cache, name)
+        check_last_dim_contiguous(cache, name)
         check_dtype(cache, q.dtype, name)
         check_same_device(cache, q, name, "q")
     tokens, q_heads, d = q.shape
@@ -31,7 +27,7 @@ def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
     check(tuple(out.shape) == (tokens, q_heads, v_cache.shape[3]), f"out must have shape [{tokens}, {q_heads}, "
           f"{v_cache.shape[3]}]")  # fmt: skip
     check_dtype(out, q.dtype, "out")
-    _last_dim_contiguous(out, "out")
+    check_last_dim_contiguous(out, "out")
     check_dtype(block_table, torch.int32, "block_table")
     check(block_table.dim() == 2, "block_table must be [requests, max_pages]")
     check_dtype(seq_lens, torch.int32, "seq_lens")

@@ -25,12 +25,16 @@ def check_same_device(t: torch.Tensor, ref: torch.Tensor, name: str, ref_name: s
     check(t.device == ref.device, f"{name} must be on {ref_name}'s device ({ref.device}), got {t.device}")
 
 
+def check_last_dim_contiguous(t: torch.Tensor, name: str) -> None:
+    check(t.dim() == 0 or t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
+
+
 def check_rows(t: torch.Tensor, name: str) -> tuple[int, int]:
     """(rows, cols) of ``t`` read as rows over its last dim, which must be non-empty and contiguous."""
     check(t.dim() >= 1, f"{name} must have at least 1 dim")
     cols = t.shape[-1]
     check(cols > 0, f"{name} must have a non-empty last dim")
-    check(t.stride(-1) == 1 or cols == 1, f"{name} must be contiguous in its last dim")
+    check_last_dim_contiguous(t, name)
     row_stride(t, name)
     return t.numel() // cols, cols
 

@@ -22,7 +22,7 @@ Heads as_heads(const Tensor& t, const char* name) {
   check_cpu(t, name);
   STD_TORCH_CHECK(t.dim() == 3, name, " must be [tokens, heads, head_dim], got ", t.dim(), " dims");
   STD_TORCH_CHECK(t.size(2) > 0, name, " must have a non-empty head_dim");
-  STD_TORCH_CHECK(t.stride(2) == 1 || t.size(2) == 1, name, " must be contiguous in its last dim");
+  check_last_dim_contiguous(t, name);
   return Heads{t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1)};
 }
 
@@ -32,7 +32,7 @@ int64_t check_matrix(const Tensor& t, int64_t tokens, int64_t width, const char*
   STD_TORCH_CHECK(t.dim() == 2, name, " must be [", tokens, ", ", width, "], got ", t.dim(), " dims");
   STD_TORCH_CHECK(t.size(0) == tokens && t.size(1) == width, name, " must have shape [", tokens, ", ", width,
                   "], got [", t.size(0), ", ", t.size(1), "]");
-  STD_TORCH_CHECK(t.stride(1) == 1 || width == 1, name, " must be contiguous in its last dim");
+  check_last_dim_contiguous(t, name);
   return t.stride(0);
 }
 
@@ -41,7 +41,7 @@ int64_t check_table(const Tensor& t, int64_t width, const char* name) {
   check_cpu(t, name);
   STD_TORCH_CHECK(t.dim() == 2 && t.size(1) >= width, name, " must be [rows, >= ", width, "], got ", t.dim(),
                   " dims with last size ", t.dim() ? t.size(t.dim() - 1) : 0);
-  STD_TORCH_CHECK(t.stride(1) == 1 || t.size(1) == 1, name, " must be contiguous in its last dim");
+  check_last_dim_contiguous(t, name);
   return t.size(0) > 1 ? t.stride(0) : width;
 }
 

@@ -8,6 +8,7 @@ from sgl_npu_core.checks import (
     check_channel_param,
     check_dtype,
     check_float,
+    check_last_dim_contiguous,
     check_rows,
     check_same_device,
 )
@@ -68,7 +69,7 @@ def check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale
 def check_heads(t, name) -> tuple[int, int, int]:
     check(t.dim() == 3, f"{name} must be [tokens, heads, head_dim], got {t.dim()} dims")
     check(t.shape[-1] > 0, f"{name} must have a non-empty head_dim")
-    check(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
+    check_last_dim_contiguous(t, name)
     return tuple(t.shape)
 
 
@@ -99,7 +100,7 @@ def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, posi
         need = rope_dim if neox and full_width else rope_dim // 2
         for name, t in (("cos", cos), ("sin", sin)):
             check(t.dim() == 2 and t.shape[-1] >= need, f"{name} must be [rows, >= {need}], got {list(t.shape)}")
-            check(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
+            check_last_dim_contiguous(t, name)
             check_float(t, name)
             check_same_device(t, src, name, "x")
         check(sin.shape[0] == cos.shape[0] and sin.dtype == cos.dtype, "sin must have the rows and dtype of cos")
@@ -144,7 +145,7 @@ def check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q,
             tuple(t.shape) == (tokens, widths[name]),
             f"{name} must have shape [{tokens}, {widths[name]}], got {list(t.shape)}",
         )
-        check(t.stride(-1) == 1 or widths[name] == 1, f"{name} must be contiguous in its last dim")
+        check_last_dim_contiguous(t, name)
         check_dtype(t, qkv.dtype, name)
         check_same_device(t, qkv, name, "qkv")
     if rstd is not None:

@@ -58,6 +58,21 @@ inline void check_contiguous(const Tensor& t, const char* name) {
   STD_TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
+inline void check_last_dim_contiguous(const Tensor& t, const char* name) {
+  const int64_t nd = t.dim();
+  STD_TORCH_CHECK(nd == 0 || t.stride(nd - 1) == 1 || t.size(nd - 1) == 1, name, " must be contiguous in its last dim");
+}
+
+// A 1-D contiguous CPU tensor of `size` elements of `dtype`; returns its data.
+template <class T>
+inline const T* checked_vector(const Tensor& t, int64_t size, ScalarType dtype, const char* name) {
+  check_cpu(t, name);
+  check_dtype(t, dtype, name);
+  STD_TORCH_CHECK(t.dim() == 1 && t.size(0) == size, name, " must have shape [", size, "]");
+  check_contiguous(t, name);
+  return static_cast<const T*>(t.const_data_ptr());
+}
+
 // A per-channel parameter: 1-D, `size` elements, contiguous, float, on the CPU.
 inline DType check_channel_param(const Tensor& t, int64_t size, const char* name) {
   check_cpu(t, name);
@@ -82,7 +97,7 @@ inline Rows as_rows(const Tensor& t, const char* name) {
   const int64_t nd = t.dim();
   const int64_t cols = t.size(nd - 1);
   STD_TORCH_CHECK(cols > 0, name, " must have a non-empty last dim");
-  STD_TORCH_CHECK(t.stride(nd - 1) == 1 || t.size(nd - 1) == 1, name, " must be contiguous in its last dim");
+  check_last_dim_contiguous(t, name);
   int64_t rows = 1;
   for (int64_t d = 0; d < nd - 1; ++d) rows *= t.size(d);
   int64_t row_stride = cols;
