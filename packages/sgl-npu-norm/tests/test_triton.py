@@ -274,8 +274,21 @@ def test_split_qkv_norm_rope_through_triton(dtype, gate, rstd, positions):
         return (*outs, torch.full((tokens, q_heads * head), 5.0, dtype=dtype) if gate else None)
 
     got, want = outputs(), outputs()
-    _accelerator._split_qkv_norm_rope_with(kernels.head_norm_rope)(*args, *got)
-    _accelerator._split_qkv_norm_rope_with(_accelerator._ref_head_norm_rope)(*args, *want)
+    _accelerator._split_qkv_norm_rope_with(kernels.launch_head_norm_rope)(*args, *got)
+    _accelerator._split_qkv_norm_rope_with(_accelerator._run_ref_head_norm_rope)(*args, *want)
     for g, w in zip(got, want, strict=True):
         if w is not None:
             assert_close(g, w)
+
+
+def test_reference_fallback_checks_positions():
+    """The device path without Triton (the reference) raises on positions outside the cache, as the CPU op does."""
+    from sgl_npu_norm import _accelerator
+
+    x, out = torch.randn(2, 1, 16), torch.full((2, 1, 16), 5.0)
+    cos, sin = torch.randn(4, 8), torch.randn(4, 8)
+    args = (None, None, 0.0, False, False, None, cos, sin)
+    _accelerator._ref_head_norm_rope(x, *args, torch.tensor([3, 0]), 16, True, False, out)
+    assert_close(out, ref.head_norm_rope(x, *args, torch.tensor([3, 0]), 16, True, False))
+    with pytest.raises(RuntimeError, match="positions"):
+        _accelerator._ref_head_norm_rope(x, *args, torch.tensor([4, 0]), 16, True, False, out)

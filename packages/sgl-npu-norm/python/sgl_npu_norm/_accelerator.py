@@ -59,17 +59,22 @@ def _ref_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale)
     scale.copy_(s_ref.reshape(scale.shape))
 
 
-def _ref_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width,
-                        out):  # fmt: skip
+def _ref_head_norm_rope(*args):
+    _run_ref_head_norm_rope(_meta.check_head_norm_rope(*args), *args)
+
+
+def _run_ref_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,
+                            full_width, out):  # fmt: skip
+    """The reference on checked arguments, after the data check the CPU op makes (a host sync here)."""
     args = (weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width)
-    _meta.check_head_norm_rope(x, *args, out)
     if rope_dim and positions is not None:
         _meta.check(bool(((positions >= 0) & (positions < cos.shape[0])).all()), "positions outside the cos/sin cache")
     out.copy_(reference.head_norm_rope(out if x is None else x, *args))
 
 
-def _split_qkv_norm_rope_with(head_norm_rope):
-    """split_qkv_norm_rope on a device: ``head_norm_rope`` on the q and k heads (views of qkv), v and gate copied."""
+def _split_qkv_norm_rope_with(run_head_norm_rope):
+    """split_qkv_norm_rope on a device: ``run_head_norm_rope(size, *args)`` (unchecked) on the q and k heads
+    (views of qkv), once both are checked, then v and gate copied."""
 
     def impl(qkv, head_dim, q_heads, kv_heads, q_gate, q_weight, k_weight, q_bias, k_bias, eps, gemma, norm, rstd,
              cos, sin, positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
@@ -79,9 +84,9 @@ def _split_qkv_norm_rope_with(head_norm_rope):
         tables = (cos, sin, positions, rope_dim, neox, full_width)
         q_args = (q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
         k_args = (k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))
-        _meta.check_head_norm_rope(*k_args)  # both groups checked before q is written
-        head_norm_rope(*q_args)
-        head_norm_rope(*k_args)
+        q_size, k_size = _meta.check_head_norm_rope(*q_args), _meta.check_head_norm_rope(*k_args)
+        run_head_norm_rope(q_size, *q_args)  # both groups are checked before q is written
+        run_head_norm_rope(k_size, *k_args)
         v.copy_(v_in)
         if gate is not None:
             gate.unflatten(-1, (q_heads, head_dim)).copy_(gate_in)
@@ -102,6 +107,6 @@ _register("swiglu_quant", _ref_swiglu_quant)
 _register("head_norm_rope", _ref_head_norm_rope)
 LIB.accelerator_impl(
     "split_qkv_norm_rope",
-    lambda *a: _split_qkv_norm_rope_with(_triton().head_norm_rope)(*a),
-    _split_qkv_norm_rope_with(_ref_head_norm_rope),
+    lambda *a: _split_qkv_norm_rope_with(_triton().launch_head_norm_rope)(*a),
+    _split_qkv_norm_rope_with(_run_ref_head_norm_rope),
 )

@@ -5,12 +5,13 @@ Each function takes exactly the op schema's arguments, writes into the prealloca
 
 from .activation import silu_and_mul, swiglu_oai, swiglu_quant
 from .norm import add_rmsnorm, fused_add_rmsnorm, rmsnorm
-from .rope import head_norm_rope
+from .rope import head_norm_rope, launch_head_norm_rope
 
 __all__ = [
     "add_rmsnorm",
     "fused_add_rmsnorm",
     "head_norm_rope",
+    "launch_head_norm_rope",
     "rmsnorm",
     "silu_and_mul",
     "swiglu_oai",

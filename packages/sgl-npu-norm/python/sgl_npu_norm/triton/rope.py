@@ -83,10 +83,14 @@ def _head_norm_rope_kernel(
     tl.store(out_ptr + t * out_token_stride + h * out_head_stride + cols, to_dtype(y, dtype), mask=mask)
 
 
-def head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width,
-                   out) -> None:  # fmt: skip
-    size = _meta.check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,
-                                      full_width, out)  # fmt: skip
+def head_norm_rope(*args) -> None:
+    """The op schema's arguments (x, weight, ..., full_width, out): checked, then launched."""
+    launch_head_norm_rope(_meta.check_head_norm_rope(*args), *args)
+
+
+def launch_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,
+                          full_width, out) -> None:  # fmt: skip
+    """Launch on arguments already checked; ``size`` is the per-channel parameter size the check returned."""
     src = out if x is None else x
     tokens, heads, width = out.shape
     if tokens == 0 or heads == 0:
