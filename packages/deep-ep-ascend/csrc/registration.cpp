@@ -7,6 +7,14 @@ STABLE_TORCH_LIBRARY(deep_ep, m) {
   m.def(
       "get_dispatch_layout(Tensor topk_idx, int num_experts, int num_ranks, Tensor(a!) num_tokens_per_rank, "
       "Tensor(b!) num_tokens_per_expert, Tensor(c!) is_token_in_rank) -> ()");
+  m.def("copy_rows(Tensor src, Tensor? src_rows, Tensor(a!) dst, Tensor? dst_rows) -> ()");
+  m.def("reduce_rows(Tensor a, Tensor b, Tensor rows, Tensor? weights, Tensor? bias, Tensor(a!) out) -> ()");
+  m.def("shm_barrier(Tensor(a!) flags, int rank, int epoch, float timeout_s, Tensor pids) -> ()");
 }
 
-STABLE_TORCH_LIBRARY_IMPL(deep_ep, CPU, m) { m.impl("get_dispatch_layout", TORCH_BOX(&deep_ep::get_dispatch_layout)); }
+STABLE_TORCH_LIBRARY_IMPL(deep_ep, CPU, m) {
+  m.impl("get_dispatch_layout", TORCH_BOX(&deep_ep::get_dispatch_layout));
+  m.impl("copy_rows", TORCH_BOX(&deep_ep::copy_rows));
+  m.impl("reduce_rows", TORCH_BOX(&deep_ep::reduce_rows));
+  m.impl("shm_barrier", TORCH_BOX(&deep_ep::shm_barrier));
+}

@@ -1,8 +1,8 @@
-"""Buffer's normal-mode dispatch and combine across gloo processes (2, 4 and 8 ranks): every rank's received rows,
-local expert ids, weights and counts against the reference; combine sums the copies in a fixed order; a cached
-dispatch reuses the routing; num_worst_tokens pads. Each rank is this file run as a script."""
+"""Buffer's normal-mode dispatch and combine across gloo processes (2, 4 and 8 ranks), over shared memory and over
+torch.distributed: every rank's received rows, local expert ids, weights and counts against the reference; combine
+sums the copies in a fixed order; a cached dispatch reuses the routing; num_worst_tokens pads. Each rank is this
+file run as a script (see conftest.run_ranks)."""
 
-import subprocess
 import sys
 
 import pytest
@@ -10,6 +10,9 @@ import torch
 import torch.distributed as dist
 
 HIDDEN, TOPK, EXPERTS_PER_RANK = 128, 4, 3
+# Buffer bytes and the runtime each transport case must get ("2 nodes": DEEP_EP_RANKS_PER_NODE=2, see conftest).
+NVL_BYTES = {"shm": 1 << 20, "torch.distributed": 0, "2 nodes": 1 << 20}
+RUNTIME = {"shm": "shared memory", "torch.distributed": "torch.distributed", "2 nodes": "torch.distributed"}
 
 
 def _inputs(rank: int, world: int):
@@ -24,17 +27,21 @@ def _inputs(rank: int, world: int):
     return x, topk_idx, weights
 
 
-def _run_rank(rank: int, world: int, init_file: str) -> None:
+def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
     import deep_ep
     from deep_ep import reference as ref
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        buffer = deep_ep.Buffer(dist.group.WORLD)
+        buffer = deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=NVL_BYTES[transport])
+        assert buffer.runtime == RUNTIME[transport], buffer.runtime
         experts = EXPERTS_PER_RANK * world
         x, topk_idx, weights = _inputs(rank, world)
         per_rank, per_rdma, per_expert, in_rank, _ = buffer.get_dispatch_layout(topk_idx, experts)
-        assert per_rdma is None
+        if transport == "2 nodes":
+            assert per_rdma.tolist() == in_rank.view(-1, 2, world // 2).any(-1).sum(0).tolist()
+        else:
+            assert per_rdma is None
         recv_x, recv_idx, recv_w, counts, handle, event = buffer.dispatch(
             x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank, num_tokens_per_expert=per_expert,
             topk_idx=topk_idx, topk_weights=weights, expert_alignment=4,
@@ -82,18 +89,13 @@ def _run_rank(rank: int, world: int, init_file: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
-@pytest.mark.parametrize("world", [2, 4, 8])
-def test_normal_mode_across_gloo_ranks(world, tmp_path):
-    ranks = [
-        subprocess.Popen([sys.executable, __file__, str(r), str(world), str(tmp_path / "init")],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(world)
-    ]  # fmt: skip
-    outputs = [p.communicate(timeout=180)[0] for p in ranks]
-    for r, (p, out) in enumerate(zip(ranks, outputs, strict=True)):
-        assert p.returncode == 0, f"rank {r} failed:\n{out[-3000:]}"
+@pytest.mark.parametrize(
+    ("world", "transport"),
+    [(2, "shm"), (4, "shm"), (8, "shm"), (2, "torch.distributed"), (8, "torch.distributed"), (4, "2 nodes")],
+)
+def test_normal_mode_across_ranks(world, transport, run_ranks):
+    run_ranks(__file__, world, transport)
 
 
 if __name__ == "__main__":
-    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "sgl_npu_core/dtype.h"
 #include "sgl_npu_core/isa.h"
 
 namespace deep_ep {
@@ -18,6 +19,32 @@ struct LayoutArgs {
   bool* is_token_in_rank;      // [N, R]
 };
 
+// dst row dst_rows[i] = src row src_rows[i] for i < rows (a null index means i), `row_bytes` bytes each. The
+// indices are checked by the op; the destination may be another process's shared memory.
+struct CopyRowsArgs {
+  const void* src;
+  void* dst;
+  const int64_t* src_rows;
+  const int64_t* dst_rows;
+  int64_t rows, row_bytes, src_stride, dst_stride;  // strides in bytes
+};
+
+// out[t] = bias[t] + sum over s of weights[t, s] * row(rows[t, s]), in fp32 and in slot order (a fixed order,
+// so reruns are bit-identical). Row i < a_rows is a[i], else b[i - a_rows]; -1 skips the slot.
+struct ReduceRowsArgs {
+  sgl_npu_core::DType dtype;  // of a, b and out
+  const void* a;
+  const void* b;
+  void* out;
+  const int64_t* rows;   // [tokens, slots]
+  const float* weights;  // [tokens, slots] or null (all 1)
+  const float* bias;     // [tokens, hidden] rows bias_stride apart, or null
+  int64_t tokens, slots, hidden, a_rows, a_stride, b_stride, out_stride, bias_stride;  // strides in elements
+};
+
 SGL_NPU_DECLARE_PER_ISA(void dispatch_layout(const LayoutArgs& a))
+// Both work on rows / tokens [begin, end), so the ops can split them over threads.
+SGL_NPU_DECLARE_PER_ISA(void copy_rows(const CopyRowsArgs& a, int64_t begin, int64_t end))
+SGL_NPU_DECLARE_PER_ISA(void reduce_rows(const ReduceRowsArgs& a, int64_t begin, int64_t end))
 
 }  // namespace deep_ep

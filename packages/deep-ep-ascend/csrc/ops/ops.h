@@ -1,6 +1,8 @@
 // Op entry points of deep-ep-ascend (CPU): check arguments, then run the kernels.
 #pragma once
 
+#include <optional>
+
 #include "sgl_npu_core/checks.h"
 
 namespace deep_ep {
@@ -9,5 +11,13 @@ using torch::stable::Tensor;
 
 void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t num_ranks, Tensor num_tokens_per_rank,
                          Tensor num_tokens_per_expert, Tensor is_token_in_rank);
+
+void copy_rows(const Tensor& src, const std::optional<Tensor>& src_rows, Tensor dst,
+               const std::optional<Tensor>& dst_rows);
+
+void reduce_rows(const Tensor& a, const Tensor& b, const Tensor& rows, const std::optional<Tensor>& weights,
+                 const std::optional<Tensor>& bias, Tensor out);
+
+void shm_barrier(Tensor flags, int64_t rank, int64_t epoch, double timeout_s, const Tensor& pids);
 
 }  // namespace deep_ep

@@ -11,7 +11,8 @@ from sgl_npu_core.library import load_op_library
 load_op_library(__file__)
 
 from . import _meta  # noqa: E402  (the fake impls, once the ops exist)
-from .buffer import Buffer, Config, EventOverlap  # noqa: E402
+from .buffer import Buffer
+from .events import Config, EventOverlap  # noqa: E402
 
 __version__ = "0.1.0"
 

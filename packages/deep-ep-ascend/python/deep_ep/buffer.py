@@ -1,53 +1,26 @@
-"""``deep_ep.Buffer``: DeepEP's normal-mode expert-parallel dispatch and combine over torch.distributed.
+"""``deep_ep.Buffer``: DeepEP's expert-parallel dispatch and combine (normal and low-latency modes).
 
-Every call is collective over the Buffer's group. Rows travel with ``all_to_all_single`` (gloo on CPUs, the
-group's backend elsewhere), as raw bytes so that any dtype (fp8 included) crosses unchanged. Events and streams
-are accepted for API compatibility and complete synchronously.
+Every call is collective over the Buffer's group. Rows move through ``deep_ep.transport``: a shared-memory
+segment when the whole group is on one machine and the Buffer has bytes to map, torch.distributed otherwise.
+Events and streams are accepted for API compatibility and complete synchronously.
 """
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
-from . import _meta
+from . import _meta, low_latency
+from .events import Config, EventOverlap
 from .quant import quantize
+from .transport import CollectiveTransport, Send, ShmTransport, node_count, pack_fields, row_bytes
 
 _get_dispatch_layout = torch.ops.deep_ep.get_dispatch_layout.default
-_RANKS_PER_NODE = 8  # DeepEP's NVLink domain: ranks r // 8 share a node for num_tokens_per_rdma_rank
-
-
-class Config:
-    """DeepEP's tuning record (SMs and queue chunk sizes), kept for API compatibility: the collectives need none."""
-
-    def __init__(self, num_sms: int = 20, num_max_nvl_chunked_send_tokens: int = 6,
-                 num_max_nvl_chunked_recv_tokens: int = 256, num_max_rdma_chunked_send_tokens: int = 6,
-                 num_max_rdma_chunked_recv_tokens: int = 256):  # fmt: skip
-        self.num_sms = num_sms
-        self.num_max_nvl_chunked_send_tokens = num_max_nvl_chunked_send_tokens
-        self.num_max_nvl_chunked_recv_tokens = num_max_nvl_chunked_recv_tokens
-        self.num_max_rdma_chunked_send_tokens = num_max_rdma_chunked_send_tokens
-        self.num_max_rdma_chunked_recv_tokens = num_max_rdma_chunked_recv_tokens
-
-
-class EventOverlap:
-    """DeepEP's event wrapper. Work here finishes before the call returns, so waiting is a no-op; the extra
-    tensors are kept alive as DeepEP does."""
-
-    def __init__(self, event=None, extra_tensors=None):
-        self.event = event
-        self.extra_tensors = extra_tensors
-
-    def current_stream_wait(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.current_stream_wait()
+_reduce_rows = torch.ops.deep_ep.reduce_rows.default
+DEFAULT_TIMEOUT_S = 100.0
 
 
 class DispatchHandle(NamedTuple):
@@ -62,20 +35,28 @@ class DispatchHandle(NamedTuple):
     send_counts: list[int]  # rows sent to each rank
     recv_counts: list[int]  # rows received from each rank
 
-
-def _as_rows_of_bytes(t: torch.Tensor) -> torch.Tensor:
-    t = t.contiguous()
-    return t.reshape(t.shape[0], -1).view(torch.uint8)
+    def counts(self) -> torch.Tensor:
+        """int64 [R, R]: rows rank s sends to rank r."""
+        prefix = self.rank_prefix_matrix.to(torch.int64)
+        return torch.cat([prefix[:1], prefix[1:] - prefix[:-1]])
 
 
 class Buffer:
     """The communication buffer of one expert-parallel group (a collective constructor: every rank builds one).
 
-    ``num_nvl_bytes`` / ``num_rdma_bytes`` and the queue-pair, NVLink and fabric options are accepted and stored;
-    the collectives allocate what each call needs. Low-latency mode is not implemented yet.
+    Within one machine, every rank maps one shared-memory segment holding each rank's areas: normal mode splits
+    ``num_nvl_bytes`` evenly between dispatch's receive area and combine's; low-latency mode uses
+    ``num_rdma_bytes`` (``get_low_latency_rdma_size_hint`` sizes it). A call whose rows do not fit raises before
+    anything is written. With no bytes, or ranks on several machines (``DEEP_EP_RANKS_PER_NODE`` can force that
+    on one machine), rows travel with torch.distributed instead, through private areas that grow as needed.
 
-    A peer that dies makes the others' next call raise ``RuntimeError`` at once; one that never arrives, after
-    the group's timeout (``init_process_group(timeout=...)``).
+    Received tensors are views of this rank's areas: ``recv_x`` of ``dispatch`` stays valid until the next
+    ``dispatch`` on this Buffer; low-latency receives alternate between two halves, so each stays valid until
+    the second ``low_latency_dispatch`` after it (two batches may be in flight, as in DeepEP). Copy what must
+    live longer.
+
+    A peer that dies makes the others raise ``RuntimeError`` at once where its exit is visible (the same
+    machine), otherwise after ``timeout_s`` (shared memory) or the group's timeout (torch.distributed).
     """
 
     num_sms = 20
@@ -83,8 +64,11 @@ class Buffer:
     def __init__(self, group: dist.ProcessGroup | None = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 24,
                  allow_nvlink_for_low_latency_mode: bool = True, allow_mnnvl: bool = False, use_fabric: bool = False,
-                 explicitly_destroy: bool = False, enable_shrink: bool = False, comm=None):  # fmt: skip
+                 explicitly_destroy: bool = False, enable_shrink: bool = False, comm=None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S):  # fmt: skip
         _meta.check(dist.is_available() and dist.is_initialized(), "Buffer needs an initialized torch.distributed")
+        _meta.check(num_nvl_bytes >= 0 and num_rdma_bytes >= 0, "num_nvl_bytes and num_rdma_bytes must be >= 0")
+        _meta.check(timeout_s > 0, f"timeout_s must be positive, got {timeout_s}")
         self.group = group
         self.rank = dist.get_rank(group)
         self.group_size = dist.get_world_size(group)
@@ -92,7 +76,17 @@ class Buffer:
         self.num_rdma_bytes = num_rdma_bytes
         self.low_latency_mode = low_latency_mode
         self.explicitly_destroy = explicitly_destroy
-        self.runtime = "torch.distributed"
+        forced = os.environ.get("DEEP_EP_RANKS_PER_NODE")
+        self.num_nodes = node_count(group, int(forced) if forced else None)
+        self.ranks_per_node = self.group_size // self.num_nodes
+        if self.num_nodes == 1 and num_nvl_bytes + num_rdma_bytes > 0:
+            half = num_nvl_bytes // 2
+            areas = {"dispatch": half, "combine": half, "low_latency": num_rdma_bytes}
+            self._transport = ShmTransport(group, areas, timeout_s)
+        else:
+            self._transport = CollectiveTransport(group)
+        self.runtime = self._transport.kind
+        self._low_latency_calls = 0
         self._destroyed = False
 
     # ---- static helpers ------------------------------------------------------------------------------------
@@ -112,14 +106,8 @@ class Buffer:
     @staticmethod
     def get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank: int, hidden: int, num_ranks: int,
                                        num_experts: int) -> int:  # fmt: skip
-        """DeepEP's low-latency buffer size (double-buffered send, receive and signal areas), in bytes."""
-        t, e, scales = num_max_dispatch_tokens_per_rank, num_experts, hidden // 128
-        msg_dispatch = 16 + max(2 * hidden, hidden + 4 * scales)
-        msg_combine = 4 * scales + 2 * hidden
-        send = max(t * msg_dispatch, e * t * msg_combine)
-        recv = max(e * t * msg_dispatch, e * t * msg_combine)
-        signal = (4 * e + 127) // 128 * 128
-        return (2 * (send + recv + signal) // 128 + 1) * 128
+        """Bytes of ``num_rdma_bytes`` that low-latency calls of these sizes need (any dtype, any top-k)."""
+        return low_latency.area_bytes_hint(num_max_dispatch_tokens_per_rank, hidden, num_ranks, num_experts)
 
     @staticmethod
     def capture() -> EventOverlap:
@@ -127,13 +115,15 @@ class Buffer:
 
     def destroy(self) -> None:
         _meta.check(self.explicitly_destroy, "destroy() needs Buffer(..., explicitly_destroy=True)")
+        self._transport.close()
         self._destroyed = True
 
     # ---- layout ----------------------------------------------------------------------------------------------
     def get_dispatch_layout(self, topk_idx: torch.Tensor, num_experts: int, previous_event=None,
                             async_finish: bool = False, allocate_on_comm_stream: bool = False):  # fmt: skip
         """``(num_tokens_per_rank, num_tokens_per_rdma_rank or None, num_tokens_per_expert, is_token_in_rank,
-        event)`` for ``topk_idx [N, K]`` (-1: no expert): a local computation, no communication."""
+        event)`` for ``topk_idx [N, K]`` (-1: no expert): a local computation, no communication.
+        ``num_tokens_per_rdma_rank`` counts tokens per machine when the group spans several."""
         self._check_alive()
         r = self.group_size
         per_rank = torch.empty(r, dtype=torch.int32, device=topk_idx.device)
@@ -141,9 +131,8 @@ class Buffer:
         in_rank = torch.empty(topk_idx.shape[0], r, dtype=torch.bool, device=topk_idx.device)
         _get_dispatch_layout(topk_idx, num_experts, r, per_rank, per_expert, in_rank)
         per_rdma_rank = None
-        if r > _RANKS_PER_NODE:
-            _meta.check(r % _RANKS_PER_NODE == 0, f"more than {_RANKS_PER_NODE} ranks must fill whole nodes")
-            nodes = in_rank.view(-1, r // _RANKS_PER_NODE, _RANKS_PER_NODE).any(dim=-1)
+        if self.num_nodes > 1:
+            nodes = in_rank.view(-1, self.num_nodes, self.ranks_per_node).any(dim=-1)
             per_rdma_rank = nodes.sum(0).to(torch.int32)
         return per_rank, per_rdma_rank, per_expert, in_rank, EventOverlap()
 
@@ -155,55 +144,72 @@ class Buffer:
                  quant_mode: str | None = None, round_scale: bool = False):  # fmt: skip
         """Send each token once to every rank in its row of ``is_token_in_rank``.
 
-        ``x`` is ``[N, H]`` or a pre-quantized ``(data [N, H], scales [N, S])`` pair, carried unchanged;
+        ``x`` is ``[N, H]`` or a pre-quantized ``(data [N, H], scales [N, S] or [N])`` pair, carried unchanged;
         ``quant_mode`` "int8" or "fp8_e4m3" quantizes ``[N, H]`` before sending (see ``deep_ep.quant``), so
         ``recv_x`` is a ``(data, scales)`` pair. Returns
         ``(recv_x, recv_topk_idx, recv_topk_weights, num_recv_tokens_per_expert_list, handle, event)``: received
         rows grouped by source rank, then source token, ascending; ``recv_topk_idx`` holds local expert ids
         (-1 for experts elsewhere, whose weight is 0); the per-local-expert counts are rounded up to
         ``expert_alignment``. With ``handle`` (a cached dispatch) only ``recv_x`` is returned, the rest None.
+        ``recv_x`` is a view of this rank's receive area, valid until the next dispatch.
         """
         self._check_alive()
-        if quant_mode not in (None, "bf16"):
-            _meta.check(not isinstance(x, tuple), "quant_mode quantizes a plain [N, H] x, not a (data, scales) pair")
-            x = quantize(x, quant_mode, round_scale)
-        data = x if isinstance(x, tuple) else (x,)
+        r, t = self.group_size, self._transport
+        error, sends, data = None, None, []
+        try:
+            if quant_mode not in (None, "bf16"):
+                _meta.check(not isinstance(x, tuple), "quant_mode quantizes a plain [N, H] x, not a (data, scales)")
+                x = quantize(x, quant_mode, round_scale)
+            data = list(x) if isinstance(x, tuple) else [x]
+            if handle is not None:
+                _meta.check(topk_idx is None and topk_weights is None, "a cached dispatch takes no topk_idx / weights")
+                _meta.check(data[0].shape[0] == handle.is_token_in_rank.shape[0],
+                            f"x must have the handle's {handle.is_token_in_rank.shape[0]} tokens")  # fmt: skip
+            else:
+                sends = self._plan_dispatch(data, num_tokens_per_rank, is_token_in_rank, num_tokens_per_expert,
+                                            topk_idx, topk_weights)  # fmt: skip
+        except RuntimeError as e:
+            error = e
+        send_counts = sends[2] if sends is not None else torch.zeros(r, dtype=torch.int64)
+        counts = self._agree(send_counts, self._signature(data, topk_idx if handle is None else None), error)
         if handle is not None:
-            _meta.check(topk_idx is None and topk_weights is None, "a cached dispatch takes no topk_idx / topk_weights")
-            recv = [self._exchange(t[handle.send_token], handle.send_counts, handle.recv_counts) for t in data]
-            return self._like(x, recv), None, None, None, handle, EventOverlap()
-        _meta.check(
-            is_token_in_rank is not None and num_tokens_per_rank is not None,
-            "dispatch needs num_tokens_per_rank and is_token_in_rank (from get_dispatch_layout) or a handle",
-        )
-        n, r = data[0].shape[0], self.group_size
-        _meta.check(tuple(is_token_in_rank.shape) == (n, r), f"is_token_in_rank must be [{n}, {r}]")
-        _meta.check((topk_idx is None) == (topk_weights is None), "topk_idx and topk_weights go together")
-        for t in data[1:]:
-            _meta.check(t.shape[0] == n, "the scales must have a row per token")
-        # Rows to send, destination-major then token ascending (nonzero of the transposed mask walks it so).
-        dest, send_token = is_token_in_rank.t().nonzero(as_tuple=True)
-        send_counts = torch.bincount(dest, minlength=r)
-        _meta.check(torch.equal(send_counts.to(num_tokens_per_rank.dtype), num_tokens_per_rank),
-                    "num_tokens_per_rank does not match is_token_in_rank")  # fmt: skip
-        counts = self._exchange_counts(send_counts)
-        send_list, recv_list = counts[self.rank].tolist(), counts[:, self.rank].tolist()
-        recv = [self._exchange(t[send_token], send_list, recv_list) for t in data]
-        recv_src_idx = self._exchange(send_token.to(torch.int32), send_list, recv_list)
-        rank_prefix_matrix = counts.cumsum(0).to(torch.int32)
-        handle = DispatchHandle(rank_prefix_matrix, recv_src_idx, is_token_in_rank, send_token, send_list, recv_list)
+            counts, send_token = handle.counts(), handle.send_token
+            fields = [self._dispatch_fields(counts[:, p].sum().item(), data, None) for p in range(r)]
+        else:
+            send_token, dest, _, idx_rows, weight_rows = sends
+            fields = [self._dispatch_fields(counts[:, p].sum().item(), data, idx_rows) for p in range(r)]
+        starts = counts.cumsum(0) - counts  # row of rank s's first row in rank p's receive area: starts[s, p]
+        offsets = [0, *counts[self.rank].cumsum(0).tolist()]  # this rank's rows to p: send order [o[p], o[p+1])
+        blocks = [slice(offsets[p], offsets[p + 1]) for p in range(r)]
 
+        def send(k, src, by_token: bool):
+            rows = [Send(send_token[b] if by_token else b, int(starts[self.rank, p])) for p, b in enumerate(blocks)]
+            t.scatter([f[k] for f in fields], src, rows)
+
+        for k, d in enumerate(data):
+            send(k, d, by_token=True)
+        n_recv = int(counts[:, self.rank].sum())
+        if handle is not None:
+            t.finish()
+            return self._like(x, self._views(fields[self.rank], data, n_recv)), None, None, None, handle, EventOverlap()
+
+        send(len(data), send_token.to(torch.int32).unsqueeze(1), by_token=False)
+        if idx_rows is not None:
+            send(len(data) + 1, idx_rows, by_token=False)
+            send(len(data) + 2, weight_rows, by_token=False)
+        t.finish()
+        mine = fields[self.rank]
+        views = self._views(mine, [*data, send_token.to(torch.int32)], n_recv)
+        recv, recv_src_idx = views[: len(data)], views[len(data)]
+        rank_prefix_matrix = counts.cumsum(0).to(torch.int32)
+        handle = DispatchHandle(rank_prefix_matrix, recv_src_idx.clone(), is_token_in_rank, send_token,
+                                counts[self.rank].tolist(), counts[:, self.rank].tolist())  # fmt: skip
         recv_topk_idx = recv_topk_weights = None
         counts_list = []
-        if topk_idx is not None:
-            experts_per_rank = self._experts_per_rank(num_tokens_per_expert, topk_idx)
-            idx = topk_idx[send_token]
-            local = idx - dest.unsqueeze(1) * experts_per_rank
-            mine = (idx >= 0) & (local >= 0) & (local < experts_per_rank)
-            recv_topk_idx = self._exchange(torch.where(mine, local, -1).to(topk_idx.dtype), send_list, recv_list)
-            weights = torch.where(mine, topk_weights[send_token], 0.0).to(topk_weights.dtype)
-            recv_topk_weights = self._exchange(weights, send_list, recv_list)
-            per_expert = torch.bincount(recv_topk_idx[recv_topk_idx >= 0].long(), minlength=experts_per_rank)
+        if idx_rows is not None:
+            recv_topk_idx, recv_topk_weights = self._views(mine[len(data) + 1 :], [idx_rows, weight_rows], n_recv)
+            experts = self._experts_per_rank(num_tokens_per_expert)
+            per_expert = torch.bincount(recv_topk_idx[recv_topk_idx >= 0].long(), minlength=experts)
             align = max(1, expert_alignment)
             counts_list = [(c + align - 1) // align * align for c in per_expert.tolist()]
         if num_worst_tokens > 0:
@@ -213,57 +219,184 @@ class Buffer:
         return self._like(x, recv), recv_topk_idx, recv_topk_weights, counts_list, handle, EventOverlap()
 
     def combine(self, x: torch.Tensor, handle: DispatchHandle, topk_weights=None, bias=None, config=None,
-                previous_event=None, async_finish: bool = False, allocate_on_comm_stream: bool = False):  # fmt: skip
+                previous_event=None, async_finish: bool = False, allocate_on_comm_stream: bool = False,
+                out: torch.Tensor | None = None):  # fmt: skip
         """Return every received row to its source and sum the copies of each token in fp32, in a fixed order
         (the bias first, then source ranks ascending); ``bias`` is a tensor or a pair of [N, H]. Returns
-        ``(combined_x [N, H], combined_topk_weights [N, K] or None, event)``."""
+        ``(combined_x [N, H], combined_topk_weights [N, K] or None, event)``; ``out`` (an extension) receives
+        ``combined_x`` instead of a fresh tensor."""
         self._check_alive()
-        _meta.check(x.shape[0] == sum(handle.recv_counts), f"x must have the {sum(handle.recv_counts)} received rows")
+        r, t, me = self.group_size, self._transport, self.rank
         n = handle.is_token_in_rank.shape[0]
-        back = self._exchange(x, handle.recv_counts, handle.send_counts)  # destination-major, as it was sent
-        combined = torch.zeros(n, x.shape[1], dtype=torch.float32, device=x.device)
-        for b in bias if isinstance(bias, tuple) else (bias,):
-            if b is not None:
-                _meta.check(tuple(b.shape) == (n, x.shape[1]), f"bias must be [{n}, {x.shape[1]}]")
-                combined += b.float()
-        combined.index_add_(0, handle.send_token, back.float())  # rows in rank order: a fixed summation order
+        n_recv = sum(handle.recv_counts)
+        error = None
+        try:
+            _meta.check(x.dim() == 2 and x.shape[0] == n_recv, f"x must be [{n_recv}, hidden], got {list(x.shape)}")
+            _meta.check(x.dtype in (torch.float32, torch.float16, torch.bfloat16), f"x must be float, got {x.dtype}")
+            if topk_weights is not None:
+                _meta.check(topk_weights.dim() == 2 and topk_weights.shape[0] == n_recv,
+                            f"topk_weights must be [{n_recv}, topk]")  # fmt: skip
+            bias_sum = self._bias_sum(bias, n, x.shape[1])
+            if out is not None:
+                want = f"out must be [{n}, {x.shape[1]}] {x.dtype}"
+                _meta.check(out.shape == (n, x.shape[1]) and out.dtype == x.dtype, want)
+        except RuntimeError as e:
+            error = e
+        data = [x.contiguous()] if error is None else []
+        weights = topk_weights.float().contiguous() if error is None and topk_weights is not None else None
+        if weights is not None:
+            data.append(weights)
+        self._agree(torch.zeros(0, dtype=torch.int64), self._signature(data, None), error)
+        counts = handle.counts()
+        # Rows go back to their sources; each source lays them out by destination rank (its own rows skipped:
+        # it reads those from x directly).
+        returned = counts.clone()
+        returned.fill_diagonal_(0)
+        fields = [pack_fields("combine", [(int(returned[s].sum()), row_bytes(d)) for d in data]) for s in range(r)]
+        self._check_capacity(fields, "combine", "num_nvl_bytes")
+        starts = counts.cumsum(0) - counts  # starts[s, me]: first row of source s in x
+        before = returned.cumsum(1) - returned  # before[s, me]: rows of earlier ranks in source s's combine area
+        sends = [None if s == me else Send(slice(int(starts[s, me]), int(starts[s, me] + counts[s, me])),
+                                           int(before[s, me])) for s in range(r)]  # fmt: skip
+        for k, d in enumerate(data):
+            t.scatter([f[k] for f in fields], d, sends)
+        t.finish()
+        # rows[token, d]: where this rank's token came back from rank d (x for itself, else the combine area).
+        dest = torch.repeat_interleave(torch.arange(r), counts[me])
+        position = torch.arange(len(dest)) - (counts[me].cumsum(0) - counts[me])[dest]
+        own = dest == me
+        where = torch.where(own, starts[me, me] + position, n_recv + before[me][dest] + position)
+        rows = torch.full((n, r), -1, dtype=torch.int64)
+        rows[handle.send_token, dest] = where
+        area = self._views(fields[me], data, int(returned[me].sum()))
+        combined = out if out is not None else x.new_empty(n, x.shape[1])
+        _reduce_rows(data[0], area[0], rows, None, bias_sum, combined)
         combined_weights = None
-        if topk_weights is not None:
-            w = self._exchange(topk_weights.float(), handle.recv_counts, handle.send_counts)
-            combined_weights = torch.zeros(n, w.shape[1], dtype=torch.float32, device=x.device)
-            combined_weights.index_add_(0, handle.send_token, w)
+        if weights is not None:
+            combined_weights = weights.new_empty(n, weights.shape[1])
+            _reduce_rows(weights, area[1], rows, None, None, combined_weights)
             combined_weights = combined_weights.to(topk_weights.dtype)
-        return combined.to(x.dtype), combined_weights, EventOverlap()
+        return combined, combined_weights, EventOverlap()
 
     # ---- low-latency mode ----------------------------------------------------------------------------------------
-    def low_latency_dispatch(self, *args, **kwargs):
-        raise NotImplementedError("deep_ep.Buffer.low_latency_dispatch is not implemented yet")
+    def low_latency_dispatch(self, x, topk_idx, num_max_dispatch_tokens_per_rank: int, num_experts: int,
+                             cumulative_local_expert_recv_stats=None, dispatch_wait_recv_cost_stats=None,
+                             use_fp8: bool = True, round_scale: bool = False, use_ue8m0: bool = False,
+                             async_finish: bool = False, return_recv_hook: bool = False, topk_weights=None,
+                             quant_mode: str | None = None):  # fmt: skip
+        """DeepEP's low-latency dispatch: see ``deep_ep.low_latency.dispatch``."""
+        self._check_alive()
+        half = self._low_latency_calls % 2
+        self._low_latency_calls += 1
+        return low_latency.dispatch(self, half, x, topk_idx, num_max_dispatch_tokens_per_rank, num_experts,
+                                    cumulative_local_expert_recv_stats, use_fp8, round_scale, use_ue8m0,
+                                    return_recv_hook, quant_mode)  # fmt: skip
 
-    def low_latency_combine(self, *args, **kwargs):
-        raise NotImplementedError("deep_ep.Buffer.low_latency_combine is not implemented yet")
+    def low_latency_combine(self, x, topk_idx, topk_weights, handle, use_logfmt: bool = False,
+                            zero_copy: bool = False, async_finish: bool = False, return_recv_hook: bool = False,
+                            out=None, combine_wait_recv_cost_stats=None):  # fmt: skip
+        """DeepEP's low-latency combine: see ``deep_ep.low_latency.combine``."""
+        self._check_alive()
+        return low_latency.combine(self, x, topk_idx, topk_weights, handle, return_recv_hook, out)
 
     # ---- internals -----------------------------------------------------------------------------------------------
     def _check_alive(self) -> None:
         _meta.check(not self._destroyed, "this Buffer was destroyed")
 
-    def _exchange_counts(self, send_counts: torch.Tensor) -> torch.Tensor:
-        """The [R, R] matrix of rows rank s sends to rank j (an all_gather of each rank's counts)."""
-        counts = [torch.empty_like(send_counts) for _ in range(self.group_size)]
-        dist.all_gather(counts, send_counts.contiguous(), group=self.group)
-        return torch.stack(counts)
+    def _agree(self, vec: torch.Tensor, signature: torch.Tensor, error: Exception | None) -> torch.Tensor:
+        """Publish ``vec`` (every rank the same length), the row sizes in ``signature`` and a status word; returns
+        the ``[R, len(vec)]`` matrix. A rank whose inputs were rejected raises its own error, the others an error
+        naming it; ranks whose row sizes differ all raise. Nothing has been written to any rank yet, and every
+        rank raises at the same step, so none is left waiting."""
+        status = torch.tensor([int(error is not None)])
+        mat = self._transport.gather(torch.cat([vec.to(torch.int64), signature, status]))
+        if error is not None:
+            raise error
+        bad = mat[:, -1].nonzero().flatten().tolist()
+        _meta.check(not bad, f"deep_ep: rank(s) {bad} rejected their inputs to this collective call")
+        sizes = mat[:, vec.numel() : -1]
+        differ = (sizes != sizes[0]).any(dim=1).nonzero().flatten().tolist()
+        _meta.check(not differ, f"deep_ep: ranks disagree on the row sizes (hidden size, dtype or top-k): rank 0 "
+                                f"has {sizes[0].tolist()}, rank {differ[0] if differ else 0} "
+                                f"{sizes[differ[0] if differ else 0].tolist()}")  # fmt: skip
+        return mat[:, : vec.numel()]
 
-    def _exchange(self, rows: torch.Tensor, send_counts: list[int], recv_counts: list[int]) -> torch.Tensor:
-        """all_to_all_single of ``rows`` (send_counts[j] of them to rank j, in order) as raw bytes."""
-        out = rows.new_empty((sum(recv_counts), *rows.shape[1:]))
-        dist.all_to_all_single(_as_rows_of_bytes(out), _as_rows_of_bytes(rows), recv_counts, send_counts,
-                               group=self.group)  # fmt: skip
+    def _signature(self, data: list[torch.Tensor], topk_idx) -> torch.Tensor:
+        """Row sizes every rank must agree on (ranks with different hidden sizes would misplace rows)."""
+        sizes = [row_bytes(d) for d in data] + [0] * (3 - len(data))
+        return torch.tensor([len(data), *sizes, 0 if topk_idx is None else topk_idx.shape[1]])
+
+    def _plan_dispatch(self, data, num_tokens_per_rank, is_token_in_rank, num_tokens_per_expert, topk_idx,
+                       topk_weights):  # fmt: skip
+        """The rows this rank sends, destination-major then token ascending: ``(send_token, dest, counts [R],
+        local topk_idx rows, masked weight rows)`` (the last two None without top-k)."""
+        _meta.check(
+            is_token_in_rank is not None and num_tokens_per_rank is not None,
+            "dispatch needs num_tokens_per_rank and is_token_in_rank (from get_dispatch_layout) or a handle",
+        )
+        n, r = data[0].shape[0], self.group_size
+        _meta.check(tuple(is_token_in_rank.shape) == (n, r), f"is_token_in_rank must be [{n}, {r}]")
+        _meta.check((topk_idx is None) == (topk_weights is None), "topk_idx and topk_weights go together")
+        for d in data:
+            _meta.check(d.dim() >= 1 and d.shape[0] == n, "every tensor of x must have a row per token")
+        dest, send_token = is_token_in_rank.t().nonzero(as_tuple=True)
+        counts = torch.bincount(dest, minlength=r)
+        _meta.check(torch.equal(counts.to(num_tokens_per_rank.dtype), num_tokens_per_rank),
+                    "num_tokens_per_rank does not match is_token_in_rank")  # fmt: skip
+        if topk_idx is None:
+            return send_token, dest, counts, None, None
+        _meta.check(topk_idx.shape == topk_weights.shape and topk_idx.shape[0] == n,
+                    f"topk_idx and topk_weights must both be [{n}, topk]")  # fmt: skip
+        experts_per_rank = self._experts_per_rank(num_tokens_per_expert)
+        _meta.check(bool(((topk_idx >= -1) & (topk_idx < experts_per_rank * r)).all()),
+                    f"topk_idx entries must be -1 or experts in [0, {experts_per_rank * r})")  # fmt: skip
+        idx = topk_idx[send_token]
+        local = idx - dest.unsqueeze(1) * experts_per_rank
+        mine = (idx >= 0) & (local >= 0) & (local < experts_per_rank)
+        idx_rows = torch.where(mine, local, -1).to(topk_idx.dtype)
+        weight_rows = torch.where(mine, topk_weights[send_token], 0.0).to(topk_weights.dtype)
+        return send_token, dest, counts, idx_rows, weight_rows
+
+    def _dispatch_fields(self, rows: int, data, idx_rows):
+        """Rank p's receive area for ``rows`` rows: the data tensors, the source token index, then (with top-k)
+        local expert ids and weights."""
+        shapes = [(rows, row_bytes(d)) for d in data] + [(rows, 4)]
+        if idx_rows is not None:
+            k = idx_rows.shape[1]
+            shapes += [(rows, k * idx_rows.element_size()), (rows, 4 * k)]
+        fields = pack_fields("dispatch", shapes)
+        self._check_capacity([fields], "dispatch", "num_nvl_bytes")
+        return fields
+
+    def _check_capacity(self, per_rank_fields, area: str, setting: str) -> None:
+        cap = self._transport.capacity(area)
+        need = max((f[-1].end for f in per_rank_fields if f), default=0)
+        message = f"this call needs {need} bytes of a rank's {area} area, which holds {cap}: raise {setting}"
+        _meta.check(cap is None or need <= cap, message)
+
+    def _views(self, fields, like: list[torch.Tensor], rows: int) -> list[torch.Tensor]:
+        """Typed views of this rank's ``fields``, one per tensor of ``like`` (same dtype and trailing shape)."""
+        out = []
+        for f, t in zip(fields, like, strict=False):
+            v = self._transport.field_view(f)[:rows]
+            out.append(v.view(t.dtype).view(rows, *t.shape[1:]))
         return out
 
-    def _experts_per_rank(self, num_tokens_per_expert, topk_idx) -> int:
+    def _experts_per_rank(self, num_tokens_per_expert) -> int:
         _meta.check(num_tokens_per_expert is not None, "dispatch with topk_idx needs num_tokens_per_expert")
         experts = num_tokens_per_expert.numel()
         _meta.check(experts % self.group_size == 0, "the experts must divide evenly among the ranks")
         return experts // self.group_size
+
+    @staticmethod
+    def _bias_sum(bias, n: int, hidden: int):
+        """fp32 sum of ``bias`` (a tensor or a pair), or None."""
+        total = None
+        for b in bias if isinstance(bias, tuple) else (bias,):
+            if b is not None:
+                _meta.check(tuple(b.shape) == (n, hidden), f"bias must be [{n}, {hidden}]")
+                total = b.float() if total is None else total + b.float()
+        return total
 
     @staticmethod
     def _pad_worst(recv, topk_idx, topk_weights, rows):

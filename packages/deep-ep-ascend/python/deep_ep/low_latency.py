@@ -1,0 +1,209 @@
+"""Low-latency (decode) mode of ``deep_ep.Buffer``: one message per (token, expert) pair, no deduplication.
+
+Each rank's ``low_latency`` area is cut in thirds: two receive halves that alternate between dispatch calls
+(so two batches can be in flight, as in DeepEP), then combine's return area. A receive half holds, for
+``L`` local experts, ``R * T`` rows each (``T`` = ``num_max_dispatch_tokens_per_rank``): the data, its scales,
+the source token (``src_info``) and where combine must return the row (``token * K + k`` on the source).
+
+Slots are deterministic: expert i's rows come from source ranks in ascending order, each source's tokens in
+ascending order, so ``recv_x[i, :recv_count[i]]`` is filled and reruns are bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from . import _meta
+from .events import EventOverlap
+from .quant import FP8_GROUP, quantize
+from .transport import Field, Send, pack_fields, row_bytes
+
+_reduce_rows = torch.ops.deep_ep.reduce_rows.default
+
+
+class LowLatencyHandle(NamedTuple):
+    """DeepEP's ``(src_info, layout_range, num_max_dispatch_tokens_per_rank, hidden, num_experts)``, then what
+    combine needs here."""
+
+    src_info: torch.Tensor  # int32 [L, R*T]: each row's token index on its source rank
+    layout_range: torch.Tensor  # int64 [L, R]: (first row << 32) | rows, per source rank
+    num_max_dispatch_tokens_per_rank: int
+    hidden: int
+    num_experts: int
+    recv_slot: torch.Tensor  # int32 [L, R*T]: token * K + k on the source rank
+    recv_count: torch.Tensor  # int32 [L]
+
+
+def _receive_fields(experts: int, tokens: int, data_bytes: list[int], start: int) -> list[Field]:
+    """One receive half at byte ``start``: data (and scales), src_info, recv_slot, ``experts * tokens`` rows."""
+    rows = experts * tokens
+    return [f._replace(offset=f.offset + start) for f in
+            pack_fields("low_latency", [(rows, b) for b in data_bytes] + [(rows, 4), (rows, 4)])]  # fmt: skip
+
+
+def area_bytes_hint(tokens: int, hidden: int, num_ranks: int, num_experts: int) -> int:
+    """Three thirds, each fitting bf16 rows with fp8-sized scales for every (expert, source token) slot; combine's
+    ``T * K`` returned rows fit in a third for any top-k up to the number of experts."""
+    scales = 4 * ((hidden + FP8_GROUP - 1) // FP8_GROUP)
+    third = _receive_fields(num_experts, tokens, [2 * hidden, scales], 0)[-1].end
+    return 3 * third
+
+
+def _third(buf, need: int) -> int:
+    """Bytes of each third of this rank's low-latency area (fixed by ``num_rdma_bytes`` on shared memory; the
+    largest need so far on private areas, so the halves never move under a live receive)."""
+    cap = buf._transport.capacity("low_latency")
+    if cap is None:
+        buf._low_latency_third = max(getattr(buf, "_low_latency_third", 0), need)
+        return buf._low_latency_third
+    third = cap // 3 // 64 * 64
+    _meta.check(need <= third, f"this low-latency call needs {3 * need} bytes of num_rdma_bytes, the Buffer has {cap}: "
+                               "size it with Buffer.get_low_latency_rdma_size_hint")  # fmt: skip
+    return third
+
+
+def _check_topk(topk_idx, tokens: int, num_experts: int) -> None:
+    _meta.check(topk_idx.dim() == 2 and topk_idx.shape[0] == tokens, f"topk_idx must be [{tokens}, topk]")
+    _meta.check(topk_idx.dtype in (torch.int64, torch.int32), f"topk_idx must be int64 or int32, got {topk_idx.dtype}")
+    _meta.check(bool(((topk_idx >= -1) & (topk_idx < num_experts)).all()),
+                f"topk_idx entries must be -1 or experts in [0, {num_experts})")  # fmt: skip
+    ordered = topk_idx.sort(dim=1).values
+    _meta.check(not bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()),
+                "a token lists the same expert twice in topk_idx")  # fmt: skip
+
+
+def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp8, round_scale, use_ue8m0,
+             return_recv_hook, quant_mode):  # fmt: skip
+    """Send each token to each of its top-k experts. ``x [N, H]`` with ``N <= num_max_dispatch_tokens_per_rank``
+    (the same T on every rank); ``quant_mode`` "int8" (per token) or "fp8_e4m3", else ``use_fp8`` picks fp8 per
+    128 channels (DeepEP's default) or no quantization; ``use_ue8m0`` (with ``round_scale``) packs the fp8 scales
+    as exponent bytes, four per int32.
+
+    Returns ``(recv_x, recv_count int32 [L], handle, event, hook)``: ``recv_x`` is ``[L, R*T, H]`` or a
+    ``(data [L, R*T, H], scales [L, R*T, S] or [L, R*T])`` pair, views of this rank's receive half. With
+    ``return_recv_hook`` the rows are only sent; calling ``hook()`` (on every rank) completes the receive.
+    """
+    t, r, me = buf._transport, buf.group_size, buf.rank
+    error, data, counts = None, [], torch.zeros(num_experts, dtype=torch.int64)
+    try:
+        _meta.check(num_experts > 0 and num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
+        _meta.check(x.dim() == 2 and x.shape[0] <= tokens_per_rank,
+                    f"x must be [tokens <= {tokens_per_rank}, hidden], got {list(x.shape)}")  # fmt: skip
+        _check_topk(topk_idx, x.shape[0], num_experts)
+        mode = quant_mode if quant_mode is not None else ("fp8_e4m3" if use_fp8 else None)
+        _meta.check(not use_ue8m0 or (mode == "fp8_e4m3" and round_scale), "use_ue8m0 needs fp8 with round_scale")
+        q = quantize(x, mode, round_scale)
+        data = list(q) if isinstance(q, tuple) else [q]
+        counts = torch.bincount(topk_idx[topk_idx >= 0].long(), minlength=num_experts)
+    except RuntimeError as e:
+        error = e
+    signature = buf._signature(data, topk_idx if error is None else None)
+    matrix = buf._agree(counts, torch.cat([signature, torch.tensor([tokens_per_rank, num_experts])]), error)
+    local, slots = num_experts // r, r * tokens_per_rank
+    sizes = [row_bytes(d) for d in data]
+    third = _third(buf, _receive_fields(num_experts, tokens_per_rank, sizes, 0)[-1].end)
+    fields = _receive_fields(local, slots, sizes, half * third)
+
+    # Messages ordered by (expert, token); each lands at expert e's block on its rank, after earlier sources.
+    k = topk_idx.shape[1]
+    flat = topk_idx.flatten().long()
+    message = torch.nonzero(flat >= 0).flatten()
+    expert = flat[message]
+    order = torch.argsort(expert * max(x.shape[0], 1) + message // k, stable=True)
+    message, expert = message[order], expert[order]
+    token = message // k
+    first_of_expert = counts.cumsum(0) - counts
+    before_me = matrix[:me].sum(0)  # rows of expert e that earlier source ranks fill
+    dst_row = (expert % local) * slots + before_me[expert] + torch.arange(len(message)) - first_of_expert[expert]
+    bounds = [0, *torch.bincount(expert // local, minlength=r).cumsum(0).tolist()]
+    blocks = [slice(bounds[p], bounds[p + 1]) for p in range(r)]
+    for f, d in zip(fields, data, strict=False):
+        t.scatter([f] * r, d, [Send(token[b], dst_rows=dst_row[b]) for b in blocks])
+    for f, values in zip(fields[len(data) :], (token, message), strict=True):
+        t.scatter([f] * r, values.to(torch.int32).unsqueeze(1), [Send(b, dst_rows=dst_row[b]) for b in blocks])
+
+    mine = matrix[:, me * local : (me + 1) * local]  # [R, L]: rows of each local expert from each source
+    recv_count = mine.sum(0).to(torch.int32)
+    begin = mine.cumsum(0) - mine
+    layout_range = ((begin << 32) | mine).t().contiguous()
+    views = [t.field_view(f).view(d.dtype).view(local, slots, *d.shape[1:]) for f, d in zip(fields, data, strict=False)]
+    src_info, recv_slot = (t.field_view(f).view(torch.int32).view(local, slots) for f in fields[len(data) :])
+    raw_scales = views[1] if use_ue8m0 else None
+    if use_ue8m0:
+        views[1] = torch.empty(local, slots, raw_scales.shape[-1] // 4, dtype=torch.int32)
+    if stats is not None:
+        stats += recv_count.to(stats.dtype)
+    handle = LowLatencyHandle(src_info, layout_range, tokens_per_rank, x.shape[1], num_experts, recv_slot, recv_count)
+    recv_x = tuple(views) if len(views) > 1 else views[0]
+
+    def receive():
+        t.finish()
+        if raw_scales is not None:
+            views[1].copy_(_pack_ue8m0(raw_scales))
+
+    if return_recv_hook:
+        return recv_x, recv_count, handle, EventOverlap(), receive
+    receive()
+    return recv_x, recv_count, handle, EventOverlap(), None
+
+
+def _pack_ue8m0(scales: torch.Tensor) -> torch.Tensor:
+    """Power-of-two fp32 scales ``[..., S]`` as their exponent bytes, four per int32: ``[..., S / 4]``."""
+    exponent = (scales.contiguous().view(torch.int32) >> 23).to(torch.uint8)
+    return exponent.view(*scales.shape[:-1], -1, 4).view(torch.int32).squeeze(-1)
+
+
+def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_recv_hook, out):
+    """Return every received row to its source and sum ``topk_weights[t, k] * row(t, k)`` over k in fp32 (k
+    order, so reruns are bit-identical). ``x`` is ``[L, R*T, H]`` (the experts' outputs in the dispatched rows);
+    ``topk_idx`` / ``topk_weights`` are the ``[N, K]`` this rank dispatched. Returns ``(combined_x [N, H], event,
+    hook)``; with ``return_recv_hook`` the rows are only sent and ``hook()`` completes ``combined_x``."""
+    t, r = buf._transport, buf.group_size
+    local, tokens = handle.num_experts // r, handle.num_max_dispatch_tokens_per_rank
+    slots = r * tokens
+    error, data = None, []
+    try:
+        _meta.check(x.dim() == 3 and tuple(x.shape[:2]) == (local, slots),
+                    f"x must be [{local}, {slots}, hidden], got {list(x.shape)}")  # fmt: skip
+        _meta.check(x.dtype in (torch.float32, torch.float16, torch.bfloat16), f"x must be float, got {x.dtype}")
+        _check_topk(topk_idx, topk_idx.shape[0] if topk_idx.dim() == 2 else -1, handle.num_experts)
+        _meta.check(topk_idx.shape[0] <= tokens, f"at most {tokens} tokens per rank")
+        _meta.check(topk_weights.shape == topk_idx.shape, "topk_weights must have topk_idx's shape")
+        if out is not None:
+            _meta.check(out.shape == (topk_idx.shape[0], x.shape[2]) and out.dtype == x.dtype,
+                        f"out must be [{topk_idx.shape[0]}, {x.shape[2]}] {x.dtype}")  # fmt: skip
+        data = [x.reshape(local * slots, x.shape[2])]
+    except RuntimeError as e:
+        error = e
+    buf._agree(torch.zeros(0, dtype=torch.int64), buf._signature(data, topk_idx if error is None else None), error)
+    n, k, hidden = topk_idx.shape[0], topk_idx.shape[1], x.shape[2]
+    row_bytes = hidden * x.element_size()
+    third = _third(buf, max(tokens * k * row_bytes, 64))
+    field = Field("low_latency", 2 * third, tokens * k, row_bytes)
+
+    # This rank's filled rows, grouped by the source they return to.
+    mine = handle.layout_range & 0xFFFFFFFF  # [L, R]
+    rows = torch.cat([i * slots + torch.arange(int(mine[i].sum())) for i in range(local)])
+    source = torch.cat([torch.repeat_interleave(torch.arange(r), mine[i]) for i in range(local)])
+    order = torch.argsort(source, stable=True)
+    rows = rows[order]
+    bounds = [0, *torch.bincount(source, minlength=r).cumsum(0).tolist()]
+    returned = handle.recv_slot.flatten().long()[rows]
+    sends = [Send(rows[bounds[p] : bounds[p + 1]], dst_rows=returned[bounds[p] : bounds[p + 1]]) for p in range(r)]
+    t.scatter([field] * r, data[0], sends)
+
+    combined = out if out is not None else x.new_empty(n, hidden)
+    index = torch.where(topk_idx >= 0, torch.arange(n * k).view(n, k), -1)
+    weights = topk_weights.float().contiguous()
+
+    def receive():
+        t.finish()
+        area = t.field_view(field).view(x.dtype).view(tokens * k, hidden)
+        _reduce_rows(area, area[:0], index, weights, None, combined)
+
+    if return_recv_hook:
+        return combined, EventOverlap(), receive
+    receive()
+    return combined, EventOverlap(), None
