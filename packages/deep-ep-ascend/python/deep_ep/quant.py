@@ -26,7 +26,7 @@ def quantize(x: torch.Tensor, mode: str | None, round_scale: bool = False):
         s = 127.0 / (xf.abs().amax(dim=1, keepdim=True) + 1e-12)
         return torch.round(xf * s).to(torch.int8), (1.0 / s).squeeze(1)
     _meta.check(x.shape[1] % FP8_GROUP == 0, f"fp8 quantization needs a hidden size divisible by {FP8_GROUP}")
-    groups = xf.view(x.shape[0], -1, FP8_GROUP)
+    groups = xf.view(x.shape[0], x.shape[1] // FP8_GROUP, FP8_GROUP)
     scale = groups.abs().amax(dim=-1).clamp(min=1e-4) / FP8_MAX
     if round_scale:
         scale = torch.exp2(torch.ceil(torch.log2(scale)))

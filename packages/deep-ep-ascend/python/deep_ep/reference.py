@@ -36,3 +36,23 @@ def received_rows(inputs: list[tuple], rank: int, num_experts: int):
         x0, k = inputs[0][0], inputs[0][1].shape[1]
         return x0.new_empty(0, x0.shape[1]), torch.empty(0, k, dtype=torch.int64), torch.empty(0, k), sources
     return torch.stack(xs), torch.stack(idxs), torch.stack(weights), sources
+
+
+def low_latency_received(topk_idxs: list[torch.Tensor], rank: int, num_experts: int) -> list[list[tuple[int, int]]]:
+    """What ``rank`` receives from a low-latency dispatch where rank s routes with ``topk_idxs[s]``: for each local
+    expert, its ``(source rank, source token)`` rows in slot order (source ascending, then token ascending)."""
+    local = num_experts // len(topk_idxs)
+    rows = []
+    for i in range(local):
+        expert = rank * local + i
+        rows.append([(s, t) for s, idx in enumerate(topk_idxs) for t in range(idx.shape[0]) if expert in idx[t]])
+    return rows
+
+
+def low_latency_combined(x: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+    """Low-latency combine when every expert returns its input row unchanged: ``x * sum of the valid weights``, in
+    fp32 and in top-k order."""
+    acc = torch.zeros(x.shape, dtype=torch.float32)
+    for k in range(topk_idx.shape[1]):
+        acc += torch.where(topk_idx[:, k : k + 1] >= 0, topk_weights[:, k : k + 1].float(), 0.0) * x.float()
+    return acc.to(x.dtype)

@@ -79,7 +79,8 @@ class Send(NamedTuple):
 
 def _as_bytes(t: torch.Tensor) -> torch.Tensor:
     """``t`` as 2-D uint8 rows (one per leading index); the last dim must be contiguous."""
-    t = t.reshape(t.shape[0], -1) if t.dim() != 2 else t
+    if t.dim() != 2:
+        t = t.reshape(t.shape[0], row_bytes(t) // t.element_size())
     return t.view(torch.uint8) if t.dtype != torch.uint8 else t
 
 
