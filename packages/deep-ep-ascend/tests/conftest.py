@@ -40,7 +40,8 @@ def run_ranks(tmp_path):
         finally:
             for p in ranks:
                 p.kill()
-        failed = [f"rank {r} failed:\n{out[-2500:]}" for r, (p, out) in enumerate(zip(ranks, outputs)) if p.returncode]
+        codes = [p.returncode for p in ranks]
+        failed = [f"rank {r} failed:\n{out[-2500:]}" for r, out in enumerate(outputs) if codes[r]]
         assert not failed, "\n".join(failed)
         return outputs
 

@@ -1,5 +1,6 @@
-"""A peer that dies or never arrives: the other rank's dispatch raises RuntimeError within the group's timeout
-(init_process_group(timeout=...), 5 s here) instead of hanging. Each rank is this file run as a script."""
+"""A peer that dies or never arrives: the other rank's dispatch raises RuntimeError within the timeout (5 s here:
+Buffer(timeout_s=...) on shared memory, init_process_group(timeout=...) over torch.distributed) instead of hanging.
+Each rank is this file run as a script."""
 
 import datetime
 import os
@@ -14,12 +15,13 @@ import torch.distributed as dist
 TIMEOUT_S = 5
 
 
-def _run_rank(rank: int, init_file: str, peer: str) -> None:
+def _run_rank(rank: int, init_file: str, peer: str, transport: str) -> None:
     import deep_ep
 
     timeout = datetime.timedelta(seconds=TIMEOUT_S)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2, timeout=timeout)
-    buffer = deep_ep.Buffer(dist.group.WORLD)
+    nvl_bytes = 1 << 20 if transport == "shm" else 0
+    buffer = deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=nvl_bytes, timeout_s=TIMEOUT_S)
     if rank == 1:  # the failing peer
         if peer == "hangs":
             time.sleep(4 * TIMEOUT_S)
@@ -39,11 +41,12 @@ def _run_rank(rank: int, init_file: str, peer: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+@pytest.mark.parametrize("transport", ["shm", "torch.distributed"])
 @pytest.mark.parametrize("peer", ["dies", "hangs"])
-def test_dispatch_raises_when_a_peer_is_gone(peer, tmp_path):
+def test_dispatch_raises_when_a_peer_is_gone(peer, transport, tmp_path):
     ranks = [
-        subprocess.Popen([sys.executable, __file__, str(r), str(tmp_path / "init"), peer], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen([sys.executable, __file__, str(r), str(tmp_path / "init"), peer, transport],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for r in range(2)
     ]  # fmt: skip
     out = ranks[0].communicate(timeout=120)[0]
@@ -54,4 +57,4 @@ def test_dispatch_raises_when_a_peer_is_gone(peer, tmp_path):
 
 
 if __name__ == "__main__":
-    _run_rank(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+    _run_rank(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])

@@ -26,3 +26,19 @@ def check_layout(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_toke
 @LIB.fake("get_dispatch_layout")
 def _(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank):
     check_layout(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank)
+
+
+# The row movers write only into their arguments: nothing to describe beyond the schema.
+@LIB.fake("copy_rows")
+def _(src, src_rows, dst, dst_rows):
+    return None
+
+
+@LIB.fake("reduce_rows")
+def _(a, b, rows, weights, bias, out):
+    return None
+
+
+@LIB.fake("shm_barrier")
+def _(flags, rank, epoch, timeout_s, pids):
+    return None

@@ -110,8 +110,9 @@ class ShmTransport(_Transport):
     """All ranks on one machine: one shared-memory segment, mapped by every rank, holds every rank's areas.
 
     Segment layout (int64 header, then the ranks' areas): ``flags [R, C]`` (``flags[p, s]`` is the last barrier
-    epoch rank s announced to rank p; C rounds R up to a cache line), ``pids [R]``, ``mailbox [R, MAILBOX_WORDS]``,
-    then rank 0's areas, rank 1's areas, ... The segment's name is unlinked as soon as every rank has mapped it,
+    epoch rank s announced to rank p; C rounds R up to a cache line), ``pids [R]``, ``mailbox [2, R, MAILBOX_WORDS]``
+    (gathers alternate between the two: a rank that leaves a gather early, raising, may write its next one before
+    a slower peer has read this one), then rank 0's areas, rank 1's areas, ... The segment's name is unlinked as soon as every rank has mapped it,
     so nothing is left in /dev/shm whether the processes exit cleanly or die.
     """
 
@@ -122,7 +123,7 @@ class ShmTransport(_Transport):
         self.timeout_s = float(timeout_s)
         self.area_bytes = {name: align(n) for name, n in area_bytes.items()}
         r, cols = self.size, (self.size + 7) // 8 * 8
-        header_words = r * cols + cols + r * MAILBOX_WORDS
+        header_words = r * cols + cols + 2 * r * MAILBOX_WORDS
         self._area_offsets, offset = {}, align(8 * header_words)
         self._rank_bytes = 0
         for name, n in self.area_bytes.items():
@@ -133,7 +134,7 @@ class ShmTransport(_Transport):
         header = self._segment[: 8 * header_words].view(torch.int64)
         self._flags = header[: r * cols].view(r, cols)
         self._pids = header[r * cols : r * cols + r]
-        self._mailbox = header[r * cols + cols :].view(r, MAILBOX_WORDS)
+        self._mailbox = header[r * cols + cols :].view(2, r, MAILBOX_WORDS)
         self._pids[self.rank] = os.getpid()
         self._epoch = 0
         self._barrier()  # every pid is written before anyone waits on a peer
@@ -154,9 +155,10 @@ class ShmTransport(_Transport):
     def gather(self, vec: torch.Tensor) -> torch.Tensor:
         n = vec.numel()
         _meta.check(n <= MAILBOX_WORDS, f"a gather carries at most {MAILBOX_WORDS} words, got {n}")
-        self._mailbox[self.rank, :n] = vec
+        mailbox = self._mailbox[self._epoch % 2]  # the epoch this gather's barrier completes, less one
+        mailbox[self.rank, :n] = vec
         self._barrier()
-        return self._mailbox[:, :n].clone()
+        return mailbox[:, :n].clone()
 
     def scatter(self, fields: list[Field], src: torch.Tensor, sends: list[Send | None]) -> None:
         src = _as_bytes(src)

@@ -1,0 +1,66 @@
+"""Malformed input on one rank, or ranks that disagree: every rank raises a clear RuntimeError at the same step,
+before any row is written, and the Buffer keeps working afterwards. Each rank is this file run as a script."""
+
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+
+HIDDEN, EXPERTS = 64, 4
+
+
+def _raises(fn, match: str) -> None:
+    try:
+        fn()
+    except RuntimeError as e:
+        assert match in str(e), f"expected {match!r} in {e}"
+        return
+    raise AssertionError(f"no RuntimeError (expected {match!r})")
+
+
+def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
+    import deep_ep
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        nvl = 64 << 10 if transport == "shm" else 0
+        rdma = deep_ep.Buffer.get_low_latency_rdma_size_hint(4, HIDDEN, world, EXPERTS) if transport == "shm" else 0
+        buffer = deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=nvl, num_rdma_bytes=rdma, timeout_s=20)
+        x = torch.randn(4, HIDDEN).to(torch.bfloat16)
+        topk_idx = torch.tensor([[0, 1], [2, 3], [1, -1], [3, 0]])
+        weights = torch.rand(4, 2)
+        layout = buffer.get_dispatch_layout(topk_idx, EXPERTS)
+        args = dict(num_tokens_per_rank=layout[0], is_token_in_rank=layout[3], num_tokens_per_expert=layout[2],
+                    topk_idx=topk_idx, topk_weights=weights)  # fmt: skip
+
+        # One rank's routing is wrong: it names the problem, its peers name the rank.
+        bad = topk_idx.clone()
+        if rank == 1:
+            bad[0, 0] = EXPERTS
+        own, peer = "topk_idx entries must be -1 or experts", "rank(s) [1] rejected their inputs"
+        _raises(lambda: buffer.low_latency_dispatch(x, bad, 4, EXPERTS, use_fp8=False), own if rank == 1 else peer)
+        # Hidden sizes that differ between ranks.
+        wide = torch.randn(4, HIDDEN * (1 + rank)).to(torch.bfloat16)
+        _raises(lambda: buffer.dispatch(wide, **args), "ranks disagree on the row sizes")
+        # More tokens than low-latency slots; experts that do not divide among the ranks.
+        _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 3, EXPERTS, use_fp8=False), "x must be [tokens <= 3")
+        _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 4, world + 1, use_fp8=False), "must be a multiple")
+        if transport == "shm":  # rows beyond the areas' capacity
+            big = torch.randn(4, 8192).to(torch.bfloat16)
+            _raises(lambda: buffer.dispatch(big, **args), "raise num_nvl_bytes")
+        # Still in step: a valid exchange goes through.
+        recv_x, *_, handle, _ = buffer.dispatch(x, **args)
+        combined, _, _ = buffer.combine(recv_x, handle)
+        assert torch.equal(combined.float(), x.float() * layout[3].sum(1, keepdim=True))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("transport", ["shm", "torch.distributed"])
+def test_bad_input_raises_on_every_rank(transport, run_ranks):
+    run_ranks(__file__, 2, transport)
+
+
+if __name__ == "__main__":
+    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
