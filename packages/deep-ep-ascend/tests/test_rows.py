@@ -4,8 +4,8 @@ barrier, in one process: against plain indexing and fp32 sums; malformed input r
 import os
 import time
 
-import pytest
 import deep_ep  # noqa: F401  (loads torch.ops.deep_ep)
+import pytest
 import torch
 
 D = torch.ops.deep_ep

@@ -112,8 +112,8 @@ class ShmTransport(_Transport):
     Segment layout (int64 header, then the ranks' areas): ``flags [R, C]`` (``flags[p, s]`` is the last barrier
     epoch rank s announced to rank p; C rounds R up to a cache line), ``pids [R]``, ``mailbox [2, R, MAILBOX_WORDS]``
     (gathers alternate between the two: a rank that leaves a gather early, raising, may write its next one before
-    a slower peer has read this one), then rank 0's areas, rank 1's areas, ... The segment's name is unlinked as soon as every rank has mapped it,
-    so nothing is left in /dev/shm whether the processes exit cleanly or die.
+    a slower peer has read this one), then rank 0's areas, rank 1's areas, ... The segment's name is unlinked as
+    soon as every rank has mapped it, so nothing is left in /dev/shm whether the processes exit cleanly or die.
     """
 
     kind = "shared memory"
