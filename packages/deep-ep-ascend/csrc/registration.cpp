@@ -9,6 +9,7 @@ STABLE_TORCH_LIBRARY(deep_ep, m) {
       "Tensor(b!) num_tokens_per_expert, Tensor(c!) is_token_in_rank) -> ()");
   m.def("copy_rows(Tensor src, Tensor? src_rows, Tensor(a!) dst, Tensor? dst_rows) -> ()");
   m.def("reduce_rows(Tensor a, Tensor b, Tensor rows, Tensor? weights, Tensor? bias, Tensor(a!) out) -> ()");
+  m.def("quantize_int8(Tensor x, Tensor(a!) q, Tensor(b!) scales) -> ()");
   m.def("shm_barrier(Tensor(a!) flags, int rank, int epoch, float timeout_s, Tensor pids) -> ()");
 }
 
@@ -16,5 +17,6 @@ STABLE_TORCH_LIBRARY_IMPL(deep_ep, CPU, m) {
   m.impl("get_dispatch_layout", TORCH_BOX(&deep_ep::get_dispatch_layout));
   m.impl("copy_rows", TORCH_BOX(&deep_ep::copy_rows));
   m.impl("reduce_rows", TORCH_BOX(&deep_ep::reduce_rows));
+  m.impl("quantize_int8", TORCH_BOX(&deep_ep::quantize_int8));
   m.impl("shm_barrier", TORCH_BOX(&deep_ep::shm_barrier));
 }

@@ -66,7 +66,9 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         # Bit-identical reruns.
         rerun = buffer.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
                                 num_tokens_per_expert=per_expert, topk_idx=topk_idx, topk_weights=weights)  # fmt: skip
-        assert torch.equal(rerun[0], recv_x) and torch.equal(buffer.combine(y, rerun[4], bias=bias)[0], combined)
+        recombined = buffer.combine(y, rerun[4], bias=bias)[0]
+        assert recombined is not combined, "the output pool handed out a tensor still in use"
+        assert torch.equal(rerun[0], recv_x) and torch.equal(recombined, combined)
 
         # A cached dispatch sends another tensor the same way; a (data, scales) pair travels unchanged.
         scales = x[:, :2].float() + 1  # derived from x, so every rank knows what the others send

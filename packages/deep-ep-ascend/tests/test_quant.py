@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from deep_ep import reference as ref
 from deep_ep.quant import calc_diff, dequantize, quantize
 
 
@@ -29,3 +30,22 @@ def test_passthrough_and_errors():
     with pytest.raises(RuntimeError, match="divisible by 128"):
         quantize(torch.randn(2, 100), "fp8_e4m3")
     assert calc_diff(x, x) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(0, 64), (3, 5), (37, 7168)])
+def test_int8_kernel_matches_reference_bit_for_bit(dtype, shape):
+    x = (torch.randn(shape) * torch.rand(shape[0], 1) * 10).to(dtype)
+    if shape[0] > 1:
+        x[1] = 0  # an all-zero token
+    q, s = quantize(x, "int8")
+    want_q, want_s = ref.quantize_int8(x)
+    assert torch.equal(q, want_q) and torch.equal(s, want_s)
+
+
+def test_int8_kernel_rejects_malformed_outputs():
+    x = torch.randn(4, 16)
+    with pytest.raises(RuntimeError, match="q must"):
+        torch.ops.deep_ep.quantize_int8(x, torch.empty(4, 16, dtype=torch.uint8), torch.empty(4))
+    with pytest.raises(RuntimeError, match="scales must have shape"):
+        torch.ops.deep_ep.quantize_int8(x, torch.empty(4, 16, dtype=torch.int8), torch.empty(3))

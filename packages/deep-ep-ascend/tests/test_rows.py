@@ -101,3 +101,18 @@ def test_barrier_notices_an_exited_peer_before_the_timeout():
     with pytest.raises(RuntimeError, match="has exited"):
         D.shm_barrier(flags, 0, 1, 60.0, pids)
     assert time.monotonic() - start < 10
+
+
+def test_output_pool_reuses_only_unreferenced_tensors():
+    from deep_ep.pool import OutputPool
+
+    pool = OutputPool()
+    first = pool.empty("out", (4, 8), torch.float32)
+    view = first[1:]
+    assert pool.empty("out", (4, 8), torch.float32) is not first  # `first` and a view of it are still held
+    del view
+    second = pool.empty("out", (4, 8), torch.float32)
+    del first, second
+    third = pool.empty("out", (4, 8), torch.float32)  # only the pool refers to it now: handed out again
+    assert pool.empty("out", (4, 8), torch.float32) is not third
+    assert pool.empty("out", (2, 8), torch.float32).shape == (2, 8)

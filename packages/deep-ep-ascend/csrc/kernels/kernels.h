@@ -43,8 +43,18 @@ struct ReduceRowsArgs {
 };
 
 SGL_NPU_DECLARE_PER_ISA(void dispatch_layout(const LayoutArgs& a))
-// Both work on rows / tokens [begin, end), so the ops can split them over threads.
+// Per-token symmetric int8: scale = max|x| / 127 (as 1 / (127 / (max|x| + 1e-12))), q = round-half-even(x / scale).
+struct QuantizeInt8Args {
+  sgl_npu_core::DType dtype;  // of x
+  const void* x;
+  int8_t* q;
+  float* scales;                               // [tokens]
+  int64_t tokens, hidden, x_stride, q_stride;  // strides in elements
+};
+
+// All work on rows / tokens [begin, end), so the ops can split them over threads.
 SGL_NPU_DECLARE_PER_ISA(void copy_rows(const CopyRowsArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void reduce_rows(const ReduceRowsArgs& a, int64_t begin, int64_t end))
+SGL_NPU_DECLARE_PER_ISA(void quantize_int8(const QuantizeInt8Args& a, int64_t begin, int64_t end))
 
 }  // namespace deep_ep

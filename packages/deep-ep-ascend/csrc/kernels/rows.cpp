@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/kernels.h"
@@ -26,40 +28,47 @@ inline void copy_row(char* dst, const char* src, int64_t bytes, bool stream) {
   std::memcpy(dst, src, bytes);
 }
 
+// out[t][c0, c0 + kWidth) accumulated in registers over every slot, then stored once.
+template <int kWidth, class T>
+inline void reduce_columns(const ReduceRowsArgs& a, int64_t t, int64_t c0, bool stream) {
+  constexpr int kVecs = kWidth / kVec;
+  f32x8 acc[kVecs];
+  for (int v = 0; v < kVecs; ++v)
+    acc[v] = a.bias != nullptr ? load8(a.bias + t * a.bias_stride + c0 + v * kVec) : splat(0.0f);
+  for (int64_t s = 0; s < a.slots; ++s) {
+    const int64_t r = a.rows[t * a.slots + s];
+    if (r < 0) continue;
+    const T* src = (r < a.a_rows ? static_cast<const T*>(a.a) + r * a.a_stride
+                                 : static_cast<const T*>(a.b) + (r - a.a_rows) * a.b_stride) +
+                   c0;
+    const float w = a.weights != nullptr ? a.weights[t * a.slots + s] : 1.0f;
+    for (int v = 0; v < kVecs; ++v) acc[v] += load8(src + v * kVec) * w;
+  }
+  T* out = static_cast<T*>(a.out) + t * a.out_stride + c0;
+  for (int v = 0; v < kVecs; ++v) stream ? store8_stream(out + v * kVec, acc[v]) : store8(out + v * kVec, acc[v]);
+}
+
 template <class T>
 void reduce(const ReduceRowsArgs& a, int64_t begin, int64_t end) {
   const int64_t h = a.hidden;
-  {
-    // fp32 row accumulator: rows up to a few thousand channels stay in L1 while the slots stream past.
-    constexpr int64_t kChunk = 2048;
-    alignas(32) float acc[kChunk];
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t* rows = a.rows + t * a.slots;
-      const float* w = a.weights != nullptr ? a.weights + t * a.slots : nullptr;
-      T* out = static_cast<T*>(a.out) + t * a.out_stride;
-      for (int64_t c0 = 0; c0 < h; c0 += kChunk) {
-        const int64_t n = std::min(kChunk, h - c0);
-        if (a.bias != nullptr)
-          std::memcpy(acc, a.bias + t * a.bias_stride + c0, n * sizeof(float));
-        else
-          std::memset(acc, 0, n * sizeof(float));
-        for (int64_t s = 0; s < a.slots; ++s) {
-          const int64_t r = rows[s];
-          if (r < 0) continue;
-          const T* src = r < a.a_rows ? static_cast<const T*>(a.a) + r * a.a_stride
-                                      : static_cast<const T*>(a.b) + (r - a.a_rows) * a.b_stride;
-          src += c0;
-          const float ws = w != nullptr ? w[s] : 1.0f;
-          int64_t c = 0;
-          for (; c + kVec <= n; c += kVec) store8(acc + c, load8(acc + c) + load8(src + c) * ws);
-          for (; c < n; ++c) acc[c] += to_float(src[c]) * ws;
-        }
-        int64_t c = 0;
-        for (; c + kVec <= n; c += kVec) store8(out + c0 + c, load8(acc + c));
-        for (; c < n; ++c) out[c0 + c] = from_float<T>(acc[c]);
+  const bool stream = should_stream(a.out, a.tokens, h * int64_t(sizeof(T)), a.out_stride * int64_t(sizeof(T)));
+  for (int64_t t = begin; t < end; ++t) {
+    int64_t c = 0;
+    for (; c + 4 * kVec <= h; c += 4 * kVec) reduce_columns<4 * kVec, T>(a, t, c, stream);
+    for (; c + kVec <= h; c += kVec) reduce_columns<kVec, T>(a, t, c, stream);
+    for (; c < h; ++c) {  // the last h % 8 columns
+      float acc = a.bias != nullptr ? a.bias[t * a.bias_stride + c] : 0.0f;
+      for (int64_t s = 0; s < a.slots; ++s) {
+        const int64_t r = a.rows[t * a.slots + s];
+        if (r < 0) continue;
+        const T* src = r < a.a_rows ? static_cast<const T*>(a.a) + r * a.a_stride
+                                    : static_cast<const T*>(a.b) + (r - a.a_rows) * a.b_stride;
+        acc += to_float(src[c]) * (a.weights != nullptr ? a.weights[t * a.slots + s] : 1.0f);
       }
+      static_cast<T*>(a.out)[t * a.out_stride + c] = from_float<T>(acc);
     }
   }
+  if (stream) stream_fence();
 }
 
 }  // namespace
@@ -79,6 +88,27 @@ void copy_rows(const CopyRowsArgs& a, int64_t begin, int64_t end) {
 
 void reduce_rows(const ReduceRowsArgs& a, int64_t begin, int64_t end) {
   SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] { reduce<scalar_t>(a, begin, end); });
+}
+
+void quantize_int8(const QuantizeInt8Args& a, int64_t begin, int64_t end) {
+  SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] {
+    using T = scalar_t;
+    const int64_t h = a.hidden;
+    for (int64_t t = begin; t < end; ++t) {
+      const T* x = static_cast<const T*>(a.x) + t * a.x_stride;
+      int8_t* q = a.q + t * a.q_stride;
+      f32x8 m = splat(0.0f);
+      int64_t c = 0;
+      for (; c + kVec <= h; c += kVec) m = vmax(m, vabs(load8(x + c)));
+      float amax = reduce_max(m);
+      for (; c < h; ++c) amax = std::max(amax, std::fabs(to_float(x[c])));
+      // The reference's fp32 steps exactly: s = (1 / (amax + 1e-12)) * 127, q = rint(x * s), scale = 1 / s.
+      const float scale = (1.0f / (amax + 1e-12f)) * 127.0f;
+      for (c = 0; c + kVec <= h; c += kVec) store8_int8(q + c, vrint(load8(x + c) * scale));
+      for (; c < h; ++c) q[c] = static_cast<int8_t>(std::nearbyint(to_float(x[c]) * scale));
+      a.scales[t] = 1.0f / scale;
+    }
+  });
 }
 
 }  // namespace deep_ep::SGL_NPU_ISA

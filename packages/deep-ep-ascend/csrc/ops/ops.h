@@ -18,6 +18,8 @@ void copy_rows(const Tensor& src, const std::optional<Tensor>& src_rows, Tensor 
 void reduce_rows(const Tensor& a, const Tensor& b, const Tensor& rows, const std::optional<Tensor>& weights,
                  const std::optional<Tensor>& bias, Tensor out);
 
+void quantize_int8(const Tensor& x, Tensor q, Tensor scales);
+
 void shm_barrier(Tensor flags, int64_t rank, int64_t epoch, double timeout_s, const Tensor& pids);
 
 }  // namespace deep_ep

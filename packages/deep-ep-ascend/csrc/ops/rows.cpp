@@ -115,4 +115,16 @@ void reduce_rows(const Tensor& a, const Tensor& b, const Tensor& rows, const std
                 [&](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(reduce_rows, args, begin, end); });
 }
 
+void quantize_int8(const Tensor& x, Tensor q, Tensor scales) {
+  const Rows rx = as_rows(x, "x"), rq = as_rows(q, "q");
+  const DType dtype = float_dtype(x, "x");
+  check_dtype(q, ScalarType::Char, "q");
+  check_same_rows(rx, rq, "x", "q");
+  float* s = const_cast<float*>(checked_vector<float>(scales, rx.rows, ScalarType::Float, "scales"));
+  QuantizeInt8Args a{dtype,         x.const_data_ptr(), static_cast<int8_t*>(q.mutable_data_ptr()), s, rx.rows, rx.cols,
+                     rx.row_stride, rq.row_stride};
+  parallel_rows(rx.rows, rx.cols * int64_t(x.element_size() + 1),
+                [&](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(quantize_int8, a, begin, end); });
+}
+
 }  // namespace deep_ep

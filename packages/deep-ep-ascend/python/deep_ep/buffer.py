@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from . import _meta, low_latency
 from .events import Config, EventOverlap
+from .pool import OutputPool
 from .quant import quantize
 from .transport import CollectiveTransport, Send, ShmTransport, node_count, pack_fields, row_bytes
 
@@ -87,6 +88,7 @@ class Buffer:
             self._transport = CollectiveTransport(group)
         self.runtime = self._transport.kind
         self._low_latency_calls = 0
+        self._outputs = OutputPool()
         self._destroyed = False
 
     # ---- static helpers ------------------------------------------------------------------------------------
@@ -116,6 +118,7 @@ class Buffer:
     def destroy(self) -> None:
         _meta.check(self.explicitly_destroy, "destroy() needs Buffer(..., explicitly_destroy=True)")
         self._transport.close()
+        self._outputs.clear()
         self._destroyed = True
 
     # ---- layout ----------------------------------------------------------------------------------------------
@@ -224,7 +227,8 @@ class Buffer:
         """Return every received row to its source and sum the copies of each token in fp32, in a fixed order
         (the bias first, then source ranks ascending); ``bias`` is a tensor or a pair of [N, H]. Returns
         ``(combined_x [N, H], combined_topk_weights [N, K] or None, event)``; ``out`` (an extension) receives
-        ``combined_x`` instead of a fresh tensor."""
+        ``combined_x``; without it ``combined_x`` is a new tensor or, when nothing refers to the one the previous
+        call returned any more, that one again (see ``deep_ep.pool``)."""
         self._check_alive()
         r, t, me = self.group_size, self._transport, self.rank
         n = handle.is_token_in_rank.shape[0]
@@ -269,7 +273,7 @@ class Buffer:
         rows = torch.full((n, r), -1, dtype=torch.int64)
         rows[handle.send_token, dest] = where
         area = self._views(fields[me], data, int(returned[me].sum()))
-        combined = out if out is not None else x.new_empty(n, x.shape[1])
+        combined = out if out is not None else self._outputs.empty("combine", (n, x.shape[1]), x.dtype)
         _reduce_rows(data[0], area[0], rows, None, bias_sum, combined)
         combined_weights = None
         if weights is not None:

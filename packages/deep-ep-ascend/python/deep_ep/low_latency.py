@@ -184,9 +184,11 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
     field = Field("low_latency", 2 * third, tokens * k, row_bytes)
 
     # This rank's filled rows, grouped by the source they return to.
-    mine = handle.layout_range & 0xFFFFFFFF  # [L, R]
-    rows = torch.cat([i * slots + torch.arange(int(mine[i].sum())) for i in range(local)])
-    source = torch.cat([torch.repeat_interleave(torch.arange(r), mine[i]) for i in range(local)])
+    mine = handle.layout_range & 0xFFFFFFFF  # [L, R]: rows of each local expert from each source
+    per_expert = mine.sum(1)
+    first = torch.repeat_interleave(per_expert.cumsum(0) - per_expert, per_expert)
+    rows = torch.repeat_interleave(torch.arange(local) * slots, per_expert) + torch.arange(len(first)) - first
+    source = torch.repeat_interleave(torch.arange(r).repeat(local), mine.flatten())
     order = torch.argsort(source, stable=True)
     rows = rows[order]
     bounds = [0, *torch.bincount(source, minlength=r).cumsum(0).tolist()]
@@ -194,7 +196,7 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
     sends = [Send(rows[bounds[p] : bounds[p + 1]], dst_rows=returned[bounds[p] : bounds[p + 1]]) for p in range(r)]
     t.scatter([field] * r, data[0], sends)
 
-    combined = out if out is not None else x.new_empty(n, hidden)
+    combined = out if out is not None else buf._outputs.empty("low_latency_combine", (n, hidden), x.dtype)
     index = torch.where(topk_idx >= 0, torch.arange(n * k).view(n, k), -1)
     weights = topk_weights.float().contiguous()
 

@@ -1,6 +1,7 @@
 """Quantization that dispatch can apply before sending (the receiver gets ``(data, scales)``), and its inverse.
 
-- ``int8``: per token, the Ascend recipe: ``s = 127 / (max|x| + 1e-12)``, ``q = rint(x * s)``, scale ``1 / s``.
+- ``int8``: per token, the Ascend recipe: ``s = 127 / (max|x| + 1e-12)``, ``q = rint(x * s)``, scale ``1 / s``
+  (``reference.quantize_int8``; a C++ kernel with the same fp32 steps on CPUs).
 - ``fp8_e4m3``: per 128 channels, the DeepEP recipe: ``scale = amax / 448`` (a power of two with
   ``round_scale``), ``q = e4m3(x / scale)``.
 """
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from . import _meta
+from . import _meta, reference
 
+_quantize_int8 = torch.ops.deep_ep.quantize_int8.default
 MODES = (None, "bf16", "int8", "fp8_e4m3")
 FP8_GROUP, FP8_MAX = 128, 448.0
 
@@ -21,10 +23,14 @@ def quantize(x: torch.Tensor, mode: str | None, round_scale: bool = False):
     _meta.check(mode in MODES, f"quant_mode must be one of {MODES}, got {mode!r}")
     if mode in (None, "bf16"):
         return x
-    xf = x.float()
     if mode == "int8":
-        s = 127.0 / (xf.abs().amax(dim=1, keepdim=True) + 1e-12)
-        return torch.round(xf * s).to(torch.int8), (1.0 / s).squeeze(1)
+        if x.device.type != "cpu":
+            return reference.quantize_int8(x)
+        _meta.check(x.dim() == 2, f"x must be [tokens, hidden], got {list(x.shape)}")
+        data, scales = torch.empty(x.shape, dtype=torch.int8), torch.empty(x.shape[0], dtype=torch.float32)
+        _quantize_int8(x, data, scales)
+        return data, scales
+    xf = x.float()
     _meta.check(x.shape[1] % FP8_GROUP == 0, f"fp8 quantization needs a hidden size divisible by {FP8_GROUP}")
     groups = xf.view(x.shape[0], x.shape[1] // FP8_GROUP, FP8_GROUP)
     scale = groups.abs().amax(dim=-1).clamp(min=1e-4) / FP8_MAX

@@ -18,6 +18,14 @@ def dispatch_layout(topk_idx: torch.Tensor, num_experts: int, num_ranks: int):
     return is_token_in_rank.sum(0).to(torch.int32), tokens_per_expert, is_token_in_rank
 
 
+def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token int8 (the Ascend recipe): ``s = 127 / (max|x| + 1e-12)``, ``q = rint(x * s)``, scale ``1 / s``,
+    each step in fp32, the division as ``127 * (1 / d)`` (what ``127 / tensor`` computes in torch)."""
+    xf = x.float()
+    s = torch.reciprocal(xf.abs().amax(dim=1, keepdim=True) + 1e-12) * 127.0
+    return torch.round(xf * s).to(torch.int8), torch.reciprocal(s).squeeze(1)
+
+
 def received_rows(inputs: list[tuple], rank: int, num_experts: int):
     """What ``rank`` receives from a normal-mode dispatch where rank s sends ``inputs[s] = (x, topk_idx,
     topk_weights)``: ``(x rows, local topk_idx, topk_weights, (source rank, source token) pairs)`` grouped by

@@ -162,6 +162,16 @@ inline f32x8 vfloor(f32x8 a) {
   return t - bitcast<f32x8>((t > a) & bitcast<i32x8>(splat(1.0f)));
 #endif
 }
+// Rounds half to even. Unlike vround_even_small, a product passed in cannot be fused with the rounding into one
+// FMA (which would round the exact product instead of the fp32 one a reference computes first).
+inline f32x8 vrint(f32x8 a) {
+#if defined(__AVX__)
+  return bitcast<f32x8>(_mm256_round_ps(bitcast<__m256>(a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+  for (int i = 0; i < kVec; ++i) a[i] = __builtin_nearbyintf(a[i]);
+  return a;
+#endif
+}
 // Rounds half to even for |a| < 2^22 (adding and removing 1.5 * 2^23 drops the fraction bits).
 inline f32x8 vround_even_small(f32x8 a) { return (a + 12582912.0f) - 12582912.0f; }
 // Saturating fp32 -> int8 of 8 values that are already integral (NaN -> -128).
