@@ -82,6 +82,24 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
             (q, s), *_ = buffer.dispatch(x, handle=handle, quant_mode=mode)
             want_q, want_s = quantize(want_x, mode)
             assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8)) and torch.equal(s, want_s)
+        # Ascend's expanded layout: a row per (token, local expert), expert-major; combine weighted.
+        rows, experts_of, row_w, counts, ex_handle, _ = buffer.dispatch(
+            x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank, num_tokens_per_expert=per_expert,
+            topk_idx=topk_idx, topk_weights=weights, layout="expanded",
+        )  # fmt: skip
+        order = sorted((i, j) for j in range(len(want_x)) for i in want_idx[j].tolist() if i >= 0)
+        assert experts_of.tolist() == [i for i, _ in order]
+        assert torch.equal(rows, want_x[[j for _, j in order]])
+        assert torch.equal(row_w, torch.stack([want_w[j, want_idx[j].tolist().index(i)] for i, j in order]))
+        assert counts == torch.bincount(experts_of, minlength=EXPERTS_PER_RANK).tolist()
+        combined_ex, _, _ = buffer.combine((rows.float() * (rank + 1)).to(torch.bfloat16), ex_handle)
+        want_ex = torch.zeros(x.shape[0], HIDDEN)
+        for r in range(world):
+            on_r = (topk_idx >= 0) & (topk_idx // EXPERTS_PER_RANK == r)
+            want_ex += (weights * on_r).sum(1, keepdim=True) * (x.float() * (r + 1)).to(torch.bfloat16).float()
+        torch.testing.assert_close(combined_ex.float(), want_ex, rtol=1e-2, atol=1e-2)
+        (again_rows,), *_ = buffer.dispatch((x * 2,), handle=ex_handle)
+        assert torch.equal(again_rows, rows * 2)
         worst = buffer.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
                                 num_tokens_per_expert=per_expert, topk_idx=topk_idx, topk_weights=weights,
                                 num_worst_tokens=64)  # fmt: skip

@@ -32,21 +32,22 @@ def test_copy_rows_streams_large_blocks():
     assert torch.equal(dst[1:], src[perm])
 
 
+@pytest.mark.parametrize("fp32_out", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("hidden", [5, 136, 2100])
-def test_reduce_rows_sums_in_slot_order(dtype, hidden):
+def test_reduce_rows_sums_in_slot_order(dtype, hidden, fp32_out):
     a, b = torch.randn(4, hidden).to(dtype), torch.randn(3, hidden).to(dtype)
     rows = torch.tensor([[0, 5, -1], [-1, -1, -1], [6, 1, 4], [3, -1, 2]])
     weights = torch.rand(4, 3)
     bias = torch.randn(4, hidden)
-    out = torch.empty(4, hidden, dtype=dtype)
+    out = torch.empty(4, hidden, dtype=torch.float32 if fp32_out else dtype)
     D.reduce_rows(a, b, rows, weights, bias, out)
     both = torch.cat([a, b]).float()
     want = bias.clone()
     for s in range(3):
         valid = rows[:, s] >= 0
         want[valid] += weights[valid, s : s + 1] * both[rows[valid, s]]
-    torch.testing.assert_close(out.float(), want.to(dtype).float(), rtol=1e-2 if dtype != torch.float32 else 1e-6,
+    torch.testing.assert_close(out.float(), want.to(out.dtype).float(), rtol=1e-2 if dtype != torch.float32 else 1e-6,
                                atol=1e-2 if dtype != torch.float32 else 1e-5)  # fmt: skip
 
 
@@ -66,8 +67,10 @@ def test_malformed_rows_raise_before_moving():
         D.reduce_rows(a, a[:0], torch.tensor([[0], [2]]), None, None, out)
     with pytest.raises(RuntimeError, match="weights"):
         D.reduce_rows(a, a[:0], torch.tensor([[0], [1]]), torch.ones(2, 2), None, out)
-    with pytest.raises(RuntimeError, match="dtype"):
-        D.reduce_rows(a.half(), a[:0], torch.tensor([[0], [1]]), None, None, out)
+    with pytest.raises(RuntimeError, match="out must be float32 or have a's dtype"):
+        D.reduce_rows(a, a[:0], torch.tensor([[0], [1]]), None, None, out.bfloat16())
+    with pytest.raises(RuntimeError, match="b must have the dtype of a"):
+        D.reduce_rows(a, a[:0].half(), torch.tensor([[0], [1]]), None, None, out)
     assert (out == 0).all()
 
 

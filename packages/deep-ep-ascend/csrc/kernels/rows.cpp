@@ -29,7 +29,7 @@ inline void copy_row(char* dst, const char* src, int64_t bytes, bool stream) {
 }
 
 // out[t][c0, c0 + kWidth) accumulated in registers over every slot, then stored once.
-template <int kWidth, class T>
+template <int kWidth, class T, class O>
 inline void reduce_columns(const ReduceRowsArgs& a, int64_t t, int64_t c0, bool stream) {
   constexpr int kVecs = kWidth / kVec;
   f32x8 acc[kVecs];
@@ -44,18 +44,18 @@ inline void reduce_columns(const ReduceRowsArgs& a, int64_t t, int64_t c0, bool 
     const float w = a.weights != nullptr ? a.weights[t * a.slots + s] : 1.0f;
     for (int v = 0; v < kVecs; ++v) acc[v] += load8(src + v * kVec) * w;
   }
-  T* out = static_cast<T*>(a.out) + t * a.out_stride + c0;
+  O* out = static_cast<O*>(a.out) + t * a.out_stride + c0;
   for (int v = 0; v < kVecs; ++v) stream ? store8_stream(out + v * kVec, acc[v]) : store8(out + v * kVec, acc[v]);
 }
 
-template <class T>
+template <class T, class O>
 void reduce(const ReduceRowsArgs& a, int64_t begin, int64_t end) {
   const int64_t h = a.hidden;
-  const bool stream = should_stream(a.out, a.tokens, h * int64_t(sizeof(T)), a.out_stride * int64_t(sizeof(T)));
+  const bool stream = should_stream(a.out, a.tokens, h * int64_t(sizeof(O)), a.out_stride * int64_t(sizeof(O)));
   for (int64_t t = begin; t < end; ++t) {
     int64_t c = 0;
-    for (; c + 4 * kVec <= h; c += 4 * kVec) reduce_columns<4 * kVec, T>(a, t, c, stream);
-    for (; c + kVec <= h; c += kVec) reduce_columns<kVec, T>(a, t, c, stream);
+    for (; c + 4 * kVec <= h; c += 4 * kVec) reduce_columns<4 * kVec, T, O>(a, t, c, stream);
+    for (; c + kVec <= h; c += kVec) reduce_columns<kVec, T, O>(a, t, c, stream);
     for (; c < h; ++c) {  // the last h % 8 columns
       float acc = a.bias != nullptr ? a.bias[t * a.bias_stride + c] : 0.0f;
       for (int64_t s = 0; s < a.slots; ++s) {
@@ -65,7 +65,7 @@ void reduce(const ReduceRowsArgs& a, int64_t begin, int64_t end) {
                                     : static_cast<const T*>(a.b) + (r - a.a_rows) * a.b_stride;
         acc += to_float(src[c]) * (a.weights != nullptr ? a.weights[t * a.slots + s] : 1.0f);
       }
-      static_cast<T*>(a.out)[t * a.out_stride + c] = from_float<T>(acc);
+      static_cast<O*>(a.out)[t * a.out_stride + c] = from_float<O>(acc);
     }
   }
   if (stream) stream_fence();
@@ -87,7 +87,12 @@ void copy_rows(const CopyRowsArgs& a, int64_t begin, int64_t end) {
 }
 
 void reduce_rows(const ReduceRowsArgs& a, int64_t begin, int64_t end) {
-  SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] { reduce<scalar_t>(a, begin, end); });
+  SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] {
+    if (a.out_fp32)
+      reduce<scalar_t, float>(a, begin, end);
+    else
+      reduce<scalar_t, scalar_t>(a, begin, end);
+  });
 }
 
 void quantize_int8(const QuantizeInt8Args& a, int64_t begin, int64_t end) {

@@ -62,9 +62,11 @@ void copy_rows(const Tensor& src, const std::optional<Tensor>& src_rows, Tensor 
 void reduce_rows(const Tensor& a, const Tensor& b, const Tensor& rows, const std::optional<Tensor>& weights,
                  const std::optional<Tensor>& bias, Tensor out) {
   const Rows ra = as_rows(a, "a"), rb = as_rows(b, "b"), ro = as_rows(out, "out");
-  const DType dtype = float_dtype(out, "out");
-  check_same_dtype(a, out, "a", "out");
-  check_same_dtype(b, out, "b", "out");
+  const DType dtype = float_dtype(a, "a");
+  check_same_dtype(b, a, "b", "a");
+  const bool out_fp32 = out.scalar_type() == ScalarType::Float;
+  STD_TORCH_CHECK(out_fp32 || out.scalar_type() == a.scalar_type(), "out must be float32 or have a's dtype (",
+                  dtype_name(a.scalar_type()), "), got ", dtype_name(out.scalar_type()));
   STD_TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2, "a, b and out must be 2-D");
   STD_TORCH_CHECK(ra.cols == ro.cols && (rb.cols == ro.cols || b.size(0) == 0), "a and b rows must have the ", ro.cols,
                   " columns of out");
@@ -96,6 +98,7 @@ void reduce_rows(const Tensor& a, const Tensor& b, const Tensor& rows, const std
     bias_stride = rbias.row_stride;
   }
   ReduceRowsArgs args{dtype,
+                      out_fp32,
                       a.const_data_ptr(),
                       b.const_data_ptr(),
                       out.mutable_data_ptr(),

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from . import _meta, low_latency
+from . import _meta, expanded, low_latency
 from .events import Config, EventOverlap
 from .pool import OutputPool
 from .quant import quantize
@@ -140,12 +140,43 @@ class Buffer:
         return per_rank, per_rdma_rank, per_expert, in_rank, EventOverlap()
 
     # ---- normal mode ---------------------------------------------------------------------------------------------
-    def dispatch(self, x, handle: DispatchHandle | None = None, num_tokens_per_rank=None,
-                 num_tokens_per_rdma_rank=None, is_token_in_rank=None, num_tokens_per_expert=None, topk_idx=None,
-                 topk_weights=None, expert_alignment: int = 1, num_worst_tokens: int = 0, config=None,
-                 previous_event=None, async_finish: bool = False, allocate_on_comm_stream: bool = False,
-                 quant_mode: str | None = None, round_scale: bool = False):  # fmt: skip
-        """Send each token once to every rank in its row of ``is_token_in_rank``.
+    def dispatch(self, x, handle=None, num_tokens_per_rank=None, num_tokens_per_rdma_rank=None,
+                 is_token_in_rank=None, num_tokens_per_expert=None, topk_idx=None, topk_weights=None,
+                 expert_alignment: int = 1, num_worst_tokens: int = 0, config=None, previous_event=None,
+                 async_finish: bool = False, allocate_on_comm_stream: bool = False, quant_mode: str | None = None,
+                 round_scale: bool = False, layout: str | None = None):  # fmt: skip
+        """Send each token once to every rank in its row of ``is_token_in_rank`` (the DeepEP form, below).
+
+        ``layout="expanded"`` gives Ascend's form instead (see ``deep_ep.expanded``): ``recv_x`` has one row per
+        (token, local expert), expert-major; ``recv_topk_idx`` / ``recv_topk_weights`` are each row's local expert
+        and weight (``[A]``); the counts list is exact per expert (rounded up to ``expert_alignment``); ``combine``
+        with its handle sums the rows weighted. A cached dispatch with that handle expands the same way.
+        """
+        _meta.check(layout in (None, "expanded"), f"layout must be None or 'expanded', got {layout!r}")
+        if isinstance(handle, expanded.ExpandedHandle):
+            recv, *_ = self._dispatch(x, handle.base, quant_mode=quant_mode, round_scale=round_scale)
+            data = list(recv) if isinstance(recv, tuple) else [recv]
+            rows = expanded.gather(data, handle.source_row, self._outputs)
+            return self._like(recv, rows), None, None, None, handle, EventOverlap()
+        result = self._dispatch(x, handle, num_tokens_per_rank, is_token_in_rank, num_tokens_per_expert, topk_idx,
+                                topk_weights, expert_alignment, num_worst_tokens, quant_mode, round_scale)  # fmt: skip
+        if layout is None:
+            return result
+        recv, recv_idx, recv_w, _, base, event = result
+        _meta.check(recv_idx is not None and num_worst_tokens == 0,
+                    "layout='expanded' needs topk_idx / topk_weights and no num_worst_tokens")  # fmt: skip
+        data = list(recv) if isinstance(recv, tuple) else [recv]
+        rows, expert, weights, counts, slots, matrix, source_row = expanded.expand(
+            data, recv_idx, recv_w, self._experts_per_rank(num_tokens_per_expert), max(1, expert_alignment),
+            self._outputs,
+        )  # fmt: skip
+        handle = expanded.ExpandedHandle(base, source_row, slots, matrix)
+        return self._like(recv, rows), expert, weights, counts, handle, event
+
+    def _dispatch(self, x, handle=None, num_tokens_per_rank=None, is_token_in_rank=None, num_tokens_per_expert=None,
+                  topk_idx=None, topk_weights=None, expert_alignment=1, num_worst_tokens=0, quant_mode=None,
+                  round_scale=False):  # fmt: skip
+        """Send each token once to every rank in its row of ``is_token_in_rank``: the DeepEP form.
 
         ``x`` is ``[N, H]`` or a pre-quantized ``(data [N, H], scales [N, S] or [N])`` pair, carried unchanged;
         ``quant_mode`` "int8" or "fp8_e4m3" quantizes ``[N, H]`` before sending (see ``deep_ep.quant``), so
@@ -230,6 +261,11 @@ class Buffer:
         ``combined_x``; without it ``combined_x`` is a new tensor or, when nothing refers to the one the previous
         call returned any more, that one again (see ``deep_ep.pool``)."""
         self._check_alive()
+        if isinstance(handle, expanded.ExpandedHandle):
+            _meta.check(topk_weights is None, "an expanded combine takes its weights from the handle")
+            partial = expanded.partial_sums(x, handle)
+            combined, _, event = self.combine(partial, handle.base, bias=bias)
+            return (combined.to(x.dtype) if out is None else out.copy_(combined)), None, event
         r, t, me = self.group_size, self._transport, self.rank
         n = handle.is_token_in_rank.shape[0]
         n_recv = sum(handle.recv_counts)
