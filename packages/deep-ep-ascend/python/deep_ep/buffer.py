@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from . import _meta, expanded, low_latency
+from . import _meta, expanded, low_latency, moe
 from .events import Config, EventOverlap
 from .pool import OutputPool
 from .quant import quantize
@@ -338,6 +338,18 @@ class Buffer:
         """DeepEP's low-latency combine: see ``deep_ep.low_latency.combine``."""
         self._check_alive()
         return low_latency.combine(self, x, topk_idx, topk_weights, handle, return_recv_hook, out)
+
+    # ---- Ascend's fused MoE ----------------------------------------------------------------------------------------
+    def fused_deep_moe(self, x, topk_idx, topk_weights, gmm1_permuted_weight, gmm1_permuted_weight_scale,
+                       gmm2_weight, gmm2_weight_scale, num_max_dispatch_tokens_per_rank: int, num_experts: int,
+                       quant_mode: int = 1, fuse_mode: int = moe.FuseMode.FUSED_DEEP_MOE,
+                       profile_enable: bool = False):  # fmt: skip
+        """Dispatch -> int8 expert FFN (SwiGLU) -> weighted combine in one call: see ``deep_ep.moe``. Returns
+        ``(output [N, H] bf16, ep_recv_count int32 [L * R])``."""
+        self._check_alive()
+        return moe.fused_deep_moe(self, x, topk_idx, topk_weights, gmm1_permuted_weight, gmm1_permuted_weight_scale,
+                                  gmm2_weight, gmm2_weight_scale, num_max_dispatch_tokens_per_rank, num_experts,
+                                  quant_mode, fuse_mode)  # fmt: skip
 
     # ---- internals -----------------------------------------------------------------------------------------------
     def _check_alive(self) -> None:
