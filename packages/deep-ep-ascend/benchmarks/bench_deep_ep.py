@@ -108,9 +108,15 @@ def _low_latency(buffer, args, rank: int) -> dict:
         go()
         come()
 
+    def there_and_back_in_place():
+        _, _, handle, _, _ = buffer.low_latency_dispatch(x, topk_idx, t, args.experts, quant_mode="int8")
+        out = buffer.get_next_low_latency_combine_buffer(handle)  # the experts write here
+        buffer.low_latency_combine(out, topk_idx, weights, handle, zero_copy=True)
+
     selections = len(valid)
     return {
         "low-latency dispatch + combine": _median_us(there_and_back, args.iters),
+        "low-latency dispatch + combine (zero copy)": _median_us(there_and_back_in_place, args.iters),
         "low-latency gloo there and back": _median_us(gloo_there_and_back, args.iters),
         "low-latency bytes": selections * (args.hidden + args.hidden // 32 + 16) + selections * 2 * args.hidden,
     }
@@ -163,6 +169,8 @@ OPS = [  # (row label, our key, gloo key, bytes key)
     ("normal combine (bf16, fresh out)", "combine (fresh out)", "combine gloo", "combine bytes"),
     ("low-latency dispatch + combine", "low-latency dispatch + combine", "low-latency gloo there and back",
      "low-latency bytes"),
+    ("low-latency dispatch + combine (zero copy)", "low-latency dispatch + combine (zero copy)",
+     "low-latency gloo there and back", "low-latency bytes"),
 ]  # fmt: skip
 
 

@@ -78,6 +78,12 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         again, _, _ = buffer.low_latency_combine(recv, topk_idx, weights, handle, out=out)
         assert again is out and torch.equal(out, combined)  # bit-identical rerun
 
+        # Zero copy: the experts write into the combine buffer; the sums are read from every rank's buffer.
+        buffer_x = buffer.get_next_low_latency_combine_buffer(handle)
+        buffer_x.copy_(recv)
+        zero, _, _ = buffer.low_latency_combine(buffer_x, topk_idx, weights, handle, zero_copy=True)
+        assert torch.equal(zero, combined)
+
         # Hooks: the sends happen in the call, the receive in hook(); two batches in flight keep their halves.
         first, _, h1, _, hook1 = buffer.low_latency_dispatch(x, topk_idx, MAX_TOKENS, experts, use_fp8=False,
                                                              return_recv_hook=True)  # fmt: skip

@@ -119,3 +119,14 @@ def test_output_pool_reuses_only_unreferenced_tensors():
     third = pool.empty("out", (4, 8), torch.float32)  # only the pool refers to it now: handed out again
     assert pool.empty("out", (4, 8), torch.float32) is not third
     assert pool.empty("out", (2, 8), torch.float32).shape == (2, 8)
+
+
+def test_reduce_rows_reads_a_flat_source_at_element_offsets():
+    flat = torch.randn(100).to(torch.bfloat16)
+    offsets = torch.tensor([[3, 90], [-1, 0]])
+    out = torch.empty(2, 10, dtype=torch.float32)
+    D.reduce_rows(flat, flat[:0].view(0, 10), offsets, None, None, out)
+    want = torch.stack([flat[3:13].float() + flat[90:100].float(), flat[0:10].float()])
+    assert torch.equal(out, want)
+    with pytest.raises(RuntimeError, match="does not start a row inside a"):
+        D.reduce_rows(flat, flat[:0].view(0, 10), torch.tensor([[91]]), None, None, out[:1])

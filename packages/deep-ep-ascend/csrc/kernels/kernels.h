@@ -30,7 +30,8 @@ struct CopyRowsArgs {
 };
 
 // out[t] = bias[t] + sum over s of weights[t, s] * row(rows[t, s]), in fp32 and in slot order (a fixed order,
-// so reruns are bit-identical). Row i < a_rows is a[i], else b[i - a_rows]; -1 skips the slot.
+// so reruns are bit-identical). Row i < a_rows is a[i] (a_stride 1: the row starting at element i of a flat a),
+// else b[i - a_rows]; -1 skips the slot.
 struct ReduceRowsArgs {
   sgl_npu_core::DType dtype;  // of a and b
   bool out_fp32;              // out is fp32 (else a's dtype)

@@ -61,24 +61,30 @@ void copy_rows(const Tensor& src, const std::optional<Tensor>& src_rows, Tensor 
 
 void reduce_rows(const Tensor& a, const Tensor& b, const Tensor& rows, const std::optional<Tensor>& weights,
                  const std::optional<Tensor>& bias, Tensor out) {
-  const Rows ra = as_rows(a, "a"), rb = as_rows(b, "b"), ro = as_rows(out, "out");
+  const Rows ro = as_rows(out, "out");
   const DType dtype = float_dtype(a, "a");
   check_same_dtype(b, a, "b", "a");
   const bool out_fp32 = out.scalar_type() == ScalarType::Float;
   STD_TORCH_CHECK(out_fp32 || out.scalar_type() == a.scalar_type(), "out must be float32 or have a's dtype (",
                   dtype_name(a.scalar_type()), "), got ", dtype_name(out.scalar_type()));
-  STD_TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2, "a, b and out must be 2-D");
-  STD_TORCH_CHECK(ra.cols == ro.cols && (rb.cols == ro.cols || b.size(0) == 0), "a and b rows must have the ", ro.cols,
-                  " columns of out");
+  STD_TORCH_CHECK(out.dim() == 2 && b.dim() == 2, "b and out must be 2-D");
+  // A 1-D `a` (a flat view of shared memory) is read at element offsets: a row may start anywhere in it.
+  const bool flat = a.dim() == 1;
+  STD_TORCH_CHECK(flat || a.dim() == 2, "a must be 1-D (rows at element offsets) or 2-D");
+  STD_TORCH_CHECK(!flat || b.size(0) == 0, "b must be empty when a is 1-D");
+  const Rows ra = flat ? Rows{a.numel(), ro.cols, 1} : as_rows(a, "a");
+  if (flat) check_contiguous(a, "a");
+  const Rows rb = b.size(0) == 0 ? Rows{0, ro.cols, ro.cols} : as_rows(b, "b");
+  STD_TORCH_CHECK(ra.cols == ro.cols && rb.cols == ro.cols, "a and b rows must have the ", ro.cols, " columns of out");
   check_cpu(rows, "rows");
   check_dtype(rows, ScalarType::Long, "rows");
   STD_TORCH_CHECK(rows.dim() == 2 && rows.size(0) == ro.rows && rows.is_contiguous(), "rows must be a contiguous [",
                   ro.rows, ", slots]");
-  const int64_t slots = rows.size(1), limit = a.size(0) + b.size(0);
+  const int64_t slots = rows.size(1), limit = flat ? a.numel() - ro.cols + 1 : a.size(0) + b.size(0);
   const int64_t* r = static_cast<const int64_t*>(rows.const_data_ptr());
   for (int64_t i = 0; i < rows.numel(); ++i)
     STD_TORCH_CHECK(-1 <= r[i] && r[i] < limit, "rows[", i / slots, ", ", i % slots, "] = ", r[i],
-                    " is not a row of a or b (", limit, ") or -1");
+                    flat ? " does not start a row inside a (" : " is not a row of a or b (", limit, ") or -1");
   const float* w = nullptr;
   if (weights.has_value()) {
     check_cpu(*weights, "weights");
@@ -108,7 +114,7 @@ void reduce_rows(const Tensor& a, const Tensor& b, const Tensor& rows, const std
                       ro.rows,
                       slots,
                       ro.cols,
-                      a.size(0),
+                      ra.rows,
                       ra.row_stride,
                       rb.row_stride,
                       ro.row_stride,

@@ -335,9 +335,20 @@ class Buffer:
     def low_latency_combine(self, x, topk_idx, topk_weights, handle, use_logfmt: bool = False,
                             zero_copy: bool = False, async_finish: bool = False, return_recv_hook: bool = False,
                             out=None, combine_wait_recv_cost_stats=None):  # fmt: skip
-        """DeepEP's low-latency combine: see ``deep_ep.low_latency.combine``."""
+        """DeepEP's low-latency combine: see ``deep_ep.low_latency.combine``. With ``zero_copy=True``, ``x`` is
+        ``get_next_low_latency_combine_buffer(handle)`` filled in place, and on shared memory each rank reads the
+        rows it needs straight from the others' buffers."""
         self._check_alive()
-        return low_latency.combine(self, x, topk_idx, topk_weights, handle, return_recv_hook, out)
+        return low_latency.combine(self, x, topk_idx, topk_weights, handle, return_recv_hook, out, zero_copy)
+
+    def get_next_low_latency_combine_buffer(self, handle) -> torch.Tensor:
+        """``[L, R*T, H]`` bf16 where the experts can write their outputs for a ``zero_copy`` combine; valid until
+        the next low-latency combine."""
+        self._check_alive()
+        local = handle.num_experts // self.group_size
+        field = low_latency.combine_buffer_field(self, handle, handle.hidden)
+        view = self._transport.field_view(field).view(torch.bfloat16)
+        return view.view(local, self.group_size * handle.num_max_dispatch_tokens_per_rank, handle.hidden)
 
     # ---- Ascend's fused MoE ----------------------------------------------------------------------------------------
     def fused_deep_moe(self, x, topk_idx, topk_weights, gmm1_permuted_weight, gmm1_permuted_weight_scale,

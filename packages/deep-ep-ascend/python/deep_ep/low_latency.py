@@ -34,6 +34,7 @@ class LowLatencyHandle(NamedTuple):
     num_experts: int
     recv_slot: torch.Tensor  # int32 [L, R*T]: token * K + k on the source rank
     recv_count: torch.Tensor  # int32 [L]
+    message_row: torch.Tensor  # int64 [N, K]: the row of (token, k) in its rank's [L * R*T] layout, or -1
 
 
 def _receive_fields(experts: int, tokens: int, data_bytes: list[int], start: int) -> list[Field]:
@@ -135,7 +136,10 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
         views[1] = torch.empty(local, slots, raw_scales.shape[-1] // 4, dtype=torch.int32)
     if stats is not None:
         stats += recv_count.to(stats.dtype)
-    handle = LowLatencyHandle(src_info, layout_range, tokens_per_rank, x.shape[1], num_experts, recv_slot, recv_count)
+    message_row = torch.full((x.shape[0] * k,), -1, dtype=torch.int64)
+    message_row[message] = dst_row
+    handle = LowLatencyHandle(src_info, layout_range, tokens_per_rank, x.shape[1], num_experts, recv_slot, recv_count,
+                              message_row.view(-1, k))  # fmt: skip
     recv_x = tuple(views) if len(views) > 1 else views[0]
 
     def receive():
@@ -155,7 +159,14 @@ def _pack_ue8m0(scales: torch.Tensor) -> torch.Tensor:
     return exponent.view(*scales.shape[:-1], -1, 4).view(torch.int32).squeeze(-1)
 
 
-def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_recv_hook, out):
+def combine_buffer_field(buf, handle: LowLatencyHandle, hidden: int) -> Field:
+    """Where ``get_next_low_latency_combine_buffer`` lives: ``[L, R*T, H]`` bf16 in combine's third."""
+    slots = handle.num_experts * handle.num_max_dispatch_tokens_per_rank
+    third = _third(buf, slots * 2 * hidden)
+    return Field("low_latency", 2 * third, slots, 2 * hidden)
+
+
+def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_recv_hook, out, zero_copy=False):
     """Return every received row to its source and sum ``topk_weights[t, k] * row(t, k)`` over k in fp32 (k
     order, so reruns are bit-identical). ``x`` is ``[L, R*T, H]`` (the experts' outputs in the dispatched rows);
     ``topk_idx`` / ``topk_weights`` are the ``[N, K]`` this rank dispatched. Returns ``(combined_x [N, H], event,
@@ -174,11 +185,21 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
         if out is not None:
             _meta.check(out.shape == (topk_idx.shape[0], x.shape[2]) and out.dtype == x.dtype,
                         f"out must be [{topk_idx.shape[0]}, {x.shape[2]}] {x.dtype}")  # fmt: skip
+        if hasattr(t, "flat"):  # shared memory: the combine buffer is in the peers' reach
+            own = t.field_view(combine_buffer_field(buf, handle, x.shape[2])).data_ptr()
+            _meta.check(
+                not zero_copy or (x.data_ptr() == own and x.dtype == torch.bfloat16),
+                "zero_copy=True needs x = get_next_low_latency_combine_buffer(handle), written in place",
+            )
+            _meta.check(zero_copy or x.data_ptr() != own, "x is the zero-copy combine buffer: pass zero_copy=True")
         data = [x.reshape(local * slots, x.shape[2])]
     except RuntimeError as e:
         error = e
-    buf._agree(torch.zeros(0, dtype=torch.int64), buf._signature(data, topk_idx if error is None else None), error)
+    signature = torch.cat([buf._signature(data, topk_idx if error is None else None), torch.tensor([int(zero_copy)])])
+    buf._agree(torch.zeros(0, dtype=torch.int64), signature, error)
     n, k, hidden = topk_idx.shape[0], topk_idx.shape[1], x.shape[2]
+    if zero_copy and hasattr(t, "flat"):
+        return _combine_in_place(buf, x, topk_idx, topk_weights, handle, return_recv_hook, out)
     row_bytes = hidden * x.element_size()
     third = _third(buf, max(tokens * k * row_bytes, 64))
     field = Field("low_latency", 2 * third, tokens * k, row_bytes)
@@ -204,6 +225,29 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
         t.finish()
         area = t.field_view(field).view(x.dtype).view(tokens * k, hidden)
         _reduce_rows(area, area[:0], index, weights, None, combined)
+
+    if return_recv_hook:
+        return combined, EventOverlap(), receive
+    receive()
+    return combined, EventOverlap(), None
+
+
+def _combine_in_place(buf, x, topk_idx, topk_weights, handle, return_recv_hook, out):
+    """Zero-copy combine on shared memory: every rank wrote its experts' outputs into its combine buffer, so each
+    source sums its rows straight from the peers' buffers (the gather above was the barrier that saw them
+    written); nothing is copied."""
+    t, local = buf._transport, handle.num_experts // buf.group_size
+    field = combine_buffer_field(buf, handle, x.shape[2])
+    hidden = x.shape[2]
+    base = torch.tensor([t.segment_offset(field, p) // 2 for p in range(buf.group_size)])  # in bf16 elements
+    rank_of = (topk_idx.long() // local).clamp(min=0)
+    offsets = torch.where(handle.message_row >= 0, base[rank_of] + handle.message_row * hidden, -1)
+    n = topk_idx.shape[0]
+    combined = out if out is not None else buf._outputs.empty("low_latency_combine", (n, hidden), x.dtype)
+    flat = t.flat(torch.bfloat16)
+
+    def receive():
+        _reduce_rows(flat, flat[:0].view(0, hidden), offsets, topk_weights.float().contiguous(), None, combined)
 
     if return_recv_hook:
         return combined, EventOverlap(), receive

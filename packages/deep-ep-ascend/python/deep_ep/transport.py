@@ -148,6 +148,14 @@ class ShmTransport(_Transport):
         start = self._areas_start + rank * self._rank_bytes + self._area_offsets[name]
         return self._segment[start : start + self.area_bytes[name]]
 
+    def flat(self, dtype: torch.dtype) -> torch.Tensor:
+        """The whole segment as one 1-D tensor of ``dtype``: every rank's areas, readable in place."""
+        return self._segment.view(dtype)
+
+    def segment_offset(self, field: Field, rank: int) -> int:
+        """Byte offset of ``field`` on ``rank`` from the start of the segment."""
+        return self._areas_start + rank * self._rank_bytes + self._area_offsets[field.area] + field.offset
+
     def _barrier(self) -> None:
         self._epoch += 1
         _shm_barrier(self._flags, self.rank, self._epoch, self.timeout_s, self._pids)
