@@ -6,17 +6,20 @@ decode: paged decode, ``batch x q_heads/kv_heads x seq_len``; extend: causal pre
 D = 128 and pages of 128 tokens. The baselines gather the pages through the block table and run
 ``scaled_dot_product_attention``. MB counts the KV bytes read
 (plus q and out); % copy compares that rate with ``dst.copy_(src)`` moving the same bytes in this run.
+bmm: batch_matmul_transpose, ``tokens x heads x K x N``, against ``torch.bmm`` on the transposed views.
+Compute-bound ops also get a note with their GFLOP/s and its share of the fp32 GEMM rate measured in the run.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import sgl_npu_attention as ops
 import torch
 import torch.nn.functional as F
 from sgl_npu_attention.testing import paged_cache
-from sgl_npu_core.bench import SUITE_NOTES, Case, Report, run_suite
+from sgl_npu_core.bench import SUITE_NOTES, Case, Report, run_suite, time_us
 
 REPO = Path(__file__).resolve().parents[3]
 PAGE, HEAD_DIM = 128, 128
@@ -24,7 +27,20 @@ NOTES = [
     *SUITE_NOTES,
     "decode baseline: pages gathered through the block table, then `scaled_dot_product_attention(enable_gqa=True)`"
     " (all sequences of one length, so the batch needs no mask).",
+    "bmm baseline: `torch.bmm(a.transpose(0, 1), b).transpose(0, 1)`.",
 ]
+# Floating-point operations of the compute-bound cases, by row label ("op shape dtype").
+FLOPS: dict[str, int] = {}
+
+
+def _label(op, shape, dtype) -> str:
+    return f"{op} {'x'.join(str(s) for s in shape)} {str(dtype).removeprefix('torch.')}"
+
+
+def gemm_gflops(n: int = 2048) -> float:
+    """fp32 GEMM rate of torch (``n x n`` times ``n x n``) on this machine, now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / time_us(lambda: a @ b) / 1e3
 
 
 def torch_decode(q, k_cache, v_cache, block_table, seq_lens):
@@ -79,20 +95,59 @@ def extend(tokens, heads, dtype) -> Case:
     )
 
 
-OPS = {"decode": decode, "extend": extend}
+def torch_bmm(a, b):
+    return torch.bmm(a.transpose(0, 1), b).transpose(0, 1)
+
+
+def bmm(tokens, heads, k, n, dtype) -> Case:
+    a, b = torch.randn(tokens, heads, k).to(dtype), torch.randn(heads, k, n).to(dtype)
+    out = torch.empty(tokens, heads, n, dtype=dtype)
+    FLOPS[_label("bmm", (tokens, heads, k, n), dtype)] = 2 * tokens * heads * k * n
+    return Case(
+        lambda: ops.batch_matmul_transpose(a, b, out=out),
+        lambda: ops.batch_matmul_transpose(a, b),
+        torch_bmm,
+        (a, b),
+        a.nbytes + b.nbytes + out.nbytes,
+    )
+
+
+OPS = {"decode": decode, "extend": extend, "bmm": bmm}
+
+
+def add_flop_notes(report: Report, argv: list[str] | None) -> None:
+    """Notes with the GFLOP/s of the compute-bound rows against the fp32 GEMM rate measured now; rewrites the report."""
+    rows = [r for r in report.rows if r.label in FLOPS]
+    if not rows:
+        return
+    gemm = gemm_gflops()
+    report.notes.append(f"fp32 GEMM rate (torch, 2048^3) in this run: {gemm:.1f} GFLOP/s.")
+    for r in rows:
+        rate = FLOPS[r.label] / r.us / 1e3
+        report.notes.append(f"{r.label}: {rate:.1f} GFLOP/s = {100 * rate / gemm:.0f} % of that GEMM rate.")
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
+    parser.add_argument("--device", default="cpu")
+    known, _ = parser.parse_known_args(argv)
+    if known.device == "cpu":
+        report.write(known.out)
+        print("\n".join(report.notes[-len(rows) - 1 :]))
 
 
 def main(argv: list[str] | None = None) -> Report:
     shapes = {
         "decode": [(16, "32/8", 4096), (1, "32/8", 4096), (16, "16/1", 4096), (64, "32/8", 1024)],
         "extend": [(2048, "32/8")],
+        "bmm": [(16, 128, 128, 512), (16, 128, 512, 128), (1024, 16, 512, 128)],
     }
-    quick = {"decode": (2, "8/2", 512), "extend": (64, "8/2")}
+    quick = {"decode": (2, "8/2", 512), "extend": (64, "8/2"), "bmm": (4, 16, 128, 64)}
     out = REPO / "docs" / "benchmarks"
-    return run_suite(
-        "attention", OPS, shapes, (torch.bfloat16,), notes=NOTES, doc=__doc__, quick_shape=quick, default_out=out,
-        argv=argv,
+    report = run_suite(
+        "attention", OPS, shapes, (torch.bfloat16,), notes=list(NOTES), doc=__doc__, quick_shape=quick,
+        default_out=out, argv=argv,
     )  # fmt: skip
+    add_flop_notes(report, argv)
+    return report
 
 
 if __name__ == "__main__":

@@ -78,7 +78,39 @@ def test_extend_request_values(cu, lens, needle):
     assert (out == 3).all()
 
 
+def _bmm(m=4, heads=2, k=8, n=6, dtype=torch.float32):
+    return [torch.randn(m, heads, k).to(dtype), torch.randn(heads, k, n).to(dtype), torch.empty(m, heads, n).to(dtype)]
+
+
+def _bmm_with(index, value):
+    args = _bmm()
+    args[index] = value(args[index])
+    return args
+
+
+BMM_CASES = {
+    "a dims": (_bmm_with(0, lambda a: a[0]), "a must be"),
+    "b dims": (_bmm_with(1, lambda b: b[0]), "b must be"),
+    "b heads": (_bmm_with(1, lambda b: b[:1]), "b must be \\[2, 8, N\\]"),
+    "b depth": (_bmm_with(1, lambda b: b[:, :7]), "b must be"),
+    "b dtype": (_bmm_with(1, lambda b: b.half()), "b must"),
+    "int a": (_bmm_with(0, lambda a: a.int()), "a must be float32"),
+    "out shape": (_bmm_with(2, lambda o: o[:, :, :5]), "out must have shape"),
+    "out dtype": (_bmm_with(2, lambda o: o.bfloat16()), "out must"),
+    "a strided last dim": (_bmm_with(0, lambda a: a.transpose(1, 2).contiguous().transpose(1, 2)), "a must be contig"),
+}
+
+
+@pytest.mark.parametrize("case", list(BMM_CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_bmm_malformed_input_names_the_argument(case, device):
+    args, needle = BMM_CASES[case]
+    a, b, out = (t.to(device) for t in args)
+    with pytest.raises(RuntimeError, match=needle):
+        ops.batch_matmul_transpose(a, b, out=out)
+
+
 def test_unwritten_ops_raise_not_implemented():
-    for name in ("decode_mla", "lightning_indexer", "batch_matmul_transpose", "mla_preprocess"):
+    for name in ("decode_mla", "lightning_indexer", "mla_preprocess"):
         with pytest.raises(NotImplementedError, match=name):
             getattr(ops, name)()

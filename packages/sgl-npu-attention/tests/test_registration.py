@@ -30,6 +30,12 @@ def test_opcheck_extend():
     torch.library.opcheck(N.extend_attention.default, args)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_opcheck_bmm(dtype):
+    a, b = torch.randn(5, 3, 24).to(dtype), torch.randn(3, 24, 20).to(dtype)
+    torch.library.opcheck(N.batch_matmul_transpose.default, (a, b, torch.empty(5, 3, 20, dtype=dtype)))
+
+
 def test_torch_compile_fullgraph():
     args = _decode_inputs()
     torch._dynamo.reset()
@@ -39,8 +45,13 @@ def test_torch_compile_fullgraph():
     cu, q = torch.tensor([0, 3, 5], dtype=torch.int32), torch.randn(5, 4, 32)
     got = torch.compile(ops.extend_attention, fullgraph=True)(q, k, v, table, cu, lens)
     torch.testing.assert_close(got, ref.extend_attention(q, k, v, table, cu, lens), atol=1e-5, rtol=1e-5)
+    a, b = torch.randn(5, 3, 24), torch.randn(3, 24, 20)
+    got = torch.compile(lambda a, b: ops.batch_matmul_transpose(a, b) * 2, fullgraph=True)(a, b)
+    torch.testing.assert_close(got, ref.batch_matmul_transpose(a, b) * 2, atol=1e-5, rtol=1e-5)
 
 
 def test_meta_tensors():
     q, k, v, table, lens = (t.to("meta") for t in _decode_inputs())
     assert ops.decode_attention(q, k, v, table, lens).shape == (2, 4, 32)
+    a, b = torch.empty(5, 3, 24, device="meta"), torch.empty(3, 24, 7, device="meta")
+    assert ops.batch_matmul_transpose(a, b).shape == (5, 3, 7)

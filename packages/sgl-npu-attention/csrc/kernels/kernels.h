@@ -41,6 +41,20 @@ struct AttentionArgs {
   int64_t out_token_stride, out_head_stride;
 };
 
+// out[m, h] = a[m, h] @ b[h] for a [M, H, K], b [H, K, N], out [M, H, N] (last dims contiguous), fp32 accumulation.
+// Tasks: (head, block of m_block rows), head-major.
+struct BmmArgs {
+  DType dtype;  // of a, b and out
+  int64_t m, heads, k, n, m_block;
+  const void* a;
+  int64_t a_stride0, a_stride1;
+  const void* b;
+  int64_t b_stride0, b_stride1;
+  void* out;
+  int64_t out_stride0, out_stride1;
+};
+
+SGL_NPU_DECLARE_PER_ISA(void batch_matmul(const BmmArgs& p, int64_t task_begin, int64_t task_end))
 SGL_NPU_DECLARE_PER_ISA(void attention_partial(const AttentionArgs& a, int64_t task_begin, int64_t task_end))
 SGL_NPU_DECLARE_PER_ISA(void attention_merge(const AttentionArgs& a, int64_t row_begin, int64_t row_end))
 

@@ -46,5 +46,12 @@ def _ref_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_sca
                                          sinks, sliding_window))  # fmt: skip
 
 
+def _bmm(a, b, out):
+    # The vendor bmm (cuBLAS / the NPU's cube unit) accumulates in fp32 already: no Triton kernel needed.
+    _meta.check_bmm(a, b, out)
+    out.copy_(torch.bmm(a.transpose(0, 1), b).transpose(0, 1))
+
+
 LIB.accelerator_impl("decode_attention", lambda *a: _triton().decode_attention(*a), _ref_decode)
 LIB.accelerator_impl("extend_attention", lambda *a: _triton().extend_attention(*a), _ref_extend)
+LIB.accelerator_impl("batch_matmul_transpose", _bmm, _bmm)

@@ -54,6 +54,20 @@ def check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_sc
     check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
 
 
+def check_bmm(a, b, out) -> None:
+    check(a.dim() == 3, f"a must be [M, B, K], got {a.dim()} dims")
+    check(b.dim() == 3, f"b must be [B, K, N], got {b.dim()} dims")
+    check(out.dim() == 3, f"out must be [M, B, N], got {out.dim()} dims")
+    check_float(a, "a")
+    m, heads, k = a.shape
+    check(tuple(b.shape[:2]) == (heads, k), f"b must be [{heads}, {k}, N] to match a [M, B, K], got {list(b.shape)}")
+    check(tuple(out.shape) == (m, heads, b.shape[2]), f"out must have shape [{m}, {heads}, {b.shape[2]}]")
+    for name, t in (("a", a), ("b", b), ("out", out)):
+        check_dtype(t, a.dtype, name)
+        check_last_dim_contiguous(t, name)
+        check_same_device(t, a, name, "a")
+
+
 @LIB.fake("decode_attention")
 def _(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out):
     check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out)
@@ -62,3 +76,8 @@ def _(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_windo
 @LIB.fake("extend_attention")
 def _(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window, out):
     check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window, out)
+
+
+@LIB.fake("batch_matmul_transpose")
+def _(a, b, out):
+    check_bmm(a, b, out)

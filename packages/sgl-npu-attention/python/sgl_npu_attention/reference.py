@@ -65,3 +65,8 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, 
     (with ``sliding_window > 0`` only the last ``sliding_window`` of them); MHA / GQA / MQA by ``Hq % Hkv``."""
     cu = torch.arange(q.shape[0] + 1, device=q.device)
     return extend_attention(q, k_cache, v_cache, block_table, cu, seq_lens, sm_scale, True, sinks, sliding_window)
+
+
+def batch_matmul_transpose(a, b):
+    """``out[m, h] = a[m, h] @ b[h]`` for ``a [M, B, K]``, ``b [B, K, N]``: ``[M, B, N]``, fp32 math."""
+    return torch.bmm(a.float().transpose(0, 1), b.float()).transpose(0, 1).to(a.dtype)
