@@ -6,6 +6,8 @@ decode: paged decode, ``batch x q_heads/kv_heads x seq_len``; extend: causal pre
 D = 128 and pages of 128 tokens. The baselines gather the pages through the block table and run
 ``scaled_dot_product_attention``. MB counts the KV bytes read
 (plus q and out); % copy compares that rate with ``dst.copy_(src)`` moving the same bytes in this run.
+mla: decode_mla, ``batch x q_heads x seq_len`` with DeepSeek's latent 512 + rope 64 (MB: the latent and rope rows
+read, plus q and out).
 bmm: batch_matmul_transpose, ``tokens x heads x K x N``, against ``torch.bmm`` on the transposed views.
 Compute-bound ops also get a note with their GFLOP/s and its share of the fp32 GEMM rate measured in the run.
 """
@@ -27,6 +29,8 @@ NOTES = [
     *SUITE_NOTES,
     "decode baseline: pages gathered through the block table, then `scaled_dot_product_attention(enable_gqa=True)`"
     " (all sequences of one length, so the batch needs no mask).",
+    "mla baseline: pages gathered, upcast to fp32 (torch's bf16 GEMM is ~100x slower here), then"
+    " `scaled_dot_product_attention` with the heads as query rows of one shared latent KV head.",
     "bmm baseline: `torch.bmm(a.transpose(0, 1), b).transpose(0, 1)`.",
 ]
 # Floating-point operations of the compute-bound cases, by row label ("op shape dtype").
@@ -40,7 +44,7 @@ def _label(op, shape, dtype) -> str:
 def gemm_gflops(n: int = 2048) -> float:
     """fp32 GEMM rate of torch (``n x n`` times ``n x n``) on this machine, now."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / time_us(lambda: a @ b) / 1e3
+    return 2 * n**3 / time_us(lambda: a @ b, min_time_s=0.5) / 1e3
 
 
 def torch_decode(q, k_cache, v_cache, block_table, seq_lens):
@@ -95,6 +99,34 @@ def extend(tokens, heads, dtype) -> Case:
     )
 
 
+LATENT, ROPE = 512, 64
+
+
+def torch_mla(q, nope, rope, block_table, seq_lens):
+    """Absorbed MLA decode of equal-length sequences as a torch user writes it."""
+    length = int(seq_lens[0])
+    pages = block_table[:, : (length + PAGE - 1) // PAGE].long()
+    latent = nope[pages].flatten(1, 2)[:, :length].float()  # [B, L, 1, Dl]
+    keys = torch.cat([latent, rope[pages].flatten(1, 2)[:, :length].float()], dim=-1).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q.float().unsqueeze(1), keys, latent.transpose(1, 2), scale=0.07)
+    return out.squeeze(1).to(q.dtype)
+
+
+def mla(batch, q_heads, seq_len, dtype) -> Case:
+    nope, rope, table, lens = paged_cache([seq_len] * batch, PAGE, 1, LATENT, ROPE, dtype)
+    q = torch.randn(batch, q_heads, LATENT + ROPE).to(dtype)
+    out = torch.empty(batch, q_heads, LATENT, dtype=dtype)
+    args = (q, nope, rope, table, lens)
+    FLOPS[_label("mla", (batch, q_heads, seq_len), dtype)] = 2 * batch * seq_len * q_heads * (2 * LATENT + ROPE)
+    return Case(
+        lambda: ops.decode_mla(*args, 0.07, out=out),
+        lambda: ops.decode_mla(*args, 0.07),
+        torch_mla,
+        args,
+        batch * seq_len * (LATENT + ROPE) * q.element_size() + q.nbytes + out.nbytes,
+    )
+
+
 def torch_bmm(a, b):
     return torch.bmm(a.transpose(0, 1), b).transpose(0, 1)
 
@@ -112,7 +144,7 @@ def bmm(tokens, heads, k, n, dtype) -> Case:
     )
 
 
-OPS = {"decode": decode, "extend": extend, "bmm": bmm}
+OPS = {"decode": decode, "extend": extend, "mla": mla, "bmm": bmm}
 
 
 def add_flop_notes(report: Report, argv: list[str] | None) -> None:
@@ -138,9 +170,10 @@ def main(argv: list[str] | None = None) -> Report:
     shapes = {
         "decode": [(16, "32/8", 4096), (1, "32/8", 4096), (16, "16/1", 4096), (64, "32/8", 1024)],
         "extend": [(2048, "32/8")],
+        "mla": [(16, 16, 4096), (16, 128, 4096), (1, 128, 4096)],
         "bmm": [(16, 128, 128, 512), (16, 128, 512, 128), (1024, 16, 512, 128)],
     }
-    quick = {"decode": (2, "8/2", 512), "extend": (64, "8/2"), "bmm": (4, 16, 128, 64)}
+    quick = {"decode": (2, "8/2", 512), "extend": (64, "8/2"), "mla": (2, 16, 512), "bmm": (4, 16, 128, 64)}
     out = REPO / "docs" / "benchmarks"
     report = run_suite(
         "attention", OPS, shapes, (torch.bfloat16,), notes=list(NOTES), doc=__doc__, quick_shape=quick,

@@ -78,6 +78,61 @@ def test_extend_request_values(cu, lens, needle):
     assert (out == 3).all()
 
 
+def _mla(batch=2, q_heads=4, dl=32, dr=8, blocks=6, page=16, dtype=torch.bfloat16):
+    q = torch.randn(batch, q_heads, dl + dr).to(dtype)
+    nope = torch.randn(blocks, page, 1, dl).to(dtype)
+    rope = torch.randn(blocks, page, 1, dr).to(dtype)
+    table = torch.arange(batch * 3, dtype=torch.int32).view(batch, 3)
+    lens = torch.full((batch,), 20, dtype=torch.int32)
+    return [q, nope, rope, table, lens]
+
+
+def _mla_with(index, value):
+    args = _mla()
+    args[index] = value(args[index])
+    return args
+
+
+MLA_CASES = {
+    "q dims": (_mla_with(0, lambda q: q[0]), "q must be"),
+    "q width": (_mla_with(0, lambda q: q[..., :36].contiguous()), "latent dim 32 \\+ the rope dim 8"),
+    "two kv heads": (_mla_with(1, lambda c: c.expand(-1, -1, 2, -1)), "kv_nope_cache must have one"),
+    "rope pages": (_mla_with(2, lambda c: c[:, :8].contiguous()), "kv_rope_cache must have"),
+    "3-D cache": (_mla_with(1, lambda c: c[:, :, 0]), "kv_nope_cache must be"),
+    "cache dtype": (_mla_with(2, lambda c: c.float()), "kv_rope_cache"),
+    "int64 block_table": (_mla_with(3, lambda t: t.long()), "block_table"),
+    "block_table rows": (_mla_with(3, lambda t: torch.cat([t, t])), "seq_lens|block_table"),
+    "seq_lens dtype": (_mla_with(4, lambda n: n.long()), "seq_lens"),
+}
+
+
+@pytest.mark.parametrize("case", list(MLA_CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_mla_malformed_input_names_the_argument(case, device):
+    args, needle = MLA_CASES[case]
+    with pytest.raises(RuntimeError, match=needle):
+        ops.decode_mla(*[a.to(device) for a in args], 0.1)
+
+
+@pytest.mark.parametrize(
+    "table_value,lens_value,needle",
+    [(6, 20, "block_table"), (-1, 20, "block_table"), (0, 49, "seq_lens"), (0, -1, "seq_lens")],
+)
+def test_mla_pages_outside_the_cache_raise_and_leave_out_untouched(table_value, lens_value, needle):
+    q, nope, rope, table, lens = _mla()
+    table[1, 1] = table_value
+    lens[1] = lens_value
+    out = torch.full((2, 4, 32), 3.0, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=needle):
+        ops.decode_mla(q, nope, rope, table, lens, 0.1, out=out)
+    assert (out == 3).all()
+    from sgl_npu_attention import _accelerator
+
+    with pytest.raises(RuntimeError, match="seq_lens|block_table"):
+        _accelerator._ref_mla(q, nope, rope, table, lens, 0.1, out)
+    assert (out == 3).all()
+
+
 def _bmm(m=4, heads=2, k=8, n=6, dtype=torch.float32):
     return [torch.randn(m, heads, k).to(dtype), torch.randn(heads, k, n).to(dtype), torch.empty(m, heads, n).to(dtype)]
 
@@ -111,6 +166,6 @@ def test_bmm_malformed_input_names_the_argument(case, device):
 
 
 def test_unwritten_ops_raise_not_implemented():
-    for name in ("decode_mla", "lightning_indexer", "mla_preprocess"):
+    for name in ("lightning_indexer", "mla_preprocess"):
         with pytest.raises(NotImplementedError, match=name):
             getattr(ops, name)()

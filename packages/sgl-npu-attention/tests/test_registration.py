@@ -30,6 +30,16 @@ def test_opcheck_extend():
     torch.library.opcheck(N.extend_attention.default, args)
 
 
+def _mla_inputs():
+    nope, rope = torch.randn(5, 16, 1, 32), torch.randn(5, 16, 1, 8)
+    table = torch.tensor([[3, 0, 4], [1, 2, 0]], dtype=torch.int32)
+    return torch.randn(2, 4, 40), nope, rope, table, torch.tensor([40, 17], dtype=torch.int32)
+
+
+def test_opcheck_mla():
+    torch.library.opcheck(N.decode_mla.default, (*_mla_inputs(), 0.2, torch.empty(2, 4, 32)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_opcheck_bmm(dtype):
     a, b = torch.randn(5, 3, 24).to(dtype), torch.randn(3, 24, 20).to(dtype)
@@ -45,6 +55,9 @@ def test_torch_compile_fullgraph():
     cu, q = torch.tensor([0, 3, 5], dtype=torch.int32), torch.randn(5, 4, 32)
     got = torch.compile(ops.extend_attention, fullgraph=True)(q, k, v, table, cu, lens)
     torch.testing.assert_close(got, ref.extend_attention(q, k, v, table, cu, lens), atol=1e-5, rtol=1e-5)
+    args = _mla_inputs()
+    got = torch.compile(lambda *a: ops.decode_mla(*a, 0.2), fullgraph=True)(*args)
+    torch.testing.assert_close(got, ref.decode_mla(*args, 0.2), atol=1e-5, rtol=1e-5)
     a, b = torch.randn(5, 3, 24), torch.randn(3, 24, 20)
     got = torch.compile(lambda a, b: ops.batch_matmul_transpose(a, b) * 2, fullgraph=True)(a, b)
     torch.testing.assert_close(got, ref.batch_matmul_transpose(a, b) * 2, atol=1e-5, rtol=1e-5)
@@ -53,5 +66,6 @@ def test_torch_compile_fullgraph():
 def test_meta_tensors():
     q, k, v, table, lens = (t.to("meta") for t in _decode_inputs())
     assert ops.decode_attention(q, k, v, table, lens).shape == (2, 4, 32)
+    assert ops.decode_mla(*(t.to("meta") for t in _mla_inputs()), 0.1).shape == (2, 4, 32)
     a, b = torch.empty(5, 3, 24, device="meta"), torch.empty(3, 24, 7, device="meta")
     assert ops.batch_matmul_transpose(a, b).shape == (5, 3, 7)

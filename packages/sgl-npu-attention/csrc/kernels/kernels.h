@@ -26,6 +26,10 @@ struct AttentionArgs {
   int64_t k_block_stride, k_token_stride, k_head_stride;
   const void* v_cache;
   int64_t v_block_stride, v_token_stride, v_head_stride;
+  // decode_mla: a key is [k_cache row (head_dim_v) | k_rope_cache row (head_dim - head_dim_v)], its value the
+  // k_cache row (one latent KV head; v_cache unused).
+  const void* k_rope_cache;
+  int64_t k_rope_block_stride, k_rope_token_stride;
   const int32_t* block_table;  // checked: every page a request uses is a block of the cache
   int64_t block_table_stride;
   const int64_t* query_req;  // [T]
@@ -56,6 +60,9 @@ struct BmmArgs {
 
 SGL_NPU_DECLARE_PER_ISA(void batch_matmul(const BmmArgs& p, int64_t task_begin, int64_t task_end))
 SGL_NPU_DECLARE_PER_ISA(void attention_partial(const AttentionArgs& a, int64_t task_begin, int64_t task_end))
+// decode_mla's partial pass (same tasks and partial layout as attention_partial, one token per tile): all query heads
+// against blocks of keys, as two small GEMMs per block, so each key row is read and converted once.
+SGL_NPU_DECLARE_PER_ISA(void mla_partial(const AttentionArgs& a, int64_t task_begin, int64_t task_end))
 SGL_NPU_DECLARE_PER_ISA(void attention_merge(const AttentionArgs& a, int64_t row_begin, int64_t row_end))
 
 }  // namespace sgl_npu_attention

@@ -46,6 +46,12 @@ def _ref_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_sca
                                          sinks, sliding_window))  # fmt: skip
 
 
+def _ref_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out):
+    _meta.check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out)
+    check_pages(block_table, seq_lens, kv_nope_cache)
+    out.copy_(reference.decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale))
+
+
 def _bmm(a, b, out):
     # The vendor bmm (cuBLAS / the NPU's cube unit) accumulates in fp32 already: no Triton kernel needed.
     _meta.check_bmm(a, b, out)
@@ -54,4 +60,5 @@ def _bmm(a, b, out):
 
 LIB.accelerator_impl("decode_attention", lambda *a: _triton().decode_attention(*a), _ref_decode)
 LIB.accelerator_impl("extend_attention", lambda *a: _triton().extend_attention(*a), _ref_extend)
+LIB.accelerator_impl("decode_mla", lambda *a: _triton().decode_mla(*a), _ref_mla)
 LIB.accelerator_impl("batch_matmul_transpose", _bmm, _bmm)

@@ -67,6 +67,24 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, 
     return extend_attention(q, k_cache, v_cache, block_table, cu, seq_lens, sm_scale, True, sinks, sliding_window)
 
 
+def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale):
+    """Absorbed MLA decode, one query token per sequence: key ``s`` of sequence ``b`` is its latent row
+    ``c = kv_nope_cache[...]`` [Dl] joined with its rope row ``r = kv_rope_cache[...]`` [Dr]; every query head attends
+    the same keys, and the latent rows are also the values:
+    ``out[b, h] = softmax_s((q[b, h, :Dl] . c_s + q[b, h, Dl:] . r_s) * sm_scale) @ c``, ``[B, Hq, Dl]``."""
+    dl = kv_nope_cache.shape[-1]
+    out = torch.zeros(q.shape[0], q.shape[1], dl, dtype=torch.float32, device=q.device)
+    for b in range(q.shape[0]):
+        length = int(seq_lens[b])
+        if length == 0:
+            continue
+        latent = gather_pages(kv_nope_cache, block_table[b], length)[:, 0].float()  # [L, Dl]
+        keys = torch.cat([latent, gather_pages(kv_rope_cache, block_table[b], length)[:, 0].float()], dim=-1)
+        probs = torch.softmax(q[b].float() @ keys.T * sm_scale, dim=-1)  # [Hq, L]
+        out[b] = probs @ latent
+    return out.to(q.dtype)
+
+
 def batch_matmul_transpose(a, b):
     """``out[m, h] = a[m, h] @ b[h]`` for ``a [M, B, K]``, ``b [B, K, N]``: ``[M, B, N]``, fp32 math."""
     return torch.bmm(a.float().transpose(0, 1), b.float()).transpose(0, 1).to(a.dtype)
