@@ -8,6 +8,8 @@ D = 128 and pages of 128 tokens. The baselines gather the pages through the bloc
 (plus q and out); % copy compares that rate with ``dst.copy_(src)`` moving the same bytes in this run.
 mla: decode_mla, ``batch x q_heads x seq_len`` with DeepSeek's latent 512 + rope 64 (MB: the latent and rope rows
 read, plus q and out).
+indexer: lightning_indexer, ``requests x new tokens x seq_len`` with 64 heads of 128, keeping 2048 keys (MB: the keys,
+q, weights and the indices).
 bmm: batch_matmul_transpose, ``tokens x heads x K x N``, against ``torch.bmm`` on the transposed views.
 Compute-bound ops also get a note with their GFLOP/s and its share of the fp32 GEMM rate measured in the run.
 """
@@ -31,6 +33,8 @@ NOTES = [
     " (all sequences of one length, so the batch needs no mask).",
     "mla baseline: pages gathered, upcast to fp32 (torch's bf16 GEMM is ~100x slower here), then"
     " `scaled_dot_product_attention` with the heads as query rows of one shared latent KV head.",
+    "indexer baseline: pages gathered, fp32 `einsum` of every head's scores, relu, weighted head sum, causal mask,"
+    " `topk` (which does not order ties).",
     "bmm baseline: `torch.bmm(a.transpose(0, 1), b).transpose(0, 1)`.",
 ]
 # Floating-point operations of the compute-bound cases, by row label ("op shape dtype").
@@ -127,6 +131,41 @@ def mla(batch, q_heads, seq_len, dtype) -> Case:
     )
 
 
+INDEX_HEADS, INDEX_DIM, SPARSE = 64, 128, 2048
+
+
+def torch_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens):
+    """The indexer for requests of one length and one query count, as a torch user writes it."""
+    batch, length = block_table.shape[0], int(seq_lens[0])
+    q_len = q.shape[0] // batch
+    pages = block_table[:, : (length + PAGE - 1) // PAGE].long()
+    keys = k_cache[pages].flatten(1, 2)[:, :length, 0].float()  # [B, L, D]
+    dots = torch.einsum("bthd,bld->bthl", q.float().view(batch, q_len, *q.shape[1:]), keys).relu()
+    scores = (dots * weights.float().view(batch, q_len, -1, 1)).sum(2)
+    limit = length - q_len + torch.arange(q_len) + 1
+    scores = scores.masked_fill(torch.arange(length) >= limit[:, None], float("-inf"))
+    return scores.topk(min(SPARSE, length), dim=-1).indices.view(q.shape[0], -1)
+
+
+def indexer(requests, q_len, seq_len, dtype) -> Case:
+    k_cache, _, table, lens = paged_cache([seq_len] * requests, PAGE, 1, INDEX_DIM, 1, dtype)
+    tokens = requests * q_len
+    q = torch.randn(tokens, INDEX_HEADS, INDEX_DIM).to(dtype)
+    weights = torch.randn(tokens, INDEX_HEADS)
+    cu = torch.arange(requests + 1, dtype=torch.int32) * q_len
+    out = torch.empty(tokens, SPARSE, dtype=torch.int32)
+    args = (q, k_cache, weights, table, cu, lens)
+    visible = requests * sum(seq_len - q_len + i + 1 for i in range(q_len))
+    FLOPS[_label("indexer", (requests, q_len, seq_len), dtype)] = 2 * visible * INDEX_HEADS * INDEX_DIM
+    return Case(
+        lambda: ops.lightning_indexer(*args, SPARSE, out=out),
+        lambda: ops.lightning_indexer(*args, SPARSE),
+        torch_indexer,
+        args,
+        requests * seq_len * INDEX_DIM * q.element_size() + q.nbytes + weights.nbytes + out.nbytes,
+    )
+
+
 def torch_bmm(a, b):
     return torch.bmm(a.transpose(0, 1), b).transpose(0, 1)
 
@@ -144,16 +183,17 @@ def bmm(tokens, heads, k, n, dtype) -> Case:
     )
 
 
-OPS = {"decode": decode, "extend": extend, "mla": mla, "bmm": bmm}
+OPS = {"decode": decode, "extend": extend, "mla": mla, "indexer": indexer, "bmm": bmm}
 
 
-def add_flop_notes(report: Report, argv: list[str] | None) -> None:
-    """Notes with the GFLOP/s of the compute-bound rows against the fp32 GEMM rate measured now; rewrites the report."""
+def add_flop_notes(report: Report, argv: list[str] | None, gemm_at_start: float) -> None:
+    """Notes with the GFLOP/s of the compute-bound rows against the fp32 GEMM rate of this run (the higher of a
+    measurement at its start and one now: the machine is shared); rewrites the report."""
     rows = [r for r in report.rows if r.label in FLOPS]
     if not rows:
         return
-    gemm = gemm_gflops()
-    report.notes.append(f"fp32 GEMM rate (torch, 2048^3) in this run: {gemm:.1f} GFLOP/s.")
+    gemm = max(gemm_at_start, gemm_gflops())
+    report.notes.append(f"fp32 GEMM rate (torch, 2048^3, best of the run's start and end): {gemm:.1f} GFLOP/s.")
     for r in rows:
         rate = FLOPS[r.label] / r.us / 1e3
         report.notes.append(f"{r.label}: {rate:.1f} GFLOP/s = {100 * rate / gemm:.0f} % of that GEMM rate.")
@@ -171,15 +211,23 @@ def main(argv: list[str] | None = None) -> Report:
         "decode": [(16, "32/8", 4096), (1, "32/8", 4096), (16, "16/1", 4096), (64, "32/8", 1024)],
         "extend": [(2048, "32/8")],
         "mla": [(16, 16, 4096), (16, 128, 4096), (1, 128, 4096)],
+        "indexer": [(16, 1, 8192), (1, 256, 2048)],
         "bmm": [(16, 128, 128, 512), (16, 128, 512, 128), (1024, 16, 512, 128)],
     }
-    quick = {"decode": (2, "8/2", 512), "extend": (64, "8/2"), "mla": (2, 16, 512), "bmm": (4, 16, 128, 64)}
+    quick = {
+        "decode": (2, "8/2", 512),
+        "extend": (64, "8/2"),
+        "mla": (2, 16, 512),
+        "indexer": (2, 1, 2500),
+        "bmm": (4, 16, 128, 64),
+    }
     out = REPO / "docs" / "benchmarks"
+    gemm_at_start = gemm_gflops()
     report = run_suite(
         "attention", OPS, shapes, (torch.bfloat16,), notes=list(NOTES), doc=__doc__, quick_shape=quick,
         default_out=out, argv=argv,
     )  # fmt: skip
-    add_flop_notes(report, argv)
+    add_flop_notes(report, argv, gemm_at_start)
     return report
 
 

@@ -133,6 +133,78 @@ def test_mla_pages_outside_the_cache_raise_and_leave_out_untouched(table_value, 
     assert (out == 3).all()
 
 
+def _indexer(tokens=3, heads=4, d=16, blocks=6, page=16, dtype=torch.bfloat16):
+    q = torch.randn(tokens, heads, d).to(dtype)
+    k = torch.randn(blocks, page, 1, d).to(dtype)
+    w = torch.randn(tokens, heads)
+    table = torch.arange(6, dtype=torch.int32).view(2, 3)
+    cu, lens = torch.tensor([0, 1, 3], dtype=torch.int32), torch.tensor([20, 30], dtype=torch.int32)
+    return [q, k, w, table, cu, lens]
+
+
+def _indexer_with(index, value):
+    args = _indexer()
+    args[index] = value(args[index])
+    return args
+
+
+INDEXER_CASES = {
+    "q dims": (_indexer_with(0, lambda q: q[0]), "q must be"),
+    "two kv heads": (_indexer_with(1, lambda k: k.expand(-1, -1, 2, -1)), "k_cache must have one kv head"),
+    "head_dim": (_indexer_with(1, lambda k: k[..., :8].contiguous()), "head_dim"),
+    "cache dtype": (_indexer_with(1, lambda k: k.half()), "k_cache"),
+    "weights shape": (_indexer_with(2, lambda w: w[:, :3]), "weights must have shape"),
+    "weights dtype": (_indexer_with(2, lambda w: w.half()), "weights must be float32 or q's dtype"),
+    "int64 block_table": (_indexer_with(3, lambda t: t.long()), "block_table"),
+    "cu_seqlens shape": (_indexer_with(4, lambda c: c[:2]), "cu_seqlens_q"),
+    "seq_lens shape": (_indexer_with(5, lambda n: n[:1]), "seq_lens"),
+}
+
+
+@pytest.mark.parametrize("case", list(INDEXER_CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_indexer_malformed_input_names_the_argument(case, device):
+    args, needle = INDEXER_CASES[case]
+    with pytest.raises(RuntimeError, match=needle):
+        ops.lightning_indexer(*[a.to(device) for a in args], sparse_count=8)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_indexer_sparse_count_and_out(device):
+    args = [a.to(device) for a in _indexer()]
+    with pytest.raises(RuntimeError, match="sparse_count must be positive"):
+        ops.lightning_indexer(*args, sparse_count=0)
+    with pytest.raises(RuntimeError, match="out must be"):
+        ops.lightning_indexer(*args, sparse_count=8, out=torch.empty(3, 8, dtype=torch.int64, device=device))
+    with pytest.raises(RuntimeError, match="out must have shape"):
+        ops.lightning_indexer(*args, sparse_count=8, out=torch.empty(3, 7, dtype=torch.int32, device=device))
+
+
+@pytest.mark.parametrize(
+    "table_value,lens,cu,needle",
+    [
+        (6, [20, 30], [0, 1, 3], "block_table"),
+        (-1, [20, 30], [0, 1, 3], "block_table"),
+        (0, [20, 49], [0, 1, 3], "seq_lens"),
+        (0, [20, 30], [0, 1, 2], "cu_seqlens_q"),
+        (0, [20, 1], [0, 1, 3], "part of"),
+    ],
+)
+def test_indexer_bad_values_raise_and_leave_out_untouched(table_value, lens, cu, needle):
+    q, k, w, table, _, _ = _indexer()
+    table[1, 1] = table_value
+    args = [q, k, w, table, torch.tensor(cu, dtype=torch.int32), torch.tensor(lens, dtype=torch.int32)]
+    out = torch.full((3, 8), 3, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=needle):
+        ops.lightning_indexer(*args, sparse_count=8, out=out)
+    assert (out == 3).all()
+    from sgl_npu_attention import _accelerator
+
+    with pytest.raises(RuntimeError, match="seq_lens|block_table|cu_seqlens_q|part of"):
+        _accelerator._indexer(*args, 8, out)
+    assert (out == 3).all()
+
+
 def _bmm(m=4, heads=2, k=8, n=6, dtype=torch.float32):
     return [torch.randn(m, heads, k).to(dtype), torch.randn(heads, k, n).to(dtype), torch.empty(m, heads, n).to(dtype)]
 
@@ -166,6 +238,5 @@ def test_bmm_malformed_input_names_the_argument(case, device):
 
 
 def test_unwritten_ops_raise_not_implemented():
-    for name in ("lightning_indexer", "mla_preprocess"):
-        with pytest.raises(NotImplementedError, match=name):
-            getattr(ops, name)()
+    with pytest.raises(NotImplementedError, match="mla_preprocess"):
+        ops.mla_preprocess()

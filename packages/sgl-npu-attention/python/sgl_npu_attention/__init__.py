@@ -12,8 +12,9 @@ load_op_library(__file__)
 from . import _accelerator, _meta
 from .attention import decode_attention, extend_attention
 from .bmm import batch_matmul_transpose
+from .indexer import lightning_indexer
 from .mla import decode_mla
-from .pending import lightning_indexer, mla_preprocess
+from .pending import mla_preprocess
 
 __version__ = "0.1.0"
 

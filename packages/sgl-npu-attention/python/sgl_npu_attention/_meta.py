@@ -85,6 +85,33 @@ def check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, 
     check(block_table.shape[0] == batch, f"block_table must have a row per query token ({batch})")
 
 
+def check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out) -> None:
+    check(q.dim() == 3, f"q must be [tokens, heads, head_dim], got {q.dim()} dims")
+    check_float(q, "q")
+    check_last_dim_contiguous(q, "q")
+    check_cache(k_cache, "k_cache", q)
+    tokens, heads, d = q.shape
+    check(k_cache.shape[2] == 1, f"k_cache must have one kv head, got {k_cache.shape[2]}")
+    check(k_cache.shape[3] == d, f"k_cache must have q's head_dim {d}, got {k_cache.shape[3]}")
+    check(heads > 0, "q must have at least one head")
+    check(tuple(weights.shape) == (tokens, heads), f"weights must have shape [{tokens}, {heads}]")
+    check_float(weights, "weights")
+    check(weights.dtype in (torch.float32, q.dtype), f"weights must be float32 or q's dtype ({q.dtype}), got "
+          f"{weights.dtype}")  # fmt: skip
+    check_last_dim_contiguous(weights, "weights")
+    check_same_device(weights, q, "weights", "q")
+    check(sparse_count > 0, f"sparse_count must be positive, got {sparse_count}")
+    check_dtype(out, torch.int32, "out")
+    check(tuple(out.shape) == (tokens, sparse_count), f"out must have shape [{tokens}, {sparse_count}]")
+    check_last_dim_contiguous(out, "out")
+    check_same_device(out, q, "out", "q")
+    check_table(block_table, seq_lens, q)
+    check_dtype(cu_seqlens_q, torch.int32, "cu_seqlens_q")
+    check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
+          f"[{block_table.shape[0] + 1}]")  # fmt: skip
+    check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
+
+
 def check_bmm(a, b, out) -> None:
     check(a.dim() == 3, f"a must be [M, B, K], got {a.dim()} dims")
     check(b.dim() == 3, f"b must be [B, K, N], got {b.dim()} dims")
@@ -117,3 +144,8 @@ def _(a, b, out):
 @LIB.fake("decode_mla")
 def _(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out):
     check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out)
+
+
+@LIB.fake("lightning_indexer")
+def _(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out):
+    check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out)

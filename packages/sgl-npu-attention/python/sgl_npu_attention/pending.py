@@ -12,5 +12,4 @@ def _pending(name: str, what: str):
     return op
 
 
-lightning_indexer = _pending("lightning_indexer", "the DeepSeek-V3.2 sparse-attention indexer")
 mla_preprocess = _pending("mla_preprocess", "the fused DeepSeek MLA prolog")
