@@ -101,7 +101,6 @@ MLA_CASES = {
     "3-D cache": (_mla_with(1, lambda c: c[:, :, 0]), "kv_nope_cache must be"),
     "cache dtype": (_mla_with(2, lambda c: c.float()), "kv_rope_cache"),
     "int64 block_table": (_mla_with(3, lambda t: t.long()), "block_table"),
-    "block_table rows": (_mla_with(3, lambda t: torch.cat([t, t])), "seq_lens|block_table"),
     "seq_lens dtype": (_mla_with(4, lambda n: n.long()), "seq_lens"),
 }
 
@@ -112,6 +111,14 @@ def test_mla_malformed_input_names_the_argument(case, device):
     args, needle = MLA_CASES[case]
     with pytest.raises(RuntimeError, match=needle):
         ops.decode_mla(*[a.to(device) for a in args], 0.1)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_mla_block_table_row_per_token(device):
+    q, nope, rope, table, lens = _mla()
+    table, lens = torch.cat([table, table]), torch.cat([lens, lens])  # 4 requests for 2 query tokens
+    with pytest.raises(RuntimeError, match="block_table must have a row per query token"):
+        ops.decode_mla(*[a.to(device) for a in (q, nope, rope, table, lens)], 0.1)
 
 
 @pytest.mark.parametrize(
