@@ -82,7 +82,8 @@ def _mla_merge_kernel(part_ptr, out_ptr, out_token_stride, out_head_stride, q_he
     m = tl.load(rows + dl, mask=ok, other=float("-inf"))
     l_sum = tl.load(rows + dl + 1, mask=ok, other=0.0)
     m_all = tl.max(m, axis=0)
-    w = tl.where(m > float("-inf"), tl.exp(m - m_all), 0.0)  # a split that saw no key weighs nothing
+    m_all = tl.where(m_all > float("-inf"), m_all, 0.0)  # no key at all: keep exp's argument free of -inf - -inf
+    w = tl.exp(m - m_all)  # a split that saw no key weighs exp(-inf) = 0
     total = tl.sum(l_sum * w, axis=0)
     acc = tl.load(rows[:, None] + offs_dl[None, :], mask=ok[:, None] & (offs_dl[None, :] < dl), other=0.0)
     out = tl.sum(acc * w[:, None], axis=0)
