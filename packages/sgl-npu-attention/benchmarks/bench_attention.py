@@ -6,17 +6,24 @@ decode: paged decode, ``batch x q_heads/kv_heads x seq_len``; extend: causal pre
 D = 128 and pages of 128 tokens. The baselines gather the pages through the block table and run
 ``scaled_dot_product_attention``. MB counts the KV bytes read
 (plus q and out); % copy compares that rate with ``dst.copy_(src)`` moving the same bytes in this run.
+mla: decode_mla, ``batch x q_heads x seq_len`` with DeepSeek's latent 512 + rope 64 (MB: the latent and rope rows
+read, plus q and out).
+indexer: lightning_indexer, ``requests x new tokens x seq_len`` with 64 heads of 128, keeping 2048 keys (MB: the keys,
+q, weights and the indices).
+bmm: batch_matmul_transpose, ``tokens x heads x K x N``, against ``torch.bmm`` on the transposed views.
+Compute-bound ops also get a note with their GFLOP/s and its share of the fp32 GEMM rate measured in the run.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import sgl_npu_attention as ops
 import torch
 import torch.nn.functional as F
 from sgl_npu_attention.testing import paged_cache
-from sgl_npu_core.bench import SUITE_NOTES, Case, Report, run_suite
+from sgl_npu_core.bench import SUITE_NOTES, Case, Report, run_suite, time_us
 
 REPO = Path(__file__).resolve().parents[3]
 PAGE, HEAD_DIM = 128, 128
@@ -24,7 +31,24 @@ NOTES = [
     *SUITE_NOTES,
     "decode baseline: pages gathered through the block table, then `scaled_dot_product_attention(enable_gqa=True)`"
     " (all sequences of one length, so the batch needs no mask).",
+    "mla baseline: pages gathered, upcast to fp32 (torch's bf16 GEMM is ~100x slower here), then"
+    " `scaled_dot_product_attention` with the heads as query rows of one shared latent KV head.",
+    "indexer baseline: pages gathered, fp32 `einsum` of every head's scores, relu, weighted head sum, causal mask,"
+    " `topk` (which does not order ties).",
+    "bmm baseline: `torch.bmm(a.transpose(0, 1), b).transpose(0, 1)`.",
 ]
+# Floating-point operations of the compute-bound cases, by row label ("op shape dtype").
+FLOPS: dict[str, int] = {}
+
+
+def _label(op, shape, dtype) -> str:
+    return f"{op} {'x'.join(str(s) for s in shape)} {str(dtype).removeprefix('torch.')}"
+
+
+def gemm_gflops(n: int = 2048) -> float:
+    """fp32 GEMM rate of torch (``n x n`` times ``n x n``) on this machine, now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / time_us(lambda: a @ b, min_time_s=0.5) / 1e3
 
 
 def torch_decode(q, k_cache, v_cache, block_table, seq_lens):
@@ -79,20 +103,132 @@ def extend(tokens, heads, dtype) -> Case:
     )
 
 
-OPS = {"decode": decode, "extend": extend}
+LATENT, ROPE = 512, 64
+
+
+def torch_mla(q, nope, rope, block_table, seq_lens):
+    """Absorbed MLA decode of equal-length sequences as a torch user writes it."""
+    length = int(seq_lens[0])
+    pages = block_table[:, : (length + PAGE - 1) // PAGE].long()
+    latent = nope[pages].flatten(1, 2)[:, :length].float()  # [B, L, 1, Dl]
+    keys = torch.cat([latent, rope[pages].flatten(1, 2)[:, :length].float()], dim=-1).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q.float().unsqueeze(1), keys, latent.transpose(1, 2), scale=0.07)
+    return out.squeeze(1).to(q.dtype)
+
+
+def mla(batch, q_heads, seq_len, dtype) -> Case:
+    nope, rope, table, lens = paged_cache([seq_len] * batch, PAGE, 1, LATENT, ROPE, dtype)
+    q = torch.randn(batch, q_heads, LATENT + ROPE).to(dtype)
+    out = torch.empty(batch, q_heads, LATENT, dtype=dtype)
+    args = (q, nope, rope, table, lens)
+    FLOPS[_label("mla", (batch, q_heads, seq_len), dtype)] = 2 * batch * seq_len * q_heads * (2 * LATENT + ROPE)
+    return Case(
+        lambda: ops.decode_mla(*args, 0.07, out=out),
+        lambda: ops.decode_mla(*args, 0.07),
+        torch_mla,
+        args,
+        batch * seq_len * (LATENT + ROPE) * q.element_size() + q.nbytes + out.nbytes,
+    )
+
+
+INDEX_HEADS, INDEX_DIM, SPARSE = 64, 128, 2048
+
+
+def torch_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens):
+    """The indexer for requests of one length and one query count, as a torch user writes it."""
+    batch, length = block_table.shape[0], int(seq_lens[0])
+    q_len = q.shape[0] // batch
+    pages = block_table[:, : (length + PAGE - 1) // PAGE].long()
+    keys = k_cache[pages].flatten(1, 2)[:, :length, 0].float()  # [B, L, D]
+    dots = torch.einsum("bthd,bld->bthl", q.float().view(batch, q_len, *q.shape[1:]), keys).relu()
+    scores = (dots * weights.float().view(batch, q_len, -1, 1)).sum(2)
+    limit = length - q_len + torch.arange(q_len) + 1
+    scores = scores.masked_fill(torch.arange(length) >= limit[:, None], float("-inf"))
+    return scores.topk(min(SPARSE, length), dim=-1).indices.view(q.shape[0], -1)
+
+
+def indexer(requests, q_len, seq_len, dtype) -> Case:
+    k_cache, _, table, lens = paged_cache([seq_len] * requests, PAGE, 1, INDEX_DIM, 1, dtype)
+    tokens = requests * q_len
+    q = torch.randn(tokens, INDEX_HEADS, INDEX_DIM).to(dtype)
+    weights = torch.randn(tokens, INDEX_HEADS)
+    cu = torch.arange(requests + 1, dtype=torch.int32) * q_len
+    out = torch.empty(tokens, SPARSE, dtype=torch.int32)
+    args = (q, k_cache, weights, table, cu, lens)
+    visible = requests * sum(seq_len - q_len + i + 1 for i in range(q_len))
+    FLOPS[_label("indexer", (requests, q_len, seq_len), dtype)] = 2 * visible * INDEX_HEADS * INDEX_DIM
+    return Case(
+        lambda: ops.lightning_indexer(*args, SPARSE, out=out),
+        lambda: ops.lightning_indexer(*args, SPARSE),
+        torch_indexer,
+        args,
+        requests * seq_len * INDEX_DIM * q.element_size() + q.nbytes + weights.nbytes + out.nbytes,
+    )
+
+
+def torch_bmm(a, b):
+    return torch.bmm(a.transpose(0, 1), b).transpose(0, 1)
+
+
+def bmm(tokens, heads, k, n, dtype) -> Case:
+    a, b = torch.randn(tokens, heads, k).to(dtype), torch.randn(heads, k, n).to(dtype)
+    out = torch.empty(tokens, heads, n, dtype=dtype)
+    FLOPS[_label("bmm", (tokens, heads, k, n), dtype)] = 2 * tokens * heads * k * n
+    return Case(
+        lambda: ops.batch_matmul_transpose(a, b, out=out),
+        lambda: ops.batch_matmul_transpose(a, b),
+        torch_bmm,
+        (a, b),
+        a.nbytes + b.nbytes + out.nbytes,
+    )
+
+
+OPS = {"decode": decode, "extend": extend, "mla": mla, "indexer": indexer, "bmm": bmm}
+
+
+def add_flop_notes(report: Report, argv: list[str] | None, gemm_at_start: float) -> None:
+    """Notes with the GFLOP/s of the compute-bound rows against the fp32 GEMM rate of this run (the higher of a
+    measurement at its start and one now: the machine is shared); rewrites the report."""
+    rows = [r for r in report.rows if r.label in FLOPS]
+    if not rows:
+        return
+    gemm = max(gemm_at_start, gemm_gflops())
+    report.notes.append(f"fp32 GEMM rate (torch, 2048^3, best of the run's start and end): {gemm:.1f} GFLOP/s.")
+    for r in rows:
+        rate = FLOPS[r.label] / r.us / 1e3
+        report.notes.append(f"{r.label}: {rate:.1f} GFLOP/s = {100 * rate / gemm:.0f} % of that GEMM rate.")
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
+    parser.add_argument("--device", default="cpu")
+    known, _ = parser.parse_known_args(argv)
+    if known.device == "cpu":
+        report.write(known.out)
+        print("\n".join(report.notes[-len(rows) - 1 :]))
 
 
 def main(argv: list[str] | None = None) -> Report:
     shapes = {
         "decode": [(16, "32/8", 4096), (1, "32/8", 4096), (16, "16/1", 4096), (64, "32/8", 1024)],
         "extend": [(2048, "32/8")],
+        "mla": [(16, 16, 4096), (16, 128, 4096), (1, 128, 4096)],
+        "indexer": [(16, 1, 8192), (1, 256, 2048)],
+        "bmm": [(16, 128, 128, 512), (16, 128, 512, 128), (1024, 16, 512, 128)],
     }
-    quick = {"decode": (2, "8/2", 512), "extend": (64, "8/2")}
+    quick = {
+        "decode": (2, "8/2", 512),
+        "extend": (64, "8/2"),
+        "mla": (2, 16, 512),
+        "indexer": (2, 1, 2500),
+        "bmm": (4, 16, 128, 64),
+    }
     out = REPO / "docs" / "benchmarks"
-    return run_suite(
-        "attention", OPS, shapes, (torch.bfloat16,), notes=NOTES, doc=__doc__, quick_shape=quick, default_out=out,
-        argv=argv,
+    gemm_at_start = gemm_gflops()
+    report = run_suite(
+        "attention", OPS, shapes, (torch.bfloat16,), notes=list(NOTES), doc=__doc__, quick_shape=quick,
+        default_out=out, argv=argv,
     )  # fmt: skip
+    add_flop_notes(report, argv, gemm_at_start)
+    return report
 
 
 if __name__ == "__main__":

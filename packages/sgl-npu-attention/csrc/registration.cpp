@@ -11,9 +11,19 @@ STABLE_TORCH_LIBRARY(sgl_npu_attention, m) {
   m.def(
       "extend_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, Tensor cu_seqlens_q, "
       "Tensor seq_lens, float sm_scale, bool causal, Tensor? sinks, int sliding_window, Tensor(a!) out) -> ()");
+  m.def(
+      "decode_mla(Tensor q, Tensor kv_nope_cache, Tensor kv_rope_cache, Tensor block_table, Tensor seq_lens, "
+      "float sm_scale, Tensor(a!) out) -> ()");
+  m.def(
+      "lightning_indexer(Tensor q, Tensor k_cache, Tensor weights, Tensor block_table, Tensor cu_seqlens_q, "
+      "Tensor seq_lens, int sparse_count, Tensor(a!) out) -> ()");
+  m.def("batch_matmul_transpose(Tensor a, Tensor b, Tensor(a!) out) -> ()");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sgl_npu_attention, CPU, m) {
   m.impl("decode_attention", TORCH_BOX(&sgl_npu_attention::decode_attention));
   m.impl("extend_attention", TORCH_BOX(&sgl_npu_attention::extend_attention));
+  m.impl("decode_mla", TORCH_BOX(&sgl_npu_attention::decode_mla));
+  m.impl("lightning_indexer", TORCH_BOX(&sgl_npu_attention::lightning_indexer));
+  m.impl("batch_matmul_transpose", TORCH_BOX(&sgl_npu_attention::batch_matmul_transpose));
 }

@@ -78,7 +78,172 @@ def test_extend_request_values(cu, lens, needle):
     assert (out == 3).all()
 
 
+def _mla(batch=2, q_heads=4, dl=32, dr=8, blocks=6, page=16, dtype=torch.bfloat16):
+    q = torch.randn(batch, q_heads, dl + dr).to(dtype)
+    nope = torch.randn(blocks, page, 1, dl).to(dtype)
+    rope = torch.randn(blocks, page, 1, dr).to(dtype)
+    table = torch.arange(batch * 3, dtype=torch.int32).view(batch, 3)
+    lens = torch.full((batch,), 20, dtype=torch.int32)
+    return [q, nope, rope, table, lens]
+
+
+def _mla_with(index, value):
+    args = _mla()
+    args[index] = value(args[index])
+    return args
+
+
+MLA_CASES = {
+    "q dims": (_mla_with(0, lambda q: q[0]), "q must be"),
+    "q width": (_mla_with(0, lambda q: q[..., :36].contiguous()), "latent dim 32 \\+ the rope dim 8"),
+    "two kv heads": (_mla_with(1, lambda c: c.expand(-1, -1, 2, -1)), "kv_nope_cache must have one"),
+    "rope pages": (_mla_with(2, lambda c: c[:, :8].contiguous()), "kv_rope_cache must have"),
+    "3-D cache": (_mla_with(1, lambda c: c[:, :, 0]), "kv_nope_cache must be"),
+    "cache dtype": (_mla_with(2, lambda c: c.float()), "kv_rope_cache"),
+    "int64 block_table": (_mla_with(3, lambda t: t.long()), "block_table"),
+    "seq_lens dtype": (_mla_with(4, lambda n: n.long()), "seq_lens"),
+}
+
+
+@pytest.mark.parametrize("case", list(MLA_CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_mla_malformed_input_names_the_argument(case, device):
+    args, needle = MLA_CASES[case]
+    with pytest.raises(RuntimeError, match=needle):
+        ops.decode_mla(*[a.to(device) for a in args], 0.1)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_mla_block_table_row_per_token(device):
+    q, nope, rope, table, lens = _mla()
+    table, lens = torch.cat([table, table]), torch.cat([lens, lens])  # 4 requests for 2 query tokens
+    with pytest.raises(RuntimeError, match="block_table must have a row per query token"):
+        ops.decode_mla(*[a.to(device) for a in (q, nope, rope, table, lens)], 0.1)
+
+
+@pytest.mark.parametrize(
+    "table_value,lens_value,needle",
+    [(6, 20, "block_table"), (-1, 20, "block_table"), (0, 49, "seq_lens"), (0, -1, "seq_lens")],
+)
+def test_mla_pages_outside_the_cache_raise_and_leave_out_untouched(table_value, lens_value, needle):
+    q, nope, rope, table, lens = _mla()
+    table[1, 1] = table_value
+    lens[1] = lens_value
+    out = torch.full((2, 4, 32), 3.0, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=needle):
+        ops.decode_mla(q, nope, rope, table, lens, 0.1, out=out)
+    assert (out == 3).all()
+    from sgl_npu_attention import _accelerator
+
+    with pytest.raises(RuntimeError, match="seq_lens|block_table"):
+        _accelerator._ref_mla(q, nope, rope, table, lens, 0.1, out)
+    assert (out == 3).all()
+
+
+def _indexer(tokens=3, heads=4, d=16, blocks=6, page=16, dtype=torch.bfloat16):
+    q = torch.randn(tokens, heads, d).to(dtype)
+    k = torch.randn(blocks, page, 1, d).to(dtype)
+    w = torch.randn(tokens, heads)
+    table = torch.arange(6, dtype=torch.int32).view(2, 3)
+    cu, lens = torch.tensor([0, 1, 3], dtype=torch.int32), torch.tensor([20, 30], dtype=torch.int32)
+    return [q, k, w, table, cu, lens]
+
+
+def _indexer_with(index, value):
+    args = _indexer()
+    args[index] = value(args[index])
+    return args
+
+
+INDEXER_CASES = {
+    "q dims": (_indexer_with(0, lambda q: q[0]), "q must be"),
+    "two kv heads": (_indexer_with(1, lambda k: k.expand(-1, -1, 2, -1)), "k_cache must have one kv head"),
+    "head_dim": (_indexer_with(1, lambda k: k[..., :8].contiguous()), "head_dim"),
+    "cache dtype": (_indexer_with(1, lambda k: k.half()), "k_cache"),
+    "weights shape": (_indexer_with(2, lambda w: w[:, :3]), "weights must have shape"),
+    "weights dtype": (_indexer_with(2, lambda w: w.half()), "weights must be float32 or q's dtype"),
+    "int64 block_table": (_indexer_with(3, lambda t: t.long()), "block_table"),
+    "cu_seqlens shape": (_indexer_with(4, lambda c: c[:2]), "cu_seqlens_q"),
+    "seq_lens shape": (_indexer_with(5, lambda n: n[:1]), "seq_lens"),
+}
+
+
+@pytest.mark.parametrize("case", list(INDEXER_CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_indexer_malformed_input_names_the_argument(case, device):
+    args, needle = INDEXER_CASES[case]
+    with pytest.raises(RuntimeError, match=needle):
+        ops.lightning_indexer(*[a.to(device) for a in args], sparse_count=8)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_indexer_sparse_count_and_out(device):
+    args = [a.to(device) for a in _indexer()]
+    with pytest.raises(RuntimeError, match="sparse_count must be positive"):
+        ops.lightning_indexer(*args, sparse_count=0)
+    with pytest.raises(RuntimeError, match="out must be"):
+        ops.lightning_indexer(*args, sparse_count=8, out=torch.empty(3, 8, dtype=torch.int64, device=device))
+    with pytest.raises(RuntimeError, match="out must have shape"):
+        ops.lightning_indexer(*args, sparse_count=8, out=torch.empty(3, 7, dtype=torch.int32, device=device))
+
+
+@pytest.mark.parametrize(
+    "table_value,lens,cu,needle",
+    [
+        (6, [20, 30], [0, 1, 3], "block_table"),
+        (-1, [20, 30], [0, 1, 3], "block_table"),
+        (0, [20, 49], [0, 1, 3], "seq_lens"),
+        (0, [20, 30], [0, 1, 2], "cu_seqlens_q"),
+        (0, [20, 1], [0, 1, 3], "part of"),
+    ],
+)
+def test_indexer_bad_values_raise_and_leave_out_untouched(table_value, lens, cu, needle):
+    q, k, w, table, _, _ = _indexer()
+    table[1, 1] = table_value
+    args = [q, k, w, table, torch.tensor(cu, dtype=torch.int32), torch.tensor(lens, dtype=torch.int32)]
+    out = torch.full((3, 8), 3, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=needle):
+        ops.lightning_indexer(*args, sparse_count=8, out=out)
+    assert (out == 3).all()
+    from sgl_npu_attention import _accelerator
+
+    with pytest.raises(RuntimeError, match="seq_lens|block_table|cu_seqlens_q|part of"):
+        _accelerator._indexer(*args, 8, out)
+    assert (out == 3).all()
+
+
+def _bmm(m=4, heads=2, k=8, n=6, dtype=torch.float32):
+    return [torch.randn(m, heads, k).to(dtype), torch.randn(heads, k, n).to(dtype), torch.empty(m, heads, n).to(dtype)]
+
+
+def _bmm_with(index, value):
+    args = _bmm()
+    args[index] = value(args[index])
+    return args
+
+
+BMM_CASES = {
+    "a dims": (_bmm_with(0, lambda a: a[0]), "a must be"),
+    "b dims": (_bmm_with(1, lambda b: b[0]), "b must be"),
+    "b heads": (_bmm_with(1, lambda b: b[:1]), "b must be \\[2, 8, N\\]"),
+    "b depth": (_bmm_with(1, lambda b: b[:, :7]), "b must be"),
+    "b dtype": (_bmm_with(1, lambda b: b.half()), "b must"),
+    "int a": (_bmm_with(0, lambda a: a.int()), "a must be float32"),
+    "out shape": (_bmm_with(2, lambda o: o[:, :, :5]), "out must have shape"),
+    "out dtype": (_bmm_with(2, lambda o: o.bfloat16()), "out must"),
+    "a strided last dim": (_bmm_with(0, lambda a: a.transpose(1, 2).contiguous().transpose(1, 2)), "a must be contig"),
+}
+
+
+@pytest.mark.parametrize("case", list(BMM_CASES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_bmm_malformed_input_names_the_argument(case, device):
+    args, needle = BMM_CASES[case]
+    a, b, out = (t.to(device) for t in args)
+    with pytest.raises(RuntimeError, match=needle):
+        ops.batch_matmul_transpose(a, b, out=out)
+
+
 def test_unwritten_ops_raise_not_implemented():
-    for name in ("decode_mla", "lightning_indexer", "batch_matmul_transpose", "mla_preprocess"):
-        with pytest.raises(NotImplementedError, match=name):
-            getattr(ops, name)()
+    with pytest.raises(NotImplementedError, match="mla_preprocess"):
+        ops.mla_preprocess()

@@ -30,6 +30,35 @@ def test_opcheck_extend():
     torch.library.opcheck(N.extend_attention.default, args)
 
 
+def _mla_inputs():
+    nope, rope = torch.randn(5, 16, 1, 32), torch.randn(5, 16, 1, 8)
+    table = torch.tensor([[3, 0, 4], [1, 2, 0]], dtype=torch.int32)
+    return torch.randn(2, 4, 40), nope, rope, table, torch.tensor([40, 17], dtype=torch.int32)
+
+
+def test_opcheck_mla():
+    torch.library.opcheck(N.decode_mla.default, (*_mla_inputs(), 0.2, torch.empty(2, 4, 32)))
+
+
+def _indexer_inputs():
+    # small integers: exact scores, so the compiled call must match the reference exactly
+    k = torch.randint(-2, 3, (5, 16, 1, 32)).float()
+    table = torch.tensor([[3, 0, 4], [1, 2, 0]], dtype=torch.int32)
+    cu, lens = torch.tensor([0, 3, 4], dtype=torch.int32), torch.tensor([40, 17], dtype=torch.int32)
+    return torch.randint(-2, 3, (4, 8, 32)).float(), k, torch.randint(-2, 3, (4, 8)).float(), table, cu, lens
+
+
+def test_opcheck_indexer():
+    args = (*_indexer_inputs(), 16, torch.empty(4, 16, dtype=torch.int32))
+    torch.library.opcheck(N.lightning_indexer.default, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_opcheck_bmm(dtype):
+    a, b = torch.randn(5, 3, 24).to(dtype), torch.randn(3, 24, 20).to(dtype)
+    torch.library.opcheck(N.batch_matmul_transpose.default, (a, b, torch.empty(5, 3, 20, dtype=dtype)))
+
+
 def test_torch_compile_fullgraph():
     args = _decode_inputs()
     torch._dynamo.reset()
@@ -39,8 +68,21 @@ def test_torch_compile_fullgraph():
     cu, q = torch.tensor([0, 3, 5], dtype=torch.int32), torch.randn(5, 4, 32)
     got = torch.compile(ops.extend_attention, fullgraph=True)(q, k, v, table, cu, lens)
     torch.testing.assert_close(got, ref.extend_attention(q, k, v, table, cu, lens), atol=1e-5, rtol=1e-5)
+    args = _mla_inputs()
+    got = torch.compile(lambda *a: ops.decode_mla(*a, 0.2), fullgraph=True)(*args)
+    torch.testing.assert_close(got, ref.decode_mla(*args, 0.2), atol=1e-5, rtol=1e-5)
+    args = _indexer_inputs()
+    got = torch.compile(lambda *a: ops.lightning_indexer(*a, sparse_count=10) + 1, fullgraph=True)(*args)
+    torch.testing.assert_close(got, ref.lightning_indexer(*args, 10) + 1, atol=0, rtol=0)
+    a, b = torch.randn(5, 3, 24), torch.randn(3, 24, 20)
+    got = torch.compile(lambda a, b: ops.batch_matmul_transpose(a, b) * 2, fullgraph=True)(a, b)
+    torch.testing.assert_close(got, ref.batch_matmul_transpose(a, b) * 2, atol=1e-5, rtol=1e-5)
 
 
 def test_meta_tensors():
     q, k, v, table, lens = (t.to("meta") for t in _decode_inputs())
     assert ops.decode_attention(q, k, v, table, lens).shape == (2, 4, 32)
+    assert ops.decode_mla(*(t.to("meta") for t in _mla_inputs()), 0.1).shape == (2, 4, 32)
+    assert ops.lightning_indexer(*(t.to("meta") for t in _indexer_inputs()), sparse_count=9).shape == (4, 9)
+    a, b = torch.empty(5, 3, 24, device="meta"), torch.empty(3, 24, 7, device="meta")
+    assert ops.batch_matmul_transpose(a, b).shape == (5, 3, 7)

@@ -46,3 +46,29 @@ def test_extend_attention(dtype, causal, sinks, window):
     want = ref.extend_attention(q, k_cache, v_cache, table, cu, lens, 0.3, causal, s, window)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert_close(out, want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize(
+    "q_heads,dl,dr,page", [(4, 512, 64, 16), (20, 40, 8, 16), (3, 64, 16, 64)], ids=["deepseek", "odd", "page64"]
+)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_decode_mla(dtype, q_heads, dl, dr, page):
+    lens = [0, 1, page - 1, page, page + 1, 50]
+    nope, rope, table, seq_lens = paged(lens, page, 1, dl, dr, dtype)
+    q = torch.randn(len(lens), q_heads, dl + dr).to(dtype)
+    out = torch.full((len(lens), q_heads, dl), 7.0).to(dtype)
+    assert kernels.decode_mla(q, nope, rope, table, seq_lens, 0.1, out) is None
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert_close(out, ref.decode_mla(q, nope, rope, table, seq_lens, 0.1), atol=tol, rtol=tol)
+
+
+def test_decode_mla_splits():
+    # a block table of 25 pages of 128 keys: four splits per sequence, merged by log-sum-exp
+    from sgl_npu_attention.triton import mla
+
+    nope, rope, table, seq_lens = paged([2999, 70], 128, 1, 32, 16, torch.float32)
+    assert mla._splits(2, 1, table.shape[1] * 128) == 4
+    q = torch.randn(2, 2, 48)
+    out = torch.empty(2, 2, 32)
+    kernels.decode_mla(q, nope, rope, table, seq_lens, 0.2, out)
+    assert_close(out, ref.decode_mla(q, nope, rope, table, seq_lens, 0.2), atol=1e-5, rtol=1e-5)

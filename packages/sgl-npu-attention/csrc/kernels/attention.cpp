@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
-#include "sgl_npu_core/vec.h"
+#include "kernels/paged.h"
 
 namespace sgl_npu_attention::SGL_NPU_ISA {
 
@@ -14,13 +14,6 @@ namespace {
 
 constexpr int64_t kBlock = 16;  // keys scored together: two vectors of softmax weights per query head
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-template <class T>
-void to_fp32(const T* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + kVec <= n; i += kVec) store8(dst + i, load8(src + i));
-  for (; i < n; ++i) dst[i] = to_float(src[i]);
-}
 
 float dot(const float* a, const float* b, int64_t n) {
   f32x8 acc0 = splat(0.f), acc1 = splat(0.f), acc2 = splat(0.f), acc3 = splat(0.f);
@@ -98,9 +91,7 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     const int64_t first = lo + split * a.split_keys, last = std::min(hi, first + a.split_keys);
     const int32_t* pages = a.block_table + a.query_req[t0] * a.block_table_stride;
     // Blocks of up to kBlock keys inside one page: their K and V rows are token_stride apart.
-    for (int64_t k0 = first, n = 0; k0 < last; k0 += n) {
-      const int64_t offset = k0 % a.page_size, block = pages[k0 / a.page_size];
-      n = std::min({kBlock, last - k0, a.page_size - offset});
+    auto attend_block = [&](int64_t k0, int64_t n, int64_t block, int64_t offset) {
       const T* k = static_cast<const T*>(a.k_cache) + block * a.k_block_stride + offset * a.k_token_stride +
                    hk * a.k_head_stride;
       const T* v = static_cast<const T*>(a.v_cache) + block * a.v_block_stride + offset * a.v_token_stride +
@@ -131,7 +122,8 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         acc[dv + 1] = acc[dv + 1] * rescale + reduce_add(load8(s) + load8(s + kVec));
         weigh_values(acc, rescale, s, vf.data(), n, dv);
       }
-    }
+    };
+    for_each_page_run(pages, a.page_size, first, last, kBlock, attend_block);
   }
 }
 

@@ -26,6 +26,10 @@ struct AttentionArgs {
   int64_t k_block_stride, k_token_stride, k_head_stride;
   const void* v_cache;
   int64_t v_block_stride, v_token_stride, v_head_stride;
+  // decode_mla: a key is [k_cache row (head_dim_v) | k_rope_cache row (head_dim - head_dim_v)], its value the
+  // k_cache row (one latent KV head; v_cache unused).
+  const void* k_rope_cache;
+  int64_t k_rope_block_stride, k_rope_token_stride;
   const int32_t* block_table;  // checked: every page a request uses is a block of the cache
   int64_t block_table_stride;
   const int64_t* query_req;  // [T]
@@ -41,7 +45,51 @@ struct AttentionArgs {
   int64_t out_token_stride, out_head_stride;
 };
 
+// DeepSeek-V3.2 indexer: token t scores keys s < key_hi[t] of its request, score = sum_h w[t, h] relu(q[t, h] . k[s]),
+// and keeps the sparse_count best. Scores of one wave of consecutive tiles go to `scores` (token t's from
+// score_offset[t]) by (tile, split) tasks; then one top-k task per token.
+struct IndexerArgs {
+  DType dtype, weights_dtype;  // of q and k_cache; of weights (q's or f32)
+  int64_t heads, head_dim, page_size, sparse_count;
+  const void* q;
+  int64_t q_token_stride, q_head_stride;
+  const void* k_cache;
+  int64_t k_block_stride, k_token_stride;
+  const void* weights;
+  int64_t weights_stride;
+  const int32_t* block_table;  // checked: every page a request uses is a block of the cache
+  int64_t block_table_stride;
+  const int64_t* query_req;  // [T]
+  const int64_t* key_hi;     // [T]
+  const int64_t* tiles;      // [tiles of the wave, 2]: first and end token (of one request)
+  int64_t split_keys, splits;
+  float* scores;
+  const int64_t* score_offset;  // [T]
+  int32_t* out;
+  int64_t out_stride;
+};
+
+SGL_NPU_DECLARE_PER_ISA(void indexer_scores(const IndexerArgs& a, int64_t task_begin, int64_t task_end))
+SGL_NPU_DECLARE_PER_ISA(void indexer_topk(const IndexerArgs& a, int64_t token_begin, int64_t token_end))
+
+// out[m, h] = a[m, h] @ b[h] for a [M, H, K], b [H, K, N], out [M, H, N] (last dims contiguous), fp32 accumulation.
+// Tasks: (head, block of m_block rows), head-major.
+struct BmmArgs {
+  DType dtype;  // of a, b and out
+  int64_t m, heads, k, n, m_block;
+  const void* a;
+  int64_t a_stride0, a_stride1;
+  const void* b;
+  int64_t b_stride0, b_stride1;
+  void* out;
+  int64_t out_stride0, out_stride1;
+};
+
+SGL_NPU_DECLARE_PER_ISA(void batch_matmul(const BmmArgs& p, int64_t task_begin, int64_t task_end))
 SGL_NPU_DECLARE_PER_ISA(void attention_partial(const AttentionArgs& a, int64_t task_begin, int64_t task_end))
+// decode_mla's partial pass (same tasks and partial layout as attention_partial, one token per tile): all query heads
+// against blocks of keys, as two small GEMMs per block, so each key row is read and converted once.
+SGL_NPU_DECLARE_PER_ISA(void mla_partial(const AttentionArgs& a, int64_t task_begin, int64_t task_end))
 SGL_NPU_DECLARE_PER_ISA(void attention_merge(const AttentionArgs& a, int64_t row_begin, int64_t row_end))
 
 }  // namespace sgl_npu_attention

@@ -14,5 +14,10 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
 void extend_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& block_table,
                       const Tensor& cu_seqlens_q, const Tensor& seq_lens, double sm_scale, bool causal,
                       const std::optional<Tensor>& sinks, int64_t sliding_window, Tensor out);
+void decode_mla(const Tensor& q, const Tensor& kv_nope_cache, const Tensor& kv_rope_cache, const Tensor& block_table,
+                const Tensor& seq_lens, double sm_scale, Tensor out);
+void lightning_indexer(const Tensor& q, const Tensor& k_cache, const Tensor& weights, const Tensor& block_table,
+                       const Tensor& cu_seqlens_q, const Tensor& seq_lens, int64_t sparse_count, Tensor out);
+void batch_matmul_transpose(const Tensor& a, const Tensor& b, Tensor out);
 
 }  // namespace sgl_npu_attention

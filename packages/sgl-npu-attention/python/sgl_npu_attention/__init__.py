@@ -11,7 +11,10 @@ load_op_library(__file__)
 # The ops must exist before their fake and accelerator impls are registered.
 from . import _accelerator, _meta
 from .attention import decode_attention, extend_attention
-from .pending import batch_matmul_transpose, decode_mla, lightning_indexer, mla_preprocess
+from .bmm import batch_matmul_transpose
+from .indexer import lightning_indexer
+from .mla import decode_mla
+from .pending import mla_preprocess
 
 __version__ = "0.1.0"
 

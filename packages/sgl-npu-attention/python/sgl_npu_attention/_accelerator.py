@@ -26,6 +26,15 @@ def check_pages(block_table, seq_lens, k_cache) -> None:
     _meta.check(bool(((ids >= 0) & (ids < blocks)).all()), f"block_table holds a block outside the cache ({blocks})")
 
 
+def check_cu_seqlens(cu_seqlens_q, seq_lens, tokens) -> None:
+    """The data checks of cu_seqlens_q: from 0 to the query tokens, each request's part of its seq_lens."""
+    q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()
+    _meta.check(int(cu_seqlens_q[0]) == 0 and int(cu_seqlens_q[-1]) == tokens, "cu_seqlens_q must run from 0 "
+                f"to the {tokens} query tokens")  # fmt: skip
+    _meta.check(bool(((q_lens >= 0) & (q_lens <= seq_lens.long())).all()), "each request's query tokens "
+                "(cu_seqlens_q) must be part of its seq_lens")  # fmt: skip
+
+
 def _ref_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out):
     _meta.check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out)
     check_pages(block_table, seq_lens, k_cache)
@@ -37,14 +46,33 @@ def _ref_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_sca
     _meta.check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks,
                        sliding_window, out)  # fmt: skip
     check_pages(block_table, seq_lens, k_cache)
-    q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()
-    _meta.check(int(cu_seqlens_q[0]) == 0 and int(cu_seqlens_q[-1]) == q.shape[0], "cu_seqlens_q must run from 0 "
-                f"to the {q.shape[0]} query tokens")  # fmt: skip
-    _meta.check(bool(((q_lens >= 0) & (q_lens <= seq_lens.long())).all()), "each request's query tokens "
-                "(cu_seqlens_q) must be part of its seq_lens")  # fmt: skip
+    check_cu_seqlens(cu_seqlens_q, seq_lens, q.shape[0])
     out.copy_(reference.extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal,
                                          sinks, sliding_window))  # fmt: skip
 
 
+def _ref_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out):
+    _meta.check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out)
+    check_pages(block_table, seq_lens, kv_nope_cache)
+    out.copy_(reference.decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale))
+
+
+def _indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out):
+    # The selection is a sort: the reference runs as composed device ops (no Triton kernel).
+    _meta.check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out)
+    check_pages(block_table, seq_lens, k_cache)
+    check_cu_seqlens(cu_seqlens_q, seq_lens, q.shape[0])
+    out.copy_(reference.lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count))
+
+
+def _bmm(a, b, out):
+    # The vendor bmm (cuBLAS / the NPU's cube unit) accumulates in fp32 already: no Triton kernel needed.
+    _meta.check_bmm(a, b, out)
+    out.copy_(torch.bmm(a.transpose(0, 1), b).transpose(0, 1))
+
+
 LIB.accelerator_impl("decode_attention", lambda *a: _triton().decode_attention(*a), _ref_decode)
 LIB.accelerator_impl("extend_attention", lambda *a: _triton().extend_attention(*a), _ref_extend)
+LIB.accelerator_impl("decode_mla", lambda *a: _triton().decode_mla(*a), _ref_mla)
+LIB.accelerator_impl("lightning_indexer", _indexer, _indexer)
+LIB.accelerator_impl("batch_matmul_transpose", _bmm, _bmm)

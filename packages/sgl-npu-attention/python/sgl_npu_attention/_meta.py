@@ -9,16 +9,30 @@ from sgl_npu_core.library import OpLibrary
 LIB = OpLibrary("sgl_npu_attention")
 
 
+def check_table(block_table, seq_lens, q) -> None:
+    """block_table int32 [requests, max_pages] and seq_lens int32 [requests] on q's device."""
+    check_dtype(block_table, torch.int32, "block_table")
+    check(block_table.dim() == 2, "block_table must be [requests, max_pages]")
+    check_dtype(seq_lens, torch.int32, "seq_lens")
+    check(tuple(seq_lens.shape) == (block_table.shape[0],), f"seq_lens must have shape [{block_table.shape[0]}]")
+    check_same_device(block_table, q, "block_table", "q")
+    check_same_device(seq_lens, q, "seq_lens", "q")
+
+
+def check_cache(cache, name, q) -> None:
+    check(cache.dim() == 4, f"{name} must be [num_blocks, page_size, kv_heads, head_dim], got {cache.dim()} dims")
+    check(min(cache.shape[1:]) > 0, f"{name} must have non-empty pages, heads and dims")
+    check_last_dim_contiguous(cache, name)
+    check_dtype(cache, q.dtype, name)
+    check_same_device(cache, q, name, "q")
+
+
 def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
     """Shapes, dtypes and devices of a paged-attention op (the data checks need the values: see the ops)."""
     check(q.dim() == 3, f"q must be [tokens, q_heads, head_dim], got {q.dim()} dims")
     check_float(q, "q")
-    for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
-        check(cache.dim() == 4, f"{name} must be [num_blocks, page_size, kv_heads, head_dim], got {cache.dim()} dims")
-        check(min(cache.shape[1:]) > 0, f"{name} must have non-empty pages, heads and dims")
-        check_last_dim_contiguous(cache, name)
-        check_dtype(cache, q.dtype, name)
-        check_same_device(cache, q, name, "q")
+    check_cache(k_cache, "k_cache", q)
+    check_cache(v_cache, "v_cache", q)
     tokens, q_heads, d = q.shape
     check(k_cache.shape[3] == d, f"k_cache must have q's head_dim {d}, got {k_cache.shape[3]}")
     check(v_cache.shape[:3] == k_cache.shape[:3], "v_cache must have k_cache's blocks, page size and kv heads")
@@ -28,12 +42,8 @@ def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
           f"{v_cache.shape[3]}]")  # fmt: skip
     check_dtype(out, q.dtype, "out")
     check_last_dim_contiguous(out, "out")
-    check_dtype(block_table, torch.int32, "block_table")
-    check(block_table.dim() == 2, "block_table must be [requests, max_pages]")
-    check_dtype(seq_lens, torch.int32, "seq_lens")
-    check(tuple(seq_lens.shape) == (block_table.shape[0],), f"seq_lens must have shape [{block_table.shape[0]}]")
-    for name, t in (("out", out), ("block_table", block_table), ("seq_lens", seq_lens)):
-        check_same_device(t, q, name, "q")
+    check_same_device(out, q, "out", "q")
+    check_table(block_table, seq_lens, q)
     if sinks is not None:
         check_dtype(sinks, torch.float32, "sinks")
         check(tuple(sinks.shape) == (q_heads,), f"sinks must have shape [{q_heads}]")
@@ -54,6 +64,68 @@ def check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_sc
     check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
 
 
+def check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out) -> None:
+    check(q.dim() == 3, f"q must be [batch, q_heads, latent_dim + rope_dim], got {q.dim()} dims")
+    check_float(q, "q")
+    check_last_dim_contiguous(q, "q")
+    check_cache(kv_nope_cache, "kv_nope_cache", q)
+    check_cache(kv_rope_cache, "kv_rope_cache", q)
+    check(kv_nope_cache.shape[2] == 1, f"kv_nope_cache must have one (latent) kv head, got {kv_nope_cache.shape[2]}")
+    check(tuple(kv_rope_cache.shape[:3]) == (*kv_nope_cache.shape[:2], 1), "kv_rope_cache must have kv_nope_cache's "
+          "blocks, page size and one kv head")  # fmt: skip
+    batch, q_heads, _ = q.shape
+    dl, dr = kv_nope_cache.shape[3], kv_rope_cache.shape[3]
+    check(q.shape[2] == dl + dr, f"q's last dim must be the latent dim {dl} + the rope dim {dr}, got {q.shape[2]}")
+    check(q_heads > 0, "q must have at least one head")
+    check(tuple(out.shape) == (batch, q_heads, dl), f"out must have shape [{batch}, {q_heads}, {dl}]")
+    check_dtype(out, q.dtype, "out")
+    check_last_dim_contiguous(out, "out")
+    check_same_device(out, q, "out", "q")
+    check_table(block_table, seq_lens, q)
+    check(block_table.shape[0] == batch, f"block_table must have a row per query token ({batch})")
+
+
+def check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out) -> None:
+    check(q.dim() == 3, f"q must be [tokens, heads, head_dim], got {q.dim()} dims")
+    check_float(q, "q")
+    check_last_dim_contiguous(q, "q")
+    check_cache(k_cache, "k_cache", q)
+    tokens, heads, d = q.shape
+    check(k_cache.shape[2] == 1, f"k_cache must have one kv head, got {k_cache.shape[2]}")
+    check(k_cache.shape[3] == d, f"k_cache must have q's head_dim {d}, got {k_cache.shape[3]}")
+    check(heads > 0, "q must have at least one head")
+    check(tuple(weights.shape) == (tokens, heads), f"weights must have shape [{tokens}, {heads}]")
+    check_float(weights, "weights")
+    check(weights.dtype in (torch.float32, q.dtype), f"weights must be float32 or q's dtype ({q.dtype}), got "
+          f"{weights.dtype}")  # fmt: skip
+    check_last_dim_contiguous(weights, "weights")
+    check_same_device(weights, q, "weights", "q")
+    check(sparse_count > 0, f"sparse_count must be positive, got {sparse_count}")
+    check_dtype(out, torch.int32, "out")
+    check(tuple(out.shape) == (tokens, sparse_count), f"out must have shape [{tokens}, {sparse_count}]")
+    check_last_dim_contiguous(out, "out")
+    check_same_device(out, q, "out", "q")
+    check_table(block_table, seq_lens, q)
+    check_dtype(cu_seqlens_q, torch.int32, "cu_seqlens_q")
+    check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
+          f"[{block_table.shape[0] + 1}]")  # fmt: skip
+    check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
+
+
+def check_bmm(a, b, out) -> None:
+    check(a.dim() == 3, f"a must be [M, B, K], got {a.dim()} dims")
+    check(b.dim() == 3, f"b must be [B, K, N], got {b.dim()} dims")
+    check(out.dim() == 3, f"out must be [M, B, N], got {out.dim()} dims")
+    check_float(a, "a")
+    m, heads, k = a.shape
+    check(tuple(b.shape[:2]) == (heads, k), f"b must be [{heads}, {k}, N] to match a [M, B, K], got {list(b.shape)}")
+    check(tuple(out.shape) == (m, heads, b.shape[2]), f"out must have shape [{m}, {heads}, {b.shape[2]}]")
+    for name, t in (("a", a), ("b", b), ("out", out)):
+        check_dtype(t, a.dtype, name)
+        check_last_dim_contiguous(t, name)
+        check_same_device(t, a, name, "a")
+
+
 @LIB.fake("decode_attention")
 def _(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out):
     check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out)
@@ -62,3 +134,18 @@ def _(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_windo
 @LIB.fake("extend_attention")
 def _(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window, out):
     check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window, out)
+
+
+@LIB.fake("batch_matmul_transpose")
+def _(a, b, out):
+    check_bmm(a, b, out)
+
+
+@LIB.fake("decode_mla")
+def _(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out):
+    check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out)
+
+
+@LIB.fake("lightning_indexer")
+def _(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out):
+    check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out)

@@ -12,7 +12,4 @@ def _pending(name: str, what: str):
     return op
 
 
-decode_mla = _pending("decode_mla", "absorbed MLA decode over the latent cache")
-lightning_indexer = _pending("lightning_indexer", "the DeepSeek-V3.2 sparse-attention indexer")
-batch_matmul_transpose = _pending("batch_matmul_transpose", "per-head token-major batched matmul")
 mla_preprocess = _pending("mla_preprocess", "the fused DeepSeek MLA prolog")

@@ -65,3 +65,53 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, 
     (with ``sliding_window > 0`` only the last ``sliding_window`` of them); MHA / GQA / MQA by ``Hq % Hkv``."""
     cu = torch.arange(q.shape[0] + 1, device=q.device)
     return extend_attention(q, k_cache, v_cache, block_table, cu, seq_lens, sm_scale, True, sinks, sliding_window)
+
+
+def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale):
+    """Absorbed MLA decode, one query token per sequence: key ``s`` of sequence ``b`` is its latent row
+    ``c = kv_nope_cache[...]`` [Dl] joined with its rope row ``r = kv_rope_cache[...]`` [Dr]; every query head attends
+    the same keys, and the latent rows are also the values:
+    ``out[b, h] = softmax_s((q[b, h, :Dl] . c_s + q[b, h, Dl:] . r_s) * sm_scale) @ c``, ``[B, Hq, Dl]``."""
+    dl = kv_nope_cache.shape[-1]
+    out = torch.zeros(q.shape[0], q.shape[1], dl, dtype=torch.float32, device=q.device)
+    for b in range(q.shape[0]):
+        length = int(seq_lens[b])
+        if length == 0:
+            continue
+        latent = gather_pages(kv_nope_cache, block_table[b], length)[:, 0].float()  # [L, Dl]
+        keys = torch.cat([latent, gather_pages(kv_rope_cache, block_table[b], length)[:, 0].float()], dim=-1)
+        probs = torch.softmax(q[b].float() @ keys.T * sm_scale, dim=-1)  # [Hq, L]
+        out[b] = probs @ latent
+    return out.to(q.dtype)
+
+
+def indexer_scores(q, keys, weights):
+    """``score[t, s] = sum_h w[t, h] * relu(q[t, h] . k[s])`` in fp32 for ``q [T, N1, D]``, ``keys [L, D]``,
+    ``weights [T, N1]``: ``[T, L]``."""
+    dots = torch.einsum("thd,sd->ths", q.float(), keys.float()).relu()
+    return (dots * weights.float().unsqueeze(-1)).sum(1)
+
+
+def lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count=2048):
+    """Per query token, the positions (within its sequence) of its ``sparse_count`` best visible keys by
+    :func:`indexer_scores`, best first, equal scores by lower position, ``-1`` past the visible keys: int32
+    ``[T, sparse_count]``. Request b's ``q_len`` query tokens are the last of its ``seq_lens[b]`` keys; query i sees
+    keys ``< seq_len - q_len + i + 1``. A NaN score ranks as ``+inf``."""
+    out = torch.full((q.shape[0], sparse_count), -1, dtype=torch.int32, device=q.device)
+    for b in range(len(seq_lens)):
+        start, end, length = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1]), int(seq_lens[b])
+        if end == start:
+            continue
+        keys = gather_pages(k_cache, block_table[b], length)[:, 0]
+        scores = indexer_scores(q[start:end], keys, weights[start:end])
+        scores = torch.where(scores.isnan(), math.inf, scores) + 0.0  # + 0: -0 ties with +0
+        for i in range(end - start):
+            visible = length - (end - start) + i + 1
+            order = torch.sort(scores[i, :visible], descending=True, stable=True).indices[:sparse_count]
+            out[start + i, : len(order)] = order.to(torch.int32)
+    return out
+
+
+def batch_matmul_transpose(a, b):
+    """``out[m, h] = a[m, h] @ b[h]`` for ``a [M, B, K]``, ``b [B, K, N]``: ``[M, B, N]``, fp32 math."""
+    return torch.bmm(a.float().transpose(0, 1), b.float()).transpose(0, 1).to(a.dtype)

@@ -4,5 +4,6 @@ Each function takes exactly the op schema's arguments, writes into the prealloca
 """
 
 from .attention import decode_attention, extend_attention
+from .mla import decode_mla
 
-__all__ = ["decode_attention", "extend_attention"]
+__all__ = ["decode_attention", "decode_mla", "extend_attention"]

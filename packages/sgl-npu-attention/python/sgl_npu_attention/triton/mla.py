@@ -1,0 +1,131 @@
+"""Triton absorbed-MLA decode. Programs (sequence, block of 16 query heads, split of the sequence's keys): the heads
+share every latent row they load, so each block of keys is two small matmuls, ``Q K^T`` over [latent | rope] and
+``P V`` with V the latent rows. A second kernel merges the splits by log-sum-exp. The split count comes from the
+block table's capacity (no host sync); each sequence's keys are divided evenly among the splits on the device.
+Lengths and block ids are not checked on the device (the CPU op and the reference path check them)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from sgl_npu_core.triton_utils import to_dtype
+
+from .. import _meta
+
+BLOCK_H = 16  # query heads per program (tl.dot needs 16 rows)
+BLOCK_N = 32  # keys per step
+SPLIT_KEYS = 1024  # keys per split when the batch alone does not fill the device
+
+
+@triton.jit
+def _mla_partial_kernel(
+    q_ptr, q_token_stride, q_head_stride,
+    nope_ptr, nope_block_stride, nope_token_stride,
+    rope_ptr, rope_block_stride, rope_token_stride,
+    table_ptr, table_stride, lens_ptr, part_ptr,
+    sm_scale, q_heads, page_size, dl, dr, splits,
+    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DL: tl.constexpr, BLOCK_DR: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(0).to(tl.int64)
+    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    split = tl.program_id(2)
+    offs_dl, offs_dr = tl.arange(0, BLOCK_DL), tl.arange(0, BLOCK_DR)
+    head_ok = heads < q_heads
+    q_rows = q_ptr + b * q_token_stride + heads[:, None] * q_head_stride
+    q_nope = tl.load(q_rows + offs_dl[None, :], mask=head_ok[:, None] & (offs_dl[None, :] < dl), other=0.0)
+    q_rope = tl.load(q_rows + dl + offs_dr[None, :], mask=head_ok[:, None] & (offs_dr[None, :] < dr), other=0.0)
+    q_nope, q_rope = q_nope.to(DOT_DTYPE), q_rope.to(DOT_DTYPE)
+    length = tl.load(lens_ptr + b)
+    per_split = tl.cdiv(length, splits)
+    lo = split * per_split
+    hi = tl.minimum(length, lo + per_split)
+    m = tl.full((BLOCK_H,), float("-inf"), tl.float32)
+    l_sum = tl.zeros((BLOCK_H,), tl.float32)
+    acc = tl.zeros((BLOCK_H, BLOCK_DL), tl.float32)
+    for n0 in range(lo, hi, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        valid = n < hi
+        block = tl.load(table_ptr + b * table_stride + n // page_size, mask=valid, other=0).to(tl.int64)
+        slot = n % page_size
+        latent = tl.load(nope_ptr + (block * nope_block_stride + slot * nope_token_stride)[:, None] + offs_dl[None, :],
+                         mask=valid[:, None] & (offs_dl[None, :] < dl), other=0.0).to(DOT_DTYPE)  # fmt: skip
+        rope = tl.load(rope_ptr + (block * rope_block_stride + slot * rope_token_stride)[:, None] + offs_dr[None, :],
+                       mask=valid[:, None] & (offs_dr[None, :] < dr), other=0.0).to(DOT_DTYPE)  # fmt: skip
+        s = tl.dot(q_nope, tl.trans(latent), input_precision=PRECISION)
+        s = tl.dot(q_rope, tl.trans(rope), acc=s, input_precision=PRECISION) * sm_scale
+        s = tl.where(valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        rescale = tl.exp(m - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_sum = l_sum * rescale + tl.sum(p, axis=1)
+        acc = tl.dot(p.to(DOT_DTYPE), latent, acc=acc * rescale[:, None], input_precision=PRECISION)
+        m = m_new
+    # partial rows [B, Hq, splits, dl + 2]: acc, max, sum
+    row = part_ptr + ((b * q_heads + heads) * splits + split) * (dl + 2)
+    tl.store(row[:, None] + offs_dl[None, :], acc, mask=head_ok[:, None] & (offs_dl[None, :] < dl))
+    tl.store(row + dl, m, mask=head_ok)
+    tl.store(row + dl + 1, l_sum, mask=head_ok)
+
+
+@triton.jit
+def _mla_merge_kernel(part_ptr, out_ptr, out_token_stride, out_head_stride, q_heads, dl, splits,
+                      BLOCK_S: tl.constexpr, BLOCK_DL: tl.constexpr):  # fmt: skip
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    offs_s, offs_dl = tl.arange(0, BLOCK_S), tl.arange(0, BLOCK_DL)
+    rows = part_ptr + ((b * q_heads + h) * splits + offs_s) * (dl + 2)
+    ok = offs_s < splits
+    m = tl.load(rows + dl, mask=ok, other=float("-inf"))
+    l_sum = tl.load(rows + dl + 1, mask=ok, other=0.0)
+    m_all = tl.max(m, axis=0)
+    m_all = tl.where(m_all > float("-inf"), m_all, 0.0)  # no key at all: keep exp's argument free of -inf - -inf
+    w = tl.exp(m - m_all)  # a split that saw no key weighs exp(-inf) = 0
+    total = tl.sum(l_sum * w, axis=0)
+    acc = tl.load(rows[:, None] + offs_dl[None, :], mask=ok[:, None] & (offs_dl[None, :] < dl), other=0.0)
+    out = tl.sum(acc * w[:, None], axis=0)
+    out = tl.where(total > 0, out / tl.where(total > 0, total, 1.0), 0.0)  # no key: zeros
+    o_ptr = out_ptr + b * out_token_stride + h * out_head_stride + offs_dl
+    tl.store(o_ptr, to_dtype(out, out_ptr.dtype.element_ty), mask=offs_dl < dl)
+
+
+def _dot_dtype(dtype):
+    # The interpreter's dot has no bfloat16 (numpy lacks it): there bf16 operands are widened to fp32 (exact).
+    if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return tl.float32
+    return {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}[dtype]
+
+
+def _splits(batch, head_blocks, capacity) -> int:
+    """Enough programs for a large GPU without reading seq_lens: split only what the batch leaves idle."""
+    want = max(1, triton.cdiv(256, batch * head_blocks))
+    return max(1, min(want, triton.cdiv(capacity, SPLIT_KEYS), 16))
+
+
+def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out) -> None:
+    _meta.check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out)
+    batch, q_heads, _ = q.shape
+    if batch == 0:
+        return
+    dl, dr = kv_nope_cache.shape[-1], kv_rope_cache.shape[-1]
+    head_blocks = triton.cdiv(q_heads, BLOCK_H)
+    splits = _splits(batch, head_blocks, block_table.shape[1] * kv_nope_cache.shape[1])
+    partial = torch.empty(batch, q_heads, splits, dl + 2, dtype=torch.float32, device=q.device)
+    block_dl, block_dr = max(16, triton.next_power_of_2(dl)), max(16, triton.next_power_of_2(dr))
+    dot_dtype = _dot_dtype(q.dtype)  # fp32 operands: full precision (no tf32), as the CPU kernel
+    _mla_partial_kernel[(batch, head_blocks, splits)](
+        q, q.stride(0), q.stride(1),
+        kv_nope_cache, kv_nope_cache.stride(0), kv_nope_cache.stride(1),
+        kv_rope_cache, kv_rope_cache.stride(0), kv_rope_cache.stride(1),
+        block_table, block_table.stride(0), seq_lens, partial,
+        float(sm_scale), q_heads, kv_nope_cache.shape[1], dl, dr, splits,
+        BLOCK_H=BLOCK_H, BLOCK_N=BLOCK_N, BLOCK_DL=block_dl, BLOCK_DR=block_dr,
+        DOT_DTYPE=dot_dtype, PRECISION="ieee" if dot_dtype == tl.float32 else "tf32", num_warps=4,
+    )  # fmt: skip
+    _mla_merge_kernel[(batch, q_heads)](
+        partial, out, out.stride(0), out.stride(1), q_heads, dl, splits,
+        BLOCK_S=max(2, triton.next_power_of_2(splits)), BLOCK_DL=block_dl, num_warps=4,
+    )  # fmt: skip
