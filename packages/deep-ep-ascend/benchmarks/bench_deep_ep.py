@@ -60,6 +60,8 @@ def _normal_mode(buffer, args, rank: int, world: int) -> dict:
     (recv_q, recv_s), _, _, _, handle, _ = buffer.dispatch(x_q, **layout)
     recv_x = recv_q.float().to(torch.bfloat16)  # the experts' bf16 outputs, one per received row
     out = torch.empty_like(x)
+    staged = buffer.get_next_combine_buffer(handle, args.hidden)  # where experts can write their outputs
+    staged.copy_(recv_x)
     n_recv = recv_q.shape[0]
     send_rows = x_q[0][handle.send_token]
     send_scales = x_q[1][handle.send_token]
@@ -70,6 +72,7 @@ def _normal_mode(buffer, args, rank: int, world: int) -> dict:
         "dispatch gloo": _median_us(_gloo_exchange(dispatch_send, handle.send_counts, handle.recv_counts), args.iters),
         "combine": _median_us(lambda: buffer.combine(recv_x, handle, out=out), args.iters),
         "combine (fresh out)": _median_us(lambda: buffer.combine(recv_x, handle), args.iters),
+        "combine (in place)": _median_us(lambda: buffer.combine(staged, handle, out=out), args.iters),
         "combine gloo": _median_us(_gloo_exchange(recv_x, handle.recv_counts, handle.send_counts), args.iters),
         "dispatch bytes": n_recv * (args.hidden + 4),
         "combine bytes": n_recv * args.hidden * 2,
@@ -134,7 +137,7 @@ def _rank_main(args) -> None:
     rank, world = args.rank, args.world
     dist.init_process_group("gloo", init_method=f"file://{args.init}", rank=rank, world_size=world)
     rows = world * args.tokens
-    nvl = 2 * max(rows * (args.hidden + 64 + 12 * args.topk), (world - 1) * args.tokens * (2 * args.hidden + 64))
+    nvl = 2 * rows * (3 * args.hidden + 64 + 12 * args.topk)  # received int8 rows + a bf16 combine buffer, per half
     rdma = deep_ep.Buffer.get_low_latency_rdma_size_hint(args.ll_tokens, args.hidden, world, args.experts)
     buffer = deep_ep.Buffer(None, num_nvl_bytes=nvl, num_rdma_bytes=rdma)
     result = {"rank": rank, "runtime": buffer.runtime}
@@ -167,6 +170,8 @@ OPS = [  # (row label, our key, gloo key, bytes key)
     ("normal dispatch (int8, cached handle)", "dispatch (cached)", "dispatch gloo", "dispatch bytes"),
     ("normal combine (bf16, out=)", "combine", "combine gloo", "combine bytes"),
     ("normal combine (bf16, fresh out)", "combine (fresh out)", "combine gloo", "combine bytes"),
+    ("normal combine (bf16, experts' outputs in get_next_combine_buffer)", "combine (in place)", "combine gloo",
+     "combine bytes"),
     ("low-latency dispatch + combine", "low-latency dispatch + combine", "low-latency gloo there and back",
      "low-latency bytes"),
     ("low-latency dispatch + combine (zero copy)", "low-latency dispatch + combine (zero copy)",

@@ -82,6 +82,16 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
             (q, s), *_ = buffer.dispatch(x, handle=handle, quant_mode=mode)
             want_q, want_s = quantize(want_x, mode)
             assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8)) and torch.equal(s, want_s)
+        # Experts writing into get_next_combine_buffer: on shared memory the sources read the rows in place.
+        staged = buffer.get_next_combine_buffer(handle, HIDDEN)
+        staged.copy_(y)
+        in_place, in_place_w, _ = buffer.combine(staged, handle, topk_weights=recv_w, bias=bias)
+        assert torch.equal(in_place, combined) and torch.equal(in_place_w, combined_w)
+        # A fresh recv_x lies in shared memory too (the dispatches above have reused its area since).
+        fresh = buffer.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank)
+        direct = buffer.combine(fresh[0], fresh[4])[0]
+        assert torch.equal(direct.float(), (x.float() * in_rank.sum(1, keepdim=True)).to(torch.bfloat16).float())
+
         # Ascend's expanded layout: a row per (token, local expert), expert-major; combine weighted.
         rows, experts_of, row_w, counts, ex_handle, _ = buffer.dispatch(
             x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank, num_tokens_per_expert=per_expert,

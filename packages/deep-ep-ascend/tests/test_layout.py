@@ -48,3 +48,27 @@ def test_opcheck():
     topk_idx = torch.tensor([[0, 5], [3, -1], [7, 6]])
     out = (torch.empty(4, dtype=torch.int32), torch.empty(8, dtype=torch.int32), torch.empty(3, 4, dtype=torch.bool))
     torch.library.opcheck(L.get_dispatch_layout.default, (topk_idx, 8, 4, *out))
+
+
+def test_low_latency_routes_place_messages_by_expert_then_token():
+    topk_idx = torch.tensor([[3, 0], [0, -1], [2, 3]])  # this rank's routing, as rank 1 of 2 (2 experts each)
+    counts = torch.tensor([[1, 0, 0, 2], [2, 0, 1, 2]])  # [ranks, experts]; row 1 is bincount(topk_idx)
+    outs = [torch.empty(5, dtype=torch.int64) for _ in range(3)] + [torch.empty(6, dtype=torch.int64)]
+    L.low_latency_routes(topk_idx, counts, 1, 8, *outs)
+    token, message, dst_row, message_row = outs
+    assert token.tolist() == [0, 1, 2, 0, 2]  # expert 0: tokens 0, 1; expert 2: token 2; expert 3: tokens 0, 2
+    assert message.tolist() == [1, 2, 4, 0, 5]
+    # expert e: local index e % 2 (8 slots each) on rank e // 2, after the counts[0, e] rows of rank 0
+    assert dst_row.tolist() == [1, 2, 0, 8 + 2, 8 + 3]
+    assert message_row.view(3, 2).tolist() == [[10, 1], [2, -1], [0, 11]]
+
+
+def test_low_latency_routes_reject_inconsistent_counts():
+    topk_idx = torch.tensor([[1, 0]])
+    outs = [torch.empty(2, dtype=torch.int64) for _ in range(3)] + [torch.empty(2, dtype=torch.int64)]
+    with pytest.raises(RuntimeError, match="does not match topk_idx"):
+        L.low_latency_routes(topk_idx, torch.tensor([[1, 0], [0, 0]]), 0, 4, *outs)
+    with pytest.raises(RuntimeError, match="more than its 4 slots"):
+        L.low_latency_routes(topk_idx, torch.tensor([[1, 1], [4, 0]]), 0, 4, *outs)
+    with pytest.raises(RuntimeError, match="is not an expert"):
+        L.low_latency_routes(torch.tensor([[5, 0]]), torch.tensor([[1, 1], [0, 0]]), 0, 4, *outs)

@@ -19,6 +19,20 @@ struct LayoutArgs {
   bool* is_token_in_rank;      // [N, R]
 };
 
+// Low-latency routing of one rank's messages (one per valid (token, k)), ordered by expert, then token: each lands in
+// row (e % L) * slots + (rows earlier source ranks put in expert e) + (its place among this rank's rows for e).
+struct RoutesArgs {
+  const void* topk_idx;  // [N, K], entries checked in [-1, E)
+  bool topk_int64;
+  int64_t tokens, topk, topk_stride, num_experts, local_experts, slots;
+  const int64_t* first;      // [E]: this rank's first message of each expert (prefix of its counts)
+  const int64_t* before_me;  // [E]: rows of each expert filled by earlier source ranks
+  int64_t* token;            // [M]
+  int64_t* message;          // [M]: token * K + k
+  int64_t* dst_row;          // [M]
+  int64_t* message_row;      // [N * K]: dst_row of each (token, k), -1 where there is no expert
+};
+
 // dst row dst_rows[i] = src row src_rows[i] for i < rows (a null index means i), `row_bytes` bytes each. The
 // indices are checked by the op; the destination may be another process's shared memory.
 struct CopyRowsArgs {
@@ -45,6 +59,7 @@ struct ReduceRowsArgs {
 };
 
 SGL_NPU_DECLARE_PER_ISA(void dispatch_layout(const LayoutArgs& a))
+SGL_NPU_DECLARE_PER_ISA(void low_latency_routes(const RoutesArgs& a))
 // Per-token symmetric int8: scale = max|x| / 127 (as 1 / (127 / (max|x| + 1e-12))), q = round-half-even(x / scale).
 struct QuantizeInt8Args {
   sgl_npu_core::DType dtype;  // of x

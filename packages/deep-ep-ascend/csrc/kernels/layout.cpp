@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -24,7 +25,35 @@ void layout(const LayoutArgs& a) {
   }
 }
 
+template <class I>
+void routes(const RoutesArgs& a) {
+  std::vector<int64_t> cursor(a.first, a.first + a.num_experts);
+  for (int64_t t = 0; t < a.tokens; ++t) {  // tokens ascending, so each expert's messages are too
+    const I* row = static_cast<const I*>(a.topk_idx) + t * a.topk_stride;
+    for (int64_t k = 0; k < a.topk; ++k) {
+      const int64_t e = row[k];
+      if (e < 0) {
+        a.message_row[t * a.topk + k] = -1;
+        continue;
+      }
+      const int64_t m = cursor[e]++;
+      const int64_t dst = (e % a.local_experts) * a.slots + a.before_me[e] + (m - a.first[e]);
+      a.token[m] = t;
+      a.message[m] = t * a.topk + k;
+      a.dst_row[m] = dst;
+      a.message_row[t * a.topk + k] = dst;
+    }
+  }
+}
+
 }  // namespace
+
+void low_latency_routes(const RoutesArgs& a) {
+  if (a.topk_int64)
+    routes<int64_t>(a);
+  else
+    routes<int32_t>(a);
+}
 
 void dispatch_layout(const LayoutArgs& a) {
   if (a.topk_int64)

@@ -1,3 +1,5 @@
+#include <vector>
+
 #include "kernels/kernels.h"
 #include "ops/ops.h"
 
@@ -5,17 +7,36 @@ namespace deep_ep {
 
 using namespace sgl_npu_core;
 
-void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t num_ranks, Tensor num_tokens_per_rank,
-                         Tensor num_tokens_per_expert, Tensor is_token_in_rank) {
+namespace {
+
+// topk_idx as int64 or int32 [N, K] with every entry in [-1, num_experts); returns whether it is int64.
+bool check_topk_idx(const Tensor& topk_idx, int64_t num_experts) {
   check_cpu(topk_idx, "topk_idx");
   STD_TORCH_CHECK(topk_idx.dim() == 2, "topk_idx must be [tokens, topk], got ", topk_idx.dim(), " dims");
   const bool is64 = topk_idx.scalar_type() == ScalarType::Long;
   STD_TORCH_CHECK(is64 || topk_idx.scalar_type() == ScalarType::Int, "topk_idx must be int64 or int32, got ",
                   dtype_name(topk_idx.scalar_type()));
   check_last_dim_contiguous(topk_idx, "topk_idx");
+  const int64_t stride = topk_idx.stride(0);
+  for (int64_t t = 0; t < topk_idx.size(0); ++t)
+    for (int64_t k = 0; k < topk_idx.size(1); ++k) {
+      const int64_t e = is64 ? static_cast<const int64_t*>(topk_idx.const_data_ptr())[t * stride + k]
+                             : static_cast<const int32_t*>(topk_idx.const_data_ptr())[t * stride + k];
+      STD_TORCH_CHECK(-1 <= e && e < num_experts, "topk_idx[", t, ", ", k, "] = ", e, " is not an expert in [0, ",
+                      num_experts, ") or -1");
+    }
+  return is64;
+}
+
+}  // namespace
+
+void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t num_ranks, Tensor num_tokens_per_rank,
+                         Tensor num_tokens_per_expert, Tensor is_token_in_rank) {
   STD_TORCH_CHECK(num_ranks > 0 && num_experts > 0 && num_experts % num_ranks == 0, "num_experts (", num_experts,
                   ") must be a positive multiple of the ranks (", num_ranks, ")");
-  const int64_t tokens = topk_idx.size(0), topk = topk_idx.size(1);
+  // Every expert id must name an expert (or be -1) before anything is counted.
+  const bool is64 = check_topk_idx(topk_idx, num_experts);
+  const int64_t tokens = topk_idx.size(0), topk = topk_idx.size(1), stride = topk_idx.stride(0);
   for (const auto& [t, size, dtype, name] :
        {std::tuple{&num_tokens_per_rank, num_ranks, ScalarType::Int, "num_tokens_per_rank"},
         std::tuple{&num_tokens_per_expert, num_experts, ScalarType::Int, "num_tokens_per_expert"}}) {
@@ -29,15 +50,6 @@ void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t nu
   STD_TORCH_CHECK(is_token_in_rank.dim() == 2 && is_token_in_rank.size(0) == tokens &&
                       is_token_in_rank.size(1) == num_ranks && is_token_in_rank.is_contiguous(),
                   "is_token_in_rank must be a contiguous [", tokens, ", ", num_ranks, "]");
-  // Every expert id must name an expert (or be -1) before anything is counted.
-  const int64_t stride = topk_idx.stride(0);
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t k = 0; k < topk; ++k) {
-      const int64_t e = is64 ? static_cast<const int64_t*>(topk_idx.const_data_ptr())[t * stride + k]
-                             : static_cast<const int32_t*>(topk_idx.const_data_ptr())[t * stride + k];
-      STD_TORCH_CHECK(-1 <= e && e < num_experts, "topk_idx[", t, ", ", k, "] = ", e, " is not an expert in [0, ",
-                      num_experts, ") or -1");
-    }
   LayoutArgs a{topk_idx.const_data_ptr(),
                is64,
                tokens,
@@ -49,6 +61,60 @@ void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t nu
                static_cast<int32_t*>(num_tokens_per_expert.mutable_data_ptr()),
                static_cast<bool*>(is_token_in_rank.mutable_data_ptr())};
   SGL_NPU_ISA_CALL(dispatch_layout, a);
+}
+
+void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t rank, int64_t slots, Tensor token,
+                        Tensor message, Tensor dst_row, Tensor message_row) {
+  check_cpu(counts, "counts");
+  check_dtype(counts, ScalarType::Long, "counts");
+  STD_TORCH_CHECK(counts.dim() == 2 && counts.is_contiguous() && counts.size(0) > 0,
+                  "counts must be a contiguous [ranks, experts]");
+  const int64_t ranks = counts.size(0), experts = counts.size(1);
+  STD_TORCH_CHECK(experts % ranks == 0, "the experts (", experts, ") must divide among ", ranks, " ranks");
+  STD_TORCH_CHECK(0 <= rank && rank < ranks, "rank ", rank, " is outside [0, ", ranks, ")");
+  const bool is64 = check_topk_idx(topk_idx, experts);
+  const int64_t tokens = topk_idx.size(0), topk = topk_idx.size(1);
+  // This rank's row of counts must be its own routing (it places every message by it).
+  const int64_t* c = static_cast<const int64_t*>(counts.const_data_ptr());
+  std::vector<int64_t> mine(experts, 0), first(experts, 0), before(experts, 0);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t k = 0; k < topk; ++k) {
+      const int64_t e = is64 ? static_cast<const int64_t*>(topk_idx.const_data_ptr())[t * topk_idx.stride(0) + k]
+                             : static_cast<const int32_t*>(topk_idx.const_data_ptr())[t * topk_idx.stride(0) + k];
+      if (e >= 0) ++mine[e];
+    }
+  int64_t total = 0;
+  for (int64_t e = 0; e < experts; ++e) {
+    STD_TORCH_CHECK(mine[e] == c[rank * experts + e], "counts[", rank, "] does not match topk_idx");
+    first[e] = total;
+    total += mine[e];
+    for (int64_t s = 0; s < rank; ++s) before[e] += c[s * experts + e];
+    int64_t all = before[e];
+    for (int64_t s = rank; s < ranks; ++s) all += c[s * experts + e];
+    STD_TORCH_CHECK(all <= slots, "expert ", e, " receives ", all, " rows, more than its ", slots, " slots");
+  }
+  int64_t* out[3];
+  const char* names[3] = {"token", "message", "dst_row"};
+  Tensor* outs[3] = {&token, &message, &dst_row};
+  for (int i = 0; i < 3; ++i)
+    out[i] = const_cast<int64_t*>(checked_vector<int64_t>(*outs[i], total, ScalarType::Long, names[i]));
+  int64_t* rows =
+      const_cast<int64_t*>(checked_vector<int64_t>(message_row, tokens * topk, ScalarType::Long, "message_row"));
+  RoutesArgs a{topk_idx.const_data_ptr(),
+               is64,
+               tokens,
+               topk,
+               topk_idx.stride(0),
+               experts,
+               experts / ranks,
+               slots,
+               first.data(),
+               before.data(),
+               out[0],
+               out[1],
+               out[2],
+               rows};
+  SGL_NPU_ISA_CALL(low_latency_routes, a);
 }
 
 }  // namespace deep_ep

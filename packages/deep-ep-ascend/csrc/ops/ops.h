@@ -12,6 +12,9 @@ using torch::stable::Tensor;
 void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t num_ranks, Tensor num_tokens_per_rank,
                          Tensor num_tokens_per_expert, Tensor is_token_in_rank);
 
+void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t rank, int64_t slots, Tensor token,
+                        Tensor message, Tensor dst_row, Tensor message_row);
+
 void copy_rows(const Tensor& src, const std::optional<Tensor>& src_rows, Tensor dst,
                const std::optional<Tensor>& dst_rows);
 

@@ -22,6 +22,7 @@ from .transport import CollectiveTransport, Send, ShmTransport, node_count, pack
 _get_dispatch_layout = torch.ops.deep_ep.get_dispatch_layout.default
 _reduce_rows = torch.ops.deep_ep.reduce_rows.default
 DEFAULT_TIMEOUT_S = 100.0
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
 class DispatchHandle(NamedTuple):
@@ -88,6 +89,7 @@ class Buffer:
             self._transport = CollectiveTransport(group)
         self.runtime = self._transport.kind
         self._low_latency_calls = 0
+        self._dispatch_end = 0  # bytes of this rank's dispatch area that the last dispatch filled
         self._outputs = OutputPool()
         self._destroyed = False
 
@@ -223,6 +225,7 @@ class Buffer:
         for k, d in enumerate(data):
             send(k, d, by_token=True)
         n_recv = int(counts[:, self.rank].sum())
+        self._dispatch_end = fields[self.rank][-1].end
         if handle is not None:
             t.finish()
             return self._like(x, self._views(fields[self.rank], data, n_recv)), None, None, None, handle, EventOverlap()
@@ -286,8 +289,13 @@ class Buffer:
         weights = topk_weights.float().contiguous() if error is None and topk_weights is not None else None
         if weights is not None:
             data.append(weights)
-        self._agree(torch.zeros(0, dtype=torch.int64), self._signature(data, None), error)
+        # Where x lies in shared memory (-1: private). When every rank's x does, the sources read rows in place.
+        at = t.locate(data[0], "dispatch") if error is None else -1
+        dtype_code = torch.tensor([_DTYPE_CODES.get(x.dtype, -1)])
+        placed = self._agree(torch.tensor([at]), torch.cat([self._signature(data, None), dtype_code]), error)[:, 0]
         counts = handle.counts()
+        if bool((placed >= 0).all()):
+            return self._combine_in_place(x, handle, placed, counts, weights, bias_sum, out, topk_weights)
         # Rows go back to their sources; each source lays them out by destination rank (its own rows skipped:
         # it reads those from x directly).
         returned = counts.clone()
@@ -316,6 +324,54 @@ class Buffer:
             combined_weights = weights.new_empty(n, weights.shape[1])
             _reduce_rows(weights, area[1], rows, None, None, combined_weights)
             combined_weights = combined_weights.to(topk_weights.dtype)
+        return combined, combined_weights, EventOverlap()
+
+    def get_next_combine_buffer(self, handle: DispatchHandle, hidden: int, dtype=torch.bfloat16) -> torch.Tensor:
+        """``[Nrecv, hidden]`` for the experts' outputs: on shared memory a view at the end of this rank's dispatch
+        area, so a ``combine`` of it (on every rank) copies nothing: each source reads its rows where they lie.
+        Valid until the next ``dispatch``; it must not overlap that dispatch's received rows (raise
+        ``num_nvl_bytes`` if it does)."""
+        self._check_alive()
+        n_recv, size = sum(handle.recv_counts), torch.empty((), dtype=dtype).element_size()
+        cap = self._transport.capacity("dispatch")
+        if cap is None:
+            return self._outputs.empty("combine_input", (n_recv, hidden), dtype)
+        start = (cap - n_recv * hidden * size) // 64 * 64
+        _meta.check(start >= self._dispatch_end, f"the combine buffer ({n_recv * hidden * size} bytes) does not fit "
+                                                 f"after the received rows in num_nvl_bytes / 2 = {cap}")  # fmt: skip
+        field = pack_fields("dispatch", [(n_recv, hidden * size)])[0]._replace(offset=start)
+        return self._transport.field_view(field).view(dtype).view(n_recv, hidden)
+
+    def _combine_in_place(self, x, handle, placed, counts, weights, bias_sum, out, topk_weights):
+        """Combine when every rank's ``x`` lies in its dispatch area: sum straight from the peers' rows."""
+        r, t, me, hidden = self.group_size, self._transport, self.rank, x.shape[1]
+        n = handle.is_token_in_rank.shape[0]
+        starts = counts.cumsum(0) - counts  # starts[me, d]: first row from this rank in rank d's x
+        dest = torch.repeat_interleave(torch.arange(r), counts[me])
+        position = torch.arange(len(dest)) - (counts[me].cumsum(0) - counts[me])[dest]
+        offsets = torch.full((n, r), -1, dtype=torch.int64)
+        offsets[handle.send_token, dest] = placed[dest] // x.element_size() + (starts[me][dest] + position) * hidden
+        combined = out if out is not None else self._outputs.empty("combine", (n, hidden), x.dtype)
+        flat = t.flat(x.dtype)
+        _reduce_rows(flat, flat[:0].view(0, hidden), offsets, None, bias_sum, combined)
+        combined_weights = None
+        if weights is not None:  # small: returned as usual
+            returned = counts.clone()
+            returned.fill_diagonal_(0)
+            fields = [pack_fields("combine", [(int(returned[s].sum()), row_bytes(weights))]) for s in range(r)]
+            before = returned.cumsum(1) - returned
+            sends = [None if s == me else Send(slice(int(starts[s, me]), int(starts[s, me] + counts[s, me])),
+                                               int(before[s, me])) for s in range(r)]  # fmt: skip
+            t.scatter([f[0] for f in fields], weights, sends)
+            t.finish()
+            rows = torch.full((n, r), -1, dtype=torch.int64)
+            rows[handle.send_token, dest] = torch.where(dest == me, starts[me, me] + position,
+                                                        weights.shape[0] + before[me][dest] + position)  # fmt: skip
+            area = self._views(fields[me], [weights], int(returned[me].sum()))[0]
+            combined_weights = weights.new_empty(n, weights.shape[1])
+            _reduce_rows(weights, area, rows, None, None, combined_weights)
+            combined_weights = combined_weights.to(topk_weights.dtype)
+        t.finish()  # no rank changes its x while another still reads it
         return combined, combined_weights, EventOverlap()
 
     # ---- low-latency mode ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .quant import FP8_GROUP, quantize
 from .transport import Field, Send, pack_fields, row_bytes
 
 _reduce_rows = torch.ops.deep_ep.reduce_rows.default
+_routes = torch.ops.deep_ep.low_latency_routes.default
 
 
 class LowLatencyHandle(NamedTuple):
@@ -35,6 +36,7 @@ class LowLatencyHandle(NamedTuple):
     recv_slot: torch.Tensor  # int32 [L, R*T]: token * K + k on the source rank
     recv_count: torch.Tensor  # int32 [L]
     message_row: torch.Tensor  # int64 [N, K]: the row of (token, k) in its rank's [L * R*T] layout, or -1
+    topk_idx: torch.Tensor  # the routing dispatched, which combine must be given again
 
 
 def _receive_fields(experts: int, tokens: int, data_bytes: list[int], start: int) -> list[Field]:
@@ -108,17 +110,11 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     fields = _receive_fields(local, slots, sizes, half * third)
 
     # Messages ordered by (expert, token); each lands at expert e's block on its rank, after earlier sources.
-    k = topk_idx.shape[1]
-    flat = topk_idx.flatten().long()
-    message = torch.nonzero(flat >= 0).flatten()
-    expert = flat[message]
-    order = torch.argsort(expert * max(x.shape[0], 1) + message // k, stable=True)
-    message, expert = message[order], expert[order]
-    token = message // k
-    first_of_expert = counts.cumsum(0) - counts
-    before_me = matrix[:me].sum(0)  # rows of expert e that earlier source ranks fill
-    dst_row = (expert % local) * slots + before_me[expert] + torch.arange(len(message)) - first_of_expert[expert]
-    bounds = [0, *torch.bincount(expert // local, minlength=r).cumsum(0).tolist()]
+    k, total = topk_idx.shape[1], int(counts.sum())
+    token, message, dst_row = (torch.empty(total, dtype=torch.int64) for _ in range(3))
+    message_row = torch.empty(x.shape[0] * k, dtype=torch.int64)
+    _routes(topk_idx, matrix.contiguous(), me, slots, token, message, dst_row, message_row)
+    bounds = [0, *counts.view(r, local).sum(1).cumsum(0).tolist()]
     blocks = [slice(bounds[p], bounds[p + 1]) for p in range(r)]
     for f, d in zip(fields, data, strict=False):
         t.scatter([f] * r, d, [Send(token[b], dst_rows=dst_row[b]) for b in blocks])
@@ -136,10 +132,8 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
         views[1] = torch.empty(local, slots, raw_scales.shape[-1] // 4, dtype=torch.int32)
     if stats is not None:
         stats += recv_count.to(stats.dtype)
-    message_row = torch.full((x.shape[0] * k,), -1, dtype=torch.int64)
-    message_row[message] = dst_row
     handle = LowLatencyHandle(src_info, layout_range, tokens_per_rank, x.shape[1], num_experts, recv_slot, recv_count,
-                              message_row.view(-1, k))  # fmt: skip
+                              message_row.view(-1, k), topk_idx)  # fmt: skip
     recv_x = tuple(views) if len(views) > 1 else views[0]
 
     def receive():
@@ -179,8 +173,7 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
         _meta.check(x.dim() == 3 and tuple(x.shape[:2]) == (local, slots),
                     f"x must be [{local}, {slots}, hidden], got {list(x.shape)}")  # fmt: skip
         _meta.check(x.dtype in (torch.float32, torch.float16, torch.bfloat16), f"x must be float, got {x.dtype}")
-        _check_topk(topk_idx, topk_idx.shape[0] if topk_idx.dim() == 2 else -1, handle.num_experts)
-        _meta.check(topk_idx.shape[0] <= tokens, f"at most {tokens} tokens per rank")
+        _meta.check(torch.equal(topk_idx, handle.topk_idx), "topk_idx must be the one dispatched with this handle")
         _meta.check(topk_weights.shape == topk_idx.shape, "topk_weights must have topk_idx's shape")
         if out is not None:
             _meta.check(out.shape == (topk_idx.shape[0], x.shape[2]) and out.dtype == x.dtype,

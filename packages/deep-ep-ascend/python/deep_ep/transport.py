@@ -105,6 +105,10 @@ class _Transport:
         """Bytes of ``area`` (None: it grows on demand)."""
         return None
 
+    def locate(self, t: torch.Tensor, area: str) -> int:
+        """Byte offset in the shared segment of contiguous ``t`` lying inside this rank's ``area``, else -1."""
+        return -1
+
 
 class ShmTransport(_Transport):
     """All ranks on one machine: one shared-memory segment, mapped by every rank, holds every rank's areas.
@@ -147,6 +151,12 @@ class ShmTransport(_Transport):
             raise RuntimeError(f"deep_ep: {nbytes} bytes do not fit the {self.area_bytes[name]}-byte {name} area")
         start = self._areas_start + rank * self._rank_bytes + self._area_offsets[name]
         return self._segment[start : start + self.area_bytes[name]]
+
+    def locate(self, t: torch.Tensor, area: str) -> int:
+        begin = self._areas_start + self.rank * self._rank_bytes + self._area_offsets[area]
+        offset = t.data_ptr() - self._segment.data_ptr()
+        inside = begin <= offset and offset + t.numel() * t.element_size() <= begin + self.area_bytes[area]
+        return offset if inside and t.is_contiguous() else -1
 
     def flat(self, dtype: torch.dtype) -> torch.Tensor:
         """The whole segment as one 1-D tensor of ``dtype``: every rank's areas, readable in place."""
