@@ -18,6 +18,8 @@ from .quant import quantize
 
 
 class FuseMode(enum.IntEnum):
+    """Ascend's two fused kernels; both run the same chain here."""
+
     FUSED_DEEP_MOE = 1
     DISPATCH_FFN_COMBINE = 2
 
