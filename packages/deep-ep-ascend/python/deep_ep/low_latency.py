@@ -28,7 +28,7 @@ class LowLatencyHandle(NamedTuple):
     """DeepEP's ``(src_info, layout_range, num_max_dispatch_tokens_per_rank, hidden, num_experts)``, then what
     combine needs here."""
 
-    src_info: torch.Tensor  # int32 [L, R*T]: each row's token index on its source rank
+    src_info: torch.Tensor  # int32 [L, R*T] (a strided view): each row's token index on its source rank
     layout_range: torch.Tensor  # int64 [L, R]: (first row << 32) | rows, per source rank
     num_max_dispatch_tokens_per_rank: int
     hidden: int
@@ -40,10 +40,11 @@ class LowLatencyHandle(NamedTuple):
 
 
 def _receive_fields(experts: int, tokens: int, data_bytes: list[int], start: int) -> list[Field]:
-    """One receive half at byte ``start``: data (and scales), src_info, recv_slot, ``experts * tokens`` rows."""
+    """One receive half at byte ``start``: data (and scales), then (src_info, recv_slot) int32 pairs, ``experts *
+    tokens`` rows each."""
     rows = experts * tokens
     return [f._replace(offset=f.offset + start) for f in
-            pack_fields("low_latency", [(rows, b) for b in data_bytes] + [(rows, 4), (rows, 4)])]  # fmt: skip
+            pack_fields("low_latency", [(rows, b) for b in data_bytes] + [(rows, 8)])]  # fmt: skip
 
 
 def area_bytes_hint(tokens: int, hidden: int, num_ranks: int, num_experts: int) -> int:
@@ -118,15 +119,16 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     blocks = [slice(bounds[p], bounds[p + 1]) for p in range(r)]
     for f, d in zip(fields, data, strict=False):
         t.scatter([f] * r, d, [Send(token[b], dst_rows=dst_row[b]) for b in blocks])
-    for f, values in zip(fields[len(data) :], (token, message), strict=True):
-        t.scatter([f] * r, values.to(torch.int32).unsqueeze(1), [Send(b, dst_rows=dst_row[b]) for b in blocks])
+    source = torch.stack([token, message], 1).to(torch.int32)  # src_info and recv_slot travel as one row
+    t.scatter([fields[-1]] * r, source, [Send(b, dst_rows=dst_row[b]) for b in blocks])
 
     mine = matrix[:, me * local : (me + 1) * local]  # [R, L]: rows of each local expert from each source
     recv_count = mine.sum(0).to(torch.int32)
     begin = mine.cumsum(0) - mine
     layout_range = ((begin << 32) | mine).t().contiguous()
     views = [t.field_view(f).view(d.dtype).view(local, slots, *d.shape[1:]) for f, d in zip(fields, data, strict=False)]
-    src_info, recv_slot = (t.field_view(f).view(torch.int32).view(local, slots) for f in fields[len(data) :])
+    source = t.field_view(fields[-1]).view(torch.int32).view(local, slots, 2)
+    src_info, recv_slot = source[..., 0], source[..., 1]
     raw_scales = views[1] if use_ue8m0 else None
     if use_ue8m0:
         views[1] = torch.empty(local, slots, raw_scales.shape[-1] // 4, dtype=torch.int32)

@@ -140,6 +140,7 @@ class ShmTransport(_Transport):
         self._pids = header[r * cols : r * cols + r]
         self._mailbox = header[r * cols + cols :].view(2, r, MAILBOX_WORDS)
         self._pids[self.rank] = os.getpid()
+        self._area_views: dict[tuple[str, int], torch.Tensor] = {}
         self._epoch = 0
         self._barrier()  # every pid is written before anyone waits on a peer
 
@@ -149,8 +150,11 @@ class ShmTransport(_Transport):
     def _area(self, name: str, nbytes: int, rank: int) -> torch.Tensor:
         if nbytes > self.area_bytes[name]:
             raise RuntimeError(f"deep_ep: {nbytes} bytes do not fit the {self.area_bytes[name]}-byte {name} area")
-        start = self._areas_start + rank * self._rank_bytes + self._area_offsets[name]
-        return self._segment[start : start + self.area_bytes[name]]
+        area = self._area_views.get((name, rank))
+        if area is None:
+            start = self._areas_start + rank * self._rank_bytes + self._area_offsets[name]
+            area = self._area_views[(name, rank)] = self._segment[start : start + self.area_bytes[name]]
+        return area
 
     def locate(self, t: torch.Tensor, area: str) -> int:
         begin = self._areas_start + self.rank * self._rank_bytes + self._area_offsets[area]
@@ -194,6 +198,7 @@ class ShmTransport(_Transport):
 
     def close(self) -> None:
         self._flags = self._pids = self._mailbox = self._segment = None
+        self._area_views = {}
         self._mm = None  # unmapped once no returned view refers to it any more
 
 
