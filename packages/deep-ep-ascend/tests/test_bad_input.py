@@ -38,7 +38,7 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         bad = topk_idx.clone()
         if rank == 1:
             bad[0, 0] = EXPERTS
-        own, peer = "topk_idx entries must be -1 or experts", "rank(s) [1] rejected their inputs"
+        own, peer = "is not an expert in [0, 4)", "rank(s) [1] rejected their inputs"
         _raises(lambda: buffer.low_latency_dispatch(x, bad, 4, EXPERTS, use_fp8=False), own if rank == 1 else peer)
         # Hidden sizes that differ between ranks.
         wide = torch.randn(4, HIDDEN * (1 + rank)).to(torch.bfloat16)

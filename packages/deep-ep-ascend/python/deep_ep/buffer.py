@@ -291,8 +291,8 @@ class Buffer:
             data.append(weights)
         # Where x lies in shared memory (-1: private). When every rank's x does, the sources read rows in place.
         at = t.locate(data[0], "dispatch") if error is None else -1
-        dtype_code = torch.tensor([_DTYPE_CODES.get(x.dtype, -1)])
-        placed = self._agree(torch.tensor([at]), torch.cat([self._signature(data, None), dtype_code]), error)[:, 0]
+        signature = [*self._signature(data, None), _DTYPE_CODES.get(x.dtype, -1)]
+        placed = self._agree(torch.tensor([at]), signature, error)[:, 0]
         counts = handle.counts()
         if bool((placed >= 0).all()):
             return self._combine_in_place(x, handle, placed, counts, weights, bias_sum, out, topk_weights)
@@ -422,28 +422,28 @@ class Buffer:
     def _check_alive(self) -> None:
         _meta.check(not self._destroyed, "this Buffer was destroyed")
 
-    def _agree(self, vec: torch.Tensor, signature: torch.Tensor, error: Exception | None) -> torch.Tensor:
+    def _agree(self, vec: torch.Tensor, signature: list[int], error: Exception | None) -> torch.Tensor:
         """Publish ``vec`` (every rank the same length), the row sizes in ``signature`` and a status word; returns
         the ``[R, len(vec)]`` matrix. A rank whose inputs were rejected raises its own error, the others an error
         naming it; ranks whose row sizes differ all raise. Nothing has been written to any rank yet, and every
         rank raises at the same step, so none is left waiting."""
-        status = torch.tensor([int(error is not None)])
-        mat = self._transport.gather(torch.cat([vec.to(torch.int64), signature, status]))
+        words = torch.tensor([*signature, int(error is not None)])
+        mat = self._transport.gather(torch.cat([vec.to(torch.int64), words]))
         if error is not None:
             raise error
-        bad = mat[:, -1].nonzero().flatten().tolist()
+        tails = mat[:, vec.numel() :].tolist()  # one small read instead of several tensor ops
+        bad = [r for r, tail in enumerate(tails) if tail[-1]]
         _meta.check(not bad, f"deep_ep: rank(s) {bad} rejected their inputs to this collective call")
-        sizes = mat[:, vec.numel() : -1]
-        differ = (sizes != sizes[0]).any(dim=1).nonzero().flatten().tolist()
+        differ = [r for r, tail in enumerate(tails) if tail != tails[0]]
         _meta.check(not differ, f"deep_ep: ranks disagree on the row sizes (hidden size, dtype or top-k): rank 0 "
-                                f"has {sizes[0].tolist()}, rank {differ[0] if differ else 0} "
-                                f"{sizes[differ[0] if differ else 0].tolist()}")  # fmt: skip
+                                f"has {tails[0][:-1]}, rank {differ[0] if differ else 0} "
+                                f"{tails[differ[0] if differ else 0][:-1]}")  # fmt: skip
         return mat[:, : vec.numel()]
 
-    def _signature(self, data: list[torch.Tensor], topk_idx) -> torch.Tensor:
+    def _signature(self, data: list[torch.Tensor], topk_idx) -> list[int]:
         """Row sizes every rank must agree on (ranks with different hidden sizes would misplace rows)."""
         sizes = [row_bytes(d) for d in data] + [0] * (3 - len(data))
-        return torch.tensor([len(data), *sizes, 0 if topk_idx is None else topk_idx.shape[1]])
+        return [len(data), *sizes, 0 if topk_idx is None else topk_idx.shape[1]]
 
     def _plan_dispatch(self, data, num_tokens_per_rank, is_token_in_rank, num_tokens_per_expert, topk_idx,
                        topk_weights):  # fmt: skip

@@ -22,6 +22,7 @@ from .transport import Field, Send, pack_fields, row_bytes
 
 _reduce_rows = torch.ops.deep_ep.reduce_rows.default
 _routes = torch.ops.deep_ep.low_latency_routes.default
+_layout = torch.ops.deep_ep.get_dispatch_layout.default
 
 
 class LowLatencyHandle(NamedTuple):
@@ -68,16 +69,6 @@ def _third(buf, need: int) -> int:
     return third
 
 
-def _check_topk(topk_idx, tokens: int, num_experts: int) -> None:
-    _meta.check(topk_idx.dim() == 2 and topk_idx.shape[0] == tokens, f"topk_idx must be [{tokens}, topk]")
-    _meta.check(topk_idx.dtype in (torch.int64, torch.int32), f"topk_idx must be int64 or int32, got {topk_idx.dtype}")
-    _meta.check(bool(((topk_idx >= -1) & (topk_idx < num_experts)).all()),
-                f"topk_idx entries must be -1 or experts in [0, {num_experts})")  # fmt: skip
-    ordered = topk_idx.sort(dim=1).values
-    _meta.check(not bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()),
-                "a token lists the same expert twice in topk_idx")  # fmt: skip
-
-
 def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp8, round_scale, use_ue8m0,
              return_recv_hook, quant_mode):  # fmt: skip
     """Send each token to each of its top-k experts. ``x [N, H]`` with ``N <= num_max_dispatch_tokens_per_rank``
@@ -95,16 +86,19 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
         _meta.check(num_experts > 0 and num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
         _meta.check(x.dim() == 2 and x.shape[0] <= tokens_per_rank,
                     f"x must be [tokens <= {tokens_per_rank}, hidden], got {list(x.shape)}")  # fmt: skip
-        _check_topk(topk_idx, x.shape[0], num_experts)
+        _meta.check(topk_idx.dim() == 2 and topk_idx.shape[0] == x.shape[0], f"topk_idx must be [{x.shape[0]}, topk]")
+        per_expert = torch.empty(num_experts, dtype=torch.int32)  # also checks every id, in C++
+        _layout(topk_idx, num_experts, r, torch.empty(r, dtype=torch.int32), per_expert,
+                torch.empty(x.shape[0], r, dtype=torch.bool))  # fmt: skip
         mode = quant_mode if quant_mode is not None else ("fp8_e4m3" if use_fp8 else None)
         _meta.check(not use_ue8m0 or (mode == "fp8_e4m3" and round_scale), "use_ue8m0 needs fp8 with round_scale")
         q = quantize(x, mode, round_scale)
         data = list(q) if isinstance(q, tuple) else [q]
-        counts = torch.bincount(topk_idx[topk_idx >= 0].long(), minlength=num_experts)
+        counts = per_expert.to(torch.int64)
     except RuntimeError as e:
         error = e
     signature = buf._signature(data, topk_idx if error is None else None)
-    matrix = buf._agree(counts, torch.cat([signature, torch.tensor([tokens_per_rank, num_experts])]), error)
+    matrix = buf._agree(counts, [*signature, tokens_per_rank, num_experts], error)
     local, slots = num_experts // r, r * tokens_per_rank
     sizes = [row_bytes(d) for d in data]
     third = _third(buf, _receive_fields(num_experts, tokens_per_rank, sizes, 0)[-1].end)
@@ -190,7 +184,7 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
         data = [x.reshape(local * slots, x.shape[2])]
     except RuntimeError as e:
         error = e
-    signature = torch.cat([buf._signature(data, topk_idx if error is None else None), torch.tensor([int(zero_copy)])])
+    signature = [*buf._signature(data, topk_idx if error is None else None), int(zero_copy)]
     buf._agree(torch.zeros(0, dtype=torch.int64), signature, error)
     n, k, hidden = topk_idx.shape[0], topk_idx.shape[1], x.shape[2]
     if zero_copy and hasattr(t, "flat"):
