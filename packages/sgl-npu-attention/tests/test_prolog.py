@@ -131,3 +131,21 @@ def test_unsupported_modes():
         ops.mla_preprocess(*args, quant_mode="per_channel")
     with pytest.raises(NotImplementedError, match="krope_ctkv"):
         ops.mla_preprocess(*args, cache_mode="nzcache")
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 7, 20), (6, 33, 100), (70, 20, 1040)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_int8_matmul_is_exact(m, n, k, bias):
+    """Integer sums are exact: the dequantized fp32 values match the reference bit for bit (extreme codes too)."""
+    torch.manual_seed(5)
+    codes = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    codes[0, :] = -128
+    weight = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    weight[0, :] = -128
+    descale, row_scale = torch.rand(n) + 0.5, torch.rand(m) + 0.5
+    b = torch.randint(-(2**20), 2**20, (n,), dtype=torch.int32) if bias else None
+    out = torch.empty(m, n)
+    torch.ops.sgl_npu_attention.mla_int8_matmul(codes, weight, descale, row_scale, b, out)
+    assert torch.equal(out, ref.int8_matmul(codes, weight, descale, row_scale, b, torch.float32))
+    scale = float(descale[0] * row_scale[0])  # row 0 x channel 0: k products of -128 x -128
+    assert float(out[0, 0]) == pytest.approx((k * 16384 + (int(b[0]) if bias else 0)) * scale, rel=1e-6)

@@ -113,3 +113,11 @@ def test_torch_compile_prolog():
         torch.testing.assert_close(a, e, atol=1e-4, rtol=1e-4)
     meta = [a.to("meta") for a in args]
     assert ops.mla_preprocess(*meta)[0].shape == (5, 2, 32)
+
+
+def test_opcheck_int8_matmul():
+    codes, weight = torch.randint(-128, 128, (5, 40), dtype=torch.int8), torch.randint(-128, 128, (9, 40),
+                                                                                       dtype=torch.int8)  # fmt: skip
+    bias = torch.randint(-100, 100, (9,), dtype=torch.int32)
+    args = (codes, weight, torch.rand(9), torch.rand(5), bias, torch.empty(5, 9, dtype=torch.bfloat16))
+    torch.library.opcheck(N.mla_int8_matmul.default, args)

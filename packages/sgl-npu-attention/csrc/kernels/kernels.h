@@ -130,6 +130,22 @@ struct CacheWriteArgs {
   int64_t rope_block_stride, rope_token_stride;
 };
 
+// int8_matmul: out[t, c] = (float(codes[t] . weight[c] + bias[c]) * descale[c]) * row_scale[t], exact int32 sums,
+// rounded once to the output dtype. Tasks: (block of m_block tokens, block of n_block channels), token-block-major.
+struct Int8MatmulArgs {
+  DType dtype;  // of out
+  int64_t m, n, k, m_block, n_block;
+  const int8_t* codes;  // [m, k] rows codes_stride apart
+  int64_t codes_stride;
+  const int8_t* weight;    // [n, k] contiguous
+  const float* descale;    // [n]
+  const float* row_scale;  // [m]
+  const int32_t* bias;     // optional [n]
+  void* out;
+  int64_t out_stride;
+};
+
+SGL_NPU_DECLARE_PER_ISA(void int8_matmul(const Int8MatmulArgs& a, int64_t task_begin, int64_t task_end))
 SGL_NPU_DECLARE_PER_ISA(void quant_rows(const QuantRowsArgs& a, int64_t row_begin, int64_t row_end))
 SGL_NPU_DECLARE_PER_ISA(void cache_write(const CacheWriteArgs& a, int64_t row_begin, int64_t row_end))
 

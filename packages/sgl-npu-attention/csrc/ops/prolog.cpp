@@ -1,4 +1,6 @@
 // mla_preprocess's row-wise stages (the GEMMs run as torch matmuls in the Python op).
+#include <algorithm>
+
 #include "kernels/kernels.h"
 #include "ops/ops.h"
 #include "sgl_npu_core/parallel.h"
@@ -26,7 +28,46 @@ void check_cache_rows(const Tensor& cache, const char* name, const Tensor& like,
   check_same_dtype(cache, like, name, "latent");
 }
 
+// Tasks of about this many MACs: (token block, channel block) pairs, enough of them to share between cores.
+constexpr int64_t kTaskMacs = 1 << 22;
+
 }  // namespace
+
+void mla_int8_matmul(const Tensor& codes, const Tensor& weight, const Tensor& descale, const Tensor& row_scale,
+                     const std::optional<Tensor>& bias, Tensor out) {
+  check_cpu(codes, "codes");
+  check_dtype(codes, ScalarType::Char, "codes");
+  STD_TORCH_CHECK(codes.dim() == 2, "codes must be [tokens, K], got ", codes.dim(), " dims");
+  check_last_dim_contiguous(codes, "codes");
+  check_cpu(weight, "weight");
+  check_dtype(weight, ScalarType::Char, "weight");
+  check_contiguous(weight, "weight");
+  Int8MatmulArgs a{};
+  a.m = codes.size(0);
+  a.k = codes.size(1);
+  STD_TORCH_CHECK(weight.dim() == 2 && weight.size(1) == a.k, "weight must be [N, ", a.k, "] (codes' K)");
+  a.n = weight.size(0);
+  a.descale = checked_vector<float>(descale, a.n, ScalarType::Float, "descale");
+  a.row_scale = checked_vector<float>(row_scale, a.m, ScalarType::Float, "row_scale");
+  a.bias = bias.has_value() ? checked_vector<int32_t>(*bias, a.n, ScalarType::Int, "bias") : nullptr;
+  check_cpu(out, "out");
+  a.dtype = float_dtype(out, "out");
+  STD_TORCH_CHECK(out.dim() == 2 && out.size(0) == a.m && out.size(1) == a.n, "out must have shape [", a.m, ", ", a.n,
+                  "]");
+  check_last_dim_contiguous(out, "out");
+  if (a.m == 0 || a.n == 0) return;
+  a.codes = static_cast<const int8_t*>(codes.const_data_ptr());
+  a.codes_stride = codes.stride(0);
+  a.weight = static_cast<const int8_t*>(weight.const_data_ptr());
+  a.out = out.mutable_data_ptr();
+  a.out_stride = out.stride(0);
+  // token blocks of up to 64 (their int8 rows stay in L2 while a channel block's weights stream past)
+  a.m_block = std::min<int64_t>(a.m, 64);
+  a.n_block = std::clamp<int64_t>(kTaskMacs / std::max<int64_t>(a.m_block * a.k, 1), 2, a.n);
+  a.n_block += a.n_block % 2;
+  const int64_t tasks = ((a.m + a.m_block - 1) / a.m_block) * ((a.n + a.n_block - 1) / a.n_block);
+  parallel_rows(tasks, 1 << 20, [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(int8_matmul, a, begin, end); });
+}
 
 void mla_quant_rows(const Tensor& x, const std::optional<Tensor>& gamma, const std::optional<Tensor>& beta, double eps,
                     const std::optional<Tensor>& quant_scale, const std::optional<Tensor>& quant_offset, Tensor codes,

@@ -80,6 +80,11 @@ def _quant_rows(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_scale
     row_scale.copy_(s)
 
 
+def _int8_matmul(codes, weight, descale, row_scale, bias, out):
+    _meta.check_int8_matmul(codes, weight, descale, row_scale, bias, out)
+    out.copy_(reference.int8_matmul(codes, weight, descale, row_scale, bias, out.dtype))
+
+
 def _cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache, kv_cache_rope):
     _meta.check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache, kv_cache_rope)
     slots, total = slotmapping.long(), kv_cache.shape[0] * kv_cache.shape[1]
@@ -94,6 +99,7 @@ LIB.accelerator_impl("extend_attention", lambda *a: _triton().extend_attention(*
 LIB.accelerator_impl("decode_mla", lambda *a: _triton().decode_mla(*a), _ref_mla)
 LIB.accelerator_impl("lightning_indexer", _indexer, _indexer)
 LIB.accelerator_impl("batch_matmul_transpose", _bmm, _bmm)
-# Row-wise, memory-bound stages: composed device ops (no Triton kernel).
+# mla_preprocess stages: composed device ops (no Triton kernel; the vendor GEMMs do the int8 products).
 LIB.accelerator_impl("mla_quant_rows", _quant_rows, _quant_rows)
+LIB.accelerator_impl("mla_int8_matmul", _int8_matmul, _int8_matmul)
 LIB.accelerator_impl("mla_cache_write", _cache_write, _cache_write)

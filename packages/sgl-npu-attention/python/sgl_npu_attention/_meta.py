@@ -232,6 +232,25 @@ def check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache,
           "page_size, 1, rope] with kv_cache's blocks and page size")  # fmt: skip
 
 
+def check_int8_matmul(codes, weight, descale, row_scale, bias, out) -> None:
+    check_dtype(codes, torch.int8, "codes")
+    check_dtype(weight, torch.int8, "weight")
+    check(codes.dim() == 2 and weight.dim() == 2 and weight.shape[1] == codes.shape[1], "weight must be [N, K] and "
+          "codes [tokens, K]")  # fmt: skip
+    m, n = codes.shape[0], weight.shape[0]
+    check_vector(descale, n, "descale", torch.float32)
+    check_vector(row_scale, m, "row_scale", torch.float32)
+    if bias is not None:
+        check_vector(bias, n, "bias", torch.int32)
+    check_float(out, "out")
+    check(tuple(out.shape) == (m, n), f"out must have shape [{m}, {n}]")
+
+
+@LIB.fake("mla_int8_matmul")
+def _(codes, weight, descale, row_scale, bias, out):
+    check_int8_matmul(codes, weight, descale, row_scale, bias, out)
+
+
 @LIB.fake("mla_quant_rows")
 def _(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_scale):
     check_quant_rows(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_scale)
