@@ -22,16 +22,17 @@ def _clone(args):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-def test_matches_reference(dtype, mode):
-    torch.manual_seed(0)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_reference(dtype, mode, seed):
+    torch.manual_seed(seed)
     args = _inputs(dtype, mode)
     expected = ref.mla_preprocess(*_clone(args), quant_mode=mode)
     got = ops.mla_preprocess(*args, quant_mode=mode)
     assert got[1] is args[13] and got[3] is args[14]  # the caches, written in place
-    # a one-ulp difference in an RMSNorm may flip a q_a code by one; fp32 is tight, half types 1e-2
-    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)
+    # A one-ulp difference in an RMSNorm (summation order) may move a q_a code by one, which moves q by ~5e-3 (seen
+    # in fp32, where nothing rounds the difference away; over 40 seeds at most 6.6e-4 relative error).
     for name, a, e in zip(["q_out0", "kv_cache", "q_out1", "kv_cache_rope"], got, expected, strict=True):
-        assert_close(a, e, **tol, name=name)
+        assert_close(a, e, atol=1e-2, rtol=1e-2, max_rel_error=2e-3, name=name)
     assert (got[1] != 7).any(-1).sum() == 13, "exactly one cache row per token is written"
 
 
@@ -109,6 +110,9 @@ BAD = {
     "kv_cache_rope blocks": (14, lambda t: t[:2], "kv_cache_rope"),
     "slotmapping dtype": (15, lambda t: t.long(), "slotmapping"),
     "bias1 dtype": (21, lambda t: t.float(), "bias1"),
+    "wdqkv transposed": (3, lambda t: t.T.contiguous().T, "wdqkv"),
+    "hiddenState strided": (0, lambda t: t.T.contiguous().T, "hiddenState"),
+    "quant_scale0 size": (16, lambda t: t.repeat(2), "quant_scale0"),
 }
 
 

@@ -181,6 +181,11 @@ def check_prolog(hiddenState, wdqkv, descale0, gamma1, beta1, wuq, descale1, gam
     mm1, q_lora, mm2 = wdqkv.shape[0], wdqkv.shape[0] - kv_lora - rope, heads * (nope + rope)
     check(tuple(wuq.shape) == (mm2, q_lora), f"wuq must have shape [{mm2}, {q_lora}], got {list(wuq.shape)}")
     check_dtype(wuq, torch.int8, "wuq")
+    for t, name in ((wdqkv, "wdqkv"), (wuq, "wuq"), (descale0, "descale0"), (descale1, "descale1")):
+        check(t.is_contiguous(), f"{name} must be contiguous")
+        check_same_device(t, x, name, "hiddenState")
+    check_last_dim_contiguous(x, "hiddenState")
+    check_last_dim_contiguous(wuk, "wuk")
     for t, name in ((sin, "sin"), (cos, "cos")):
         check(tuple(t.shape) == (n, rope), f"{name} must have shape [{n}, {rope}]")
         check_dtype(t, x.dtype, name)
