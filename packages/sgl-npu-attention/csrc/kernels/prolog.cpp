@@ -78,24 +78,25 @@ void cache_write_t(const CacheWriteArgs& a, int64_t begin, int64_t end) {
   }
 }
 
-// Dot products of up to 4 int8 rows (a, lda apart) with 2 int8 rows (w, ldw apart) over k: acc[i][j].
-void dots_4x2(const int8_t* a, int64_t lda, int64_t rows, const int8_t* w, int64_t ldw, int64_t k, int64_t acc[4][2]) {
-  int64_t i0 = 0;
+// Dot products of up to 4 int16 rows (a, k apart: codes widened once per task) with 2 int8 weight rows (w, ldw
+// apart) over k: acc[i][j].
+void dots_4x2(const int16_t* a, int64_t rows, const int8_t* w, int64_t ldw, int64_t k, int64_t acc[4][2]) {
+  int64_t c_tail = 0;
   for (int64_t i = 0; i < 4; ++i) acc[i][0] = acc[i][1] = 0;
 #if defined(__AVX2__)
-  // int8 widened to int16; madd sums pairs of products (|p| <= 2^14) into int32 lanes, flushed to int64 every
-  // kChunk columns, before they could overflow.
+  // madd sums pairs of products (|p| <= 2^14) into int32 lanes, flushed to int64 every kChunk columns, before they
+  // could overflow. Rows past `rows` read the buffer's zero padding (the caller pads to 4 rows).
   constexpr int64_t kChunk = 1 << 14;
-  for (int64_t c0 = 0; c0 + 16 <= k; c0 += kChunk) {
-    const int64_t c1 = std::min(k - k % 16, c0 + kChunk);
+  const int64_t k16 = k - k % 16;
+  for (int64_t c0 = 0; c0 < k16; c0 += kChunk) {
+    const int64_t c1 = std::min(k16, c0 + kChunk);
     __m256i s[4][2];
     for (auto& r : s) r[0] = r[1] = _mm256_setzero_si256();
     for (int64_t c = c0; c < c1; c += 16) {
       const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + c)));
       const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + ldw + c)));
       for (int64_t i = 0; i < 4; ++i) {
-        if (i >= rows) break;
-        const __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i * lda + c)));
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i * k + c));
         s[i][0] = _mm256_add_epi32(s[i][0], _mm256_madd_epi16(x, w0));
         s[i][1] = _mm256_add_epi32(s[i][1], _mm256_madd_epi16(x, w1));
       }
@@ -107,28 +108,34 @@ void dots_4x2(const int8_t* a, int64_t lda, int64_t rows, const int8_t* w, int64
         for (int32_t v : lanes) acc[i][j] += v;
       }
   }
-  i0 = k - k % 16;
+  c_tail = k16;
 #endif
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t c = i0; c < k; ++c) {
-      acc[i][0] += int32_t(a[i * lda + c]) * w[c];
-      acc[i][1] += int32_t(a[i * lda + c]) * w[ldw + c];
+    for (int64_t c = c_tail; c < k; ++c) {
+      acc[i][0] += int32_t(a[i * k + c]) * w[c];
+      acc[i][1] += int32_t(a[i * k + c]) * w[ldw + c];
     }
 }
 
 template <class T>
 void int8_matmul_t(const Int8MatmulArgs& a, int64_t begin, int64_t end) {
   const int64_t n_blocks = (a.n + a.n_block - 1) / a.n_block;
+  std::vector<int16_t> quad(4 * a.k);  // 4 token rows widened to int16 (zeros past the last token)
   for (int64_t task = begin; task < end; ++task) {
     const int64_t m0 = task / n_blocks * a.m_block, m1 = std::min(a.m, m0 + a.m_block);
     const int64_t n0 = task % n_blocks * a.n_block, n1 = std::min(a.n, n0 + a.n_block);
     for (int64_t t = m0; t < m1; t += 4) {
       const int64_t rows = std::min<int64_t>(4, m1 - t);
+      std::fill(quad.begin(), quad.end(), int16_t(0));
+      for (int64_t i = 0; i < rows; ++i) {
+        const int8_t* src = a.codes + (t + i) * a.codes_stride;
+        for (int64_t c = 0; c < a.k; ++c) quad[i * a.k + c] = src[c];
+      }
       for (int64_t c = n0; c < n1; c += 2) {
         // an odd last channel pairs with itself (computed twice, stored once)
         const int64_t ldw = c + 1 < n1 ? a.k : 0;
         int64_t acc[4][2];
-        dots_4x2(a.codes + t * a.codes_stride, a.codes_stride, rows, a.weight + c * a.k, ldw, a.k, acc);
+        dots_4x2(quad.data(), rows, a.weight + c * a.k, ldw, a.k, acc);
         for (int64_t i = 0; i < rows; ++i)
           for (int64_t j = 0; j < (ldw ? 2 : 1); ++j) {
             const int64_t sum = acc[i][j] + (a.bias ? a.bias[c + j] : 0);
