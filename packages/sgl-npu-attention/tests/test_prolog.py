@@ -153,3 +153,23 @@ def test_int8_matmul_is_exact(m, n, k, bias):
     assert torch.equal(out, ref.int8_matmul(codes, weight, descale, row_scale, b, torch.float32))
     scale = float(descale[0] * row_scale[0])  # row 0 x channel 0: k products of -128 x -128
     assert float(out[0, 0]) == pytest.approx((k * 16384 + (int(b[0]) if bias else 0)) * scale, rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_device_path_matches_the_cpu_ops(mode, monkeypatch):
+    """The cuda / npu impls of the three row / GEMM ops (reference device ops), run here on CPU tensors through the
+    whole op, give the C++ result."""
+    from sgl_npu_attention import _accelerator, prolog
+
+    torch.manual_seed(6)
+    args = _inputs(torch.bfloat16, mode)
+    expected = ops.mla_preprocess(*_clone(args), quant_mode=mode)
+    monkeypatch.setattr(prolog, "_quant_rows", _accelerator._quant_rows)
+    monkeypatch.setattr(prolog, "_int8_mm", _accelerator._int8_matmul)
+    monkeypatch.setattr(prolog, "_cache_write", _accelerator._cache_write)
+    got = ops.mla_preprocess(*args, quant_mode=mode)
+    for name, a, e in zip(["q_out0", "kv_cache", "q_out1", "kv_cache_rope"], got, expected, strict=True):
+        assert_close(a, e, atol=1e-2, rtol=1e-2, max_rel_error=2e-3, name=name)
+    args[15][0] = -1
+    with pytest.raises(RuntimeError, match="slotmapping"):
+        ops.mla_preprocess(*args, quant_mode=mode)

@@ -209,6 +209,8 @@ def check_prolog(hiddenState, wdqkv, descale0, gamma1, beta1, wuq, descale1, gam
     check(kv_cache_rope.shape[:2] == kv_cache.shape[:2], "kv_cache_rope must have kv_cache's blocks and page size")
     check_vector(slotmapping, n, "slotmapping", torch.int32)
     for t, name, d in ((q_out0, "q_out0", kv_lora), (q_out1, "q_out1", rope)):
+        if t is None:  # allocated by the op
+            continue
         check(tuple(t.shape) == (n, heads, d), f"{name} must have shape [{n}, {heads}, {d}]")
         check_dtype(t, x.dtype, name)
         check_last_dim_contiguous(t, name)

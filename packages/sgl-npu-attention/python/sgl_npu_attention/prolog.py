@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _meta
+from .reference import rope_half
 
 _quant_rows = torch.ops.sgl_npu_attention.mla_quant_rows.default
 _int8_mm = torch.ops.sgl_npu_attention.mla_int8_matmul.default
@@ -32,13 +33,6 @@ def _int8_matmul(codes, weight, descale, row_scale, bias, dtype):
     out = torch.empty(codes.shape[0], weight.shape[0], dtype=dtype, device=codes.device)
     _int8_mm(codes, weight, descale, row_scale, bias, out)
     return out
-
-
-def _rope_half(x, cos, sin):
-    shape = (x.shape[0], 1, x.shape[-1])
-    xf, c, s = x.float(), cos.float().view(shape), sin.float().view(shape)
-    x1, x2 = xf.chunk(2, dim=-1)
-    return (xf * c + torch.cat([-x2, x1], dim=-1) * s).to(x.dtype)
 
 
 def mla_preprocess(hiddenState, gamma0, beta0, wdqkv, descale0, gamma1, beta1, wuq, descale1, gamma2, cos, sin, wuk,
@@ -80,15 +74,15 @@ def mla_preprocess(hiddenState, gamma0, beta0, wdqkv, descale0, gamma1, beta1, w
     for out, cache, name in ((kv_cache_out0, kv_cache, "kv_cache_out0"), (kv_cache_out1, kv_cache_rope,
                                                                         "kv_cache_out1")):  # fmt: skip
         _meta.check(out is None or out is cache, f"{name} must be None or the cache itself (written in place)")
+    _meta.check_prolog(hiddenState, wdqkv, descale0, gamma1, beta1, wuq, descale1, gamma2, cos, sin, wuk, kv_cache,
+                       kv_cache_rope, slotmapping, quant_scale0, quant_offset0, bias0, quant_scale1, quant_offset1,
+                       bias1, q_out0, q_out1)  # fmt: skip
     n, dtype = hiddenState.shape[0], hiddenState.dtype
     heads, nope, kv_lora, rope = wuk.shape[0], wuk.shape[1], gamma2.shape[0], cos.shape[-1]
     if q_out0 is None:
         q_out0 = torch.empty(n, heads, kv_lora, dtype=dtype, device=hiddenState.device)
     if q_out1 is None:
         q_out1 = torch.empty(n, heads, rope, dtype=dtype, device=hiddenState.device)
-    _meta.check_prolog(hiddenState, wdqkv, descale0, gamma1, beta1, wuq, descale1, gamma2, cos, sin, wuk, kv_cache,
-                       kv_cache_rope, slotmapping, quant_scale0, quant_offset0, bias0, quant_scale1, quant_offset1,
-                       bias1, q_out0, q_out1)  # fmt: skip
     symm = quant_mode == "per_token_quant_symm"
     codes, scale = _quantize(hiddenState, None, None, quant_mode, quant_scale0, quant_offset0)
     mm1 = _int8_matmul(codes, wdqkv, descale0, scale, None if symm else bias0, dtype)
@@ -98,5 +92,5 @@ def mla_preprocess(hiddenState, gamma0, beta0, wdqkv, descale0, gamma1, beta1, w
     codes, scale = _quantize(q_a, gamma1, beta1, quant_mode, quant_scale1, quant_offset1)
     q = _int8_matmul(codes, wuq, descale1, scale, None if symm else bias1, dtype).view(n, heads, nope + rope)
     torch.ops.sgl_npu_attention.batch_matmul_transpose.default(q[..., :nope], wuk, q_out0)
-    q_out1.copy_(_rope_half(q[..., nope:], cos, sin))
+    q_out1.copy_(rope_half(q[..., nope:], cos, sin))
     return q_out0, kv_cache, q_out1, kv_cache_rope
