@@ -11,6 +11,8 @@ read, plus q and out).
 indexer: lightning_indexer, ``requests x new tokens x seq_len`` with 64 heads of 128, keeping 2048 keys (MB: the keys,
 q, weights and the indices).
 bmm: batch_matmul_transpose, ``tokens x heads x K x N``, against ``torch.bmm`` on the transposed views.
+prolog: mla_preprocess (per-token int8), ``tokens x heads x hidden`` with DeepSeek's q_lora 1536, latent 512, rope 64,
+nope 128 (MB: both int8 weights, wuk, hiddenState, the outputs and the cache rows written).
 Compute-bound ops also get a note with their GFLOP/s and its share of the fp32 GEMM rate measured in the run.
 """
 
@@ -22,7 +24,8 @@ from pathlib import Path
 import sgl_npu_attention as ops
 import torch
 import torch.nn.functional as F
-from sgl_npu_attention.testing import paged_cache
+from sgl_npu_attention import reference
+from sgl_npu_attention.testing import paged_cache, prolog_inputs
 from sgl_npu_core.bench import SUITE_NOTES, Case, Report, run_suite, time_us
 
 REPO = Path(__file__).resolve().parents[3]
@@ -36,6 +39,8 @@ NOTES = [
     "indexer baseline: pages gathered, fp32 `einsum` of every head's scores, relu, weighted head sum, causal mask,"
     " `topk` (which does not order ties).",
     "bmm baseline: `torch.bmm(a.transpose(0, 1), b).transpose(0, 1)`.",
+    "prolog baseline: `reference.mla_preprocess`, the torch composition of the same stages (fp64 int8 GEMMs,"
+    " fp32 RMSNorm / quantize / RoPE, an indexed cache write).",
 ]
 # Floating-point operations of the compute-bound cases, by row label ("op shape dtype").
 FLOPS: dict[str, int] = {}
@@ -183,7 +188,23 @@ def bmm(tokens, heads, k, n, dtype) -> Case:
     )
 
 
-OPS = {"decode": decode, "extend": extend, "mla": mla, "indexer": indexer, "bmm": bmm}
+def prolog(tokens, heads, hidden, dtype) -> Case:
+    q_lora, kv_lora, rope, nope = 1536, 512, 64, 128
+    args = prolog_inputs(tokens, hidden, q_lora, kv_lora, rope, nope, heads, PAGE, (tokens + PAGE - 1) // PAGE + 1,
+                         dtype, "per_token_quant_symm")  # fmt: skip
+    q_out0 = torch.empty(tokens, heads, kv_lora, dtype=dtype)
+    q_out1 = torch.empty(tokens, heads, rope, dtype=dtype)
+    weights = args[3].nbytes + args[7].nbytes + args[12].nbytes
+    return Case(
+        lambda: ops.mla_preprocess(*args, q_out0=q_out0, q_out1=q_out1),
+        lambda: ops.mla_preprocess(*args),
+        reference.mla_preprocess,
+        args,
+        weights + args[0].nbytes + q_out0.nbytes + q_out1.nbytes + tokens * (kv_lora + rope) * args[0].element_size(),
+    )
+
+
+OPS = {"decode": decode, "extend": extend, "mla": mla, "indexer": indexer, "bmm": bmm, "prolog": prolog}
 
 
 def add_flop_notes(report: Report, argv: list[str] | None, gemm_at_start: float) -> None:
@@ -213,6 +234,7 @@ def main(argv: list[str] | None = None) -> Report:
         "mla": [(16, 16, 4096), (16, 128, 4096), (1, 128, 4096)],
         "indexer": [(16, 1, 8192), (1, 256, 2048)],
         "bmm": [(16, 128, 128, 512), (16, 128, 512, 128), (1024, 16, 512, 128)],
+        "prolog": [(16, 16, 7168), (128, 16, 7168)],
     }
     quick = {
         "decode": (2, "8/2", 512),
@@ -220,6 +242,7 @@ def main(argv: list[str] | None = None) -> Report:
         "mla": (2, 16, 512),
         "indexer": (2, 1, 2500),
         "bmm": (4, 16, 128, 64),
+        "prolog": (4, 4, 2048),
     }
     out = REPO / "docs" / "benchmarks"
     gemm_at_start = gemm_gflops()

@@ -242,8 +242,3 @@ def test_bmm_malformed_input_names_the_argument(case, device):
     a, b, out = (t.to(device) for t in args)
     with pytest.raises(RuntimeError, match=needle):
         ops.batch_matmul_transpose(a, b, out=out)
-
-
-def test_unwritten_ops_raise_not_implemented():
-    with pytest.raises(NotImplementedError, match="mla_preprocess"):
-        ops.mla_preprocess()

@@ -86,3 +86,38 @@ def test_meta_tensors():
     assert ops.lightning_indexer(*(t.to("meta") for t in _indexer_inputs()), sparse_count=9).shape == (4, 9)
     a, b = torch.empty(5, 3, 24, device="meta"), torch.empty(3, 24, 7, device="meta")
     assert ops.batch_matmul_transpose(a, b).shape == (5, 3, 7)
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_opcheck_prolog_rows(per_tensor):
+    x, gamma, beta = torch.randn(6, 40).bfloat16(), torch.rand(40).bfloat16(), torch.randn(40).bfloat16()
+    scale, offset = (torch.tensor([0.03]), torch.tensor([2.0])) if per_tensor else (None, None)
+    args = (x, gamma, beta, 1e-6, scale, offset, torch.empty(6, 40, dtype=torch.int8), torch.empty(6))
+    torch.library.opcheck(N.mla_quant_rows.default, args)
+    latent, k_pe = torch.randn(6, 32), torch.randn(6, 8)
+    cos, sin = torch.randn(6, 8), torch.randn(6, 8)
+    slots = torch.tensor([5, 0, 17, 9, 30, 2], dtype=torch.int32)
+    args = (latent, k_pe, torch.rand(32), cos, sin, slots, 1e-6, torch.zeros(4, 8, 1, 32), torch.zeros(4, 8, 1, 8))
+    torch.library.opcheck(N.mla_cache_write.default, args)
+
+
+def test_torch_compile_prolog():
+    from sgl_npu_attention.testing import prolog_inputs
+
+    args = prolog_inputs(5, 64, 32, 32, 8, 16, 2, 8, 3, torch.float32, "per_tensor_quant_asymm")
+    expected = ref.mla_preprocess(*[a.clone() for a in args], quant_mode="per_tensor_quant_asymm")
+    torch._dynamo.reset()
+    fn = torch.compile(lambda *a: ops.mla_preprocess(*a, quant_mode="per_tensor_quant_asymm"), fullgraph=True)
+    got = fn(*args)
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-4, rtol=1e-4)
+    meta = [a.to("meta") for a in args]
+    assert ops.mla_preprocess(*meta)[0].shape == (5, 2, 32)
+
+
+def test_opcheck_int8_matmul():
+    codes, weight = torch.randint(-128, 128, (5, 40), dtype=torch.int8), torch.randint(-128, 128, (9, 40),
+                                                                                       dtype=torch.int8)  # fmt: skip
+    bias = torch.randint(-100, 100, (9,), dtype=torch.int32)
+    args = (codes, weight, torch.rand(9), torch.rand(5), bias, torch.empty(5, 9, dtype=torch.bfloat16))
+    torch.library.opcheck(N.mla_int8_matmul.default, args)

@@ -92,4 +92,61 @@ SGL_NPU_DECLARE_PER_ISA(void attention_partial(const AttentionArgs& a, int64_t t
 SGL_NPU_DECLARE_PER_ISA(void mla_partial(const AttentionArgs& a, int64_t task_begin, int64_t task_end))
 SGL_NPU_DECLARE_PER_ISA(void attention_merge(const AttentionArgs& a, int64_t row_begin, int64_t row_end))
 
+// mla_preprocess's row-wise stages. quant_rows: per row, optionally RMSNorm(gamma) (+ beta) rounded to the dtype,
+// then int8 codes, per token symmetric (row_scale = max|y| / 127) or per tensor asymmetric (row_scale = 1).
+struct QuantRowsArgs {
+  DType dtype;  // of x, gamma and beta
+  int64_t cols;
+  const void* x;
+  int64_t x_stride;
+  const void* gamma;  // optional [cols]
+  const void* beta;   // optional [cols]
+  float eps;
+  bool per_tensor;
+  float scale, offset;  // per tensor: code = round(y / scale + offset)
+  int8_t* codes;
+  int64_t codes_stride;
+  float* row_scale;
+};
+
+// cache_write: row t's RMSNorm(gamma) latent and rope_half(k_pe) go to the caches at slots[t] (checked in range).
+struct CacheWriteArgs {
+  DType dtype;  // of every tensor but slots
+  int64_t latent_dim, rope_dim, page_size;
+  const void* latent;
+  int64_t latent_stride;
+  const void* k_pe;
+  int64_t k_pe_stride;
+  const void* gamma;
+  float eps;
+  const void* cos;
+  int64_t cos_stride;
+  const void* sin;
+  int64_t sin_stride;
+  const int32_t* slots;
+  void* kv_cache;
+  int64_t kv_block_stride, kv_token_stride;
+  void* kv_cache_rope;
+  int64_t rope_block_stride, rope_token_stride;
+};
+
+// int8_matmul: out[t, c] = (float(codes[t] . weight[c] + bias[c]) * descale[c]) * row_scale[t], exact int32 sums,
+// rounded once to the output dtype. Tasks: (block of m_block tokens, block of n_block channels), token-block-major.
+struct Int8MatmulArgs {
+  DType dtype;  // of out
+  int64_t m, n, k, m_block, n_block;
+  const int8_t* codes;  // [m, k] rows codes_stride apart
+  int64_t codes_stride;
+  const int8_t* weight;    // [n, k] contiguous
+  const float* descale;    // [n]
+  const float* row_scale;  // [m]
+  const int32_t* bias;     // optional [n]
+  void* out;
+  int64_t out_stride;
+};
+
+SGL_NPU_DECLARE_PER_ISA(void int8_matmul(const Int8MatmulArgs& a, int64_t task_begin, int64_t task_end))
+SGL_NPU_DECLARE_PER_ISA(void quant_rows(const QuantRowsArgs& a, int64_t row_begin, int64_t row_end))
+SGL_NPU_DECLARE_PER_ISA(void cache_write(const CacheWriteArgs& a, int64_t row_begin, int64_t row_end))
+
 }  // namespace sgl_npu_attention

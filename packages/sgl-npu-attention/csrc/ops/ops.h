@@ -19,5 +19,12 @@ void decode_mla(const Tensor& q, const Tensor& kv_nope_cache, const Tensor& kv_r
 void lightning_indexer(const Tensor& q, const Tensor& k_cache, const Tensor& weights, const Tensor& block_table,
                        const Tensor& cu_seqlens_q, const Tensor& seq_lens, int64_t sparse_count, Tensor out);
 void batch_matmul_transpose(const Tensor& a, const Tensor& b, Tensor out);
+void mla_int8_matmul(const Tensor& codes, const Tensor& weight, const Tensor& descale, const Tensor& row_scale,
+                     const std::optional<Tensor>& bias, Tensor out);
+void mla_quant_rows(const Tensor& x, const std::optional<Tensor>& gamma, const std::optional<Tensor>& beta, double eps,
+                    const std::optional<Tensor>& quant_scale, const std::optional<Tensor>& quant_offset, Tensor codes,
+                    Tensor row_scale);
+void mla_cache_write(const Tensor& latent, const Tensor& k_pe, const Tensor& gamma, const Tensor& cos,
+                     const Tensor& sin, const Tensor& slotmapping, double eps, Tensor kv_cache, Tensor kv_cache_rope);
 
 }  // namespace sgl_npu_attention

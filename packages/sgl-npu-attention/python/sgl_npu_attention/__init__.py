@@ -14,7 +14,7 @@ from .attention import decode_attention, extend_attention
 from .bmm import batch_matmul_transpose
 from .indexer import lightning_indexer
 from .mla import decode_mla
-from .pending import mla_preprocess
+from .prolog import mla_preprocess
 
 __version__ = "0.1.0"
 

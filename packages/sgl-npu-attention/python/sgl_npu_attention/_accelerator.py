@@ -71,8 +71,35 @@ def _bmm(a, b, out):
     out.copy_(torch.bmm(a.transpose(0, 1), b).transpose(0, 1))
 
 
+def _quant_rows(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_scale):
+    _meta.check_quant_rows(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_scale)
+    y = x if gamma is None else reference.rms_norm(x, gamma, beta, eps)
+    mode = "per_token_quant_symm" if quant_scale is None else "per_tensor_quant_asymm"
+    c, s = reference.quantize_int8(y, mode, quant_scale, quant_offset)
+    codes.copy_(c)
+    row_scale.copy_(s)
+
+
+def _int8_matmul(codes, weight, descale, row_scale, bias, out):
+    _meta.check_int8_matmul(codes, weight, descale, row_scale, bias, out)
+    out.copy_(reference.int8_matmul(codes, weight, descale, row_scale, bias, out.dtype))
+
+
+def _cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache, kv_cache_rope):
+    _meta.check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache, kv_cache_rope)
+    slots, total = slotmapping.long(), kv_cache.shape[0] * kv_cache.shape[1]
+    _meta.check(bool(((slots >= 0) & (slots < total)).all()), f"slotmapping holds a slot outside the cache ({total})")
+    block, row = slots // kv_cache.shape[1], slots % kv_cache.shape[1]
+    kv_cache[block, row, 0] = reference.rms_norm(latent, gamma, eps=eps)
+    kv_cache_rope[block, row, 0] = reference.rope_half(k_pe, cos, sin)
+
+
 LIB.accelerator_impl("decode_attention", lambda *a: _triton().decode_attention(*a), _ref_decode)
 LIB.accelerator_impl("extend_attention", lambda *a: _triton().extend_attention(*a), _ref_extend)
 LIB.accelerator_impl("decode_mla", lambda *a: _triton().decode_mla(*a), _ref_mla)
 LIB.accelerator_impl("lightning_indexer", _indexer, _indexer)
 LIB.accelerator_impl("batch_matmul_transpose", _bmm, _bmm)
+# mla_preprocess stages: composed device ops (no Triton kernel; the vendor GEMMs do the int8 products).
+LIB.accelerator_impl("mla_quant_rows", _quant_rows, _quant_rows)
+LIB.accelerator_impl("mla_int8_matmul", _int8_matmul, _int8_matmul)
+LIB.accelerator_impl("mla_cache_write", _cache_write, _cache_write)

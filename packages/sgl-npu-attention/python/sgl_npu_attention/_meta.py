@@ -149,3 +149,120 @@ def _(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out):
 @LIB.fake("lightning_indexer")
 def _(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out):
     check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out)
+
+
+def check_vector(t, size, name, dtype=None, ref=None) -> None:
+    check(t.dim() == 1 and t.shape[0] == size, f"{name} must have shape [{size}], got {list(t.shape)}")
+    if dtype is not None:
+        check_dtype(t, dtype, name)
+    if ref is not None:
+        check_dtype(t, ref.dtype, name)
+        check_same_device(t, ref, name, "hiddenState")
+
+
+def check_prolog(hiddenState, wdqkv, descale0, gamma1, beta1, wuq, descale1, gamma2, cos, sin, wuk, kv_cache,
+                 kv_cache_rope, slotmapping, quant_scale0, quant_offset0, bias0, quant_scale1, quant_offset1, bias1,
+                 q_out0, q_out1) -> None:  # fmt: skip
+    """Shapes, dtypes and devices of mla_preprocess (the slot range is checked by the cache write)."""
+    x = hiddenState
+    check(x.dim() == 2, f"hiddenState must be [tokens, hidden], got {x.dim()} dims")
+    check_float(x, "hiddenState")
+    n, hidden = x.shape
+    check(wuk.dim() == 3, f"wuk must be [heads, nope, kv_lora], got {wuk.dim()} dims")
+    heads, nope, kv_lora = wuk.shape
+    check_dtype(wuk, x.dtype, "wuk")
+    check(gamma2.dim() == 1 and gamma2.shape[0] == kv_lora, f"gamma2 must have shape [{kv_lora}] (wuk's kv_lora)")
+    check(cos.dim() == 2 and cos.shape[0] == n, f"cos must be [{n}, rope], got {list(cos.shape)}")
+    rope = cos.shape[1]
+    check(rope % 2 == 0, f"the rope dim (cos) must be even, got {rope}")
+    check(wdqkv.dim() == 2 and wdqkv.shape[1] == hidden and wdqkv.shape[0] > kv_lora + rope,
+          f"wdqkv must be [kv_lora + rope + q_lora, {hidden}], got {list(wdqkv.shape)}")  # fmt: skip
+    check_dtype(wdqkv, torch.int8, "wdqkv")
+    mm1, q_lora, mm2 = wdqkv.shape[0], wdqkv.shape[0] - kv_lora - rope, heads * (nope + rope)
+    check(tuple(wuq.shape) == (mm2, q_lora), f"wuq must have shape [{mm2}, {q_lora}], got {list(wuq.shape)}")
+    check_dtype(wuq, torch.int8, "wuq")
+    for t, name in ((wdqkv, "wdqkv"), (wuq, "wuq"), (descale0, "descale0"), (descale1, "descale1")):
+        check(t.is_contiguous(), f"{name} must be contiguous")
+        check_same_device(t, x, name, "hiddenState")
+    check_last_dim_contiguous(x, "hiddenState")
+    check_last_dim_contiguous(wuk, "wuk")
+    for t, name in ((sin, "sin"), (cos, "cos")):
+        check(tuple(t.shape) == (n, rope), f"{name} must have shape [{n}, {rope}]")
+        check_dtype(t, x.dtype, name)
+        check_same_device(t, x, name, "hiddenState")
+    check_vector(descale0, mm1, "descale0", torch.float32)
+    check_vector(descale1, mm2, "descale1", torch.float32)
+    check_vector(bias0, mm1, "bias0", torch.int32)
+    check_vector(bias1, mm2, "bias1", torch.int32)
+    for t, name in ((quant_scale0, "quant_scale0"), (quant_offset0, "quant_offset0"), (quant_scale1, "quant_scale1"),
+                    (quant_offset1, "quant_offset1")):  # fmt: skip
+        check(t.numel() == 1, f"{name} must hold one value, got {t.numel()}")
+    check_vector(gamma1, q_lora, "gamma1", ref=x)
+    check_vector(beta1, q_lora, "beta1", ref=x)
+    check_vector(gamma2, kv_lora, "gamma2", ref=x)
+    for t, name, d in ((kv_cache, "kv_cache", kv_lora), (kv_cache_rope, "kv_cache_rope", rope)):
+        check(t.dim() == 4 and t.shape[2] == 1 and t.shape[3] == d, f"{name} must be [num_blocks, page_size, 1, {d}], "
+              f"got {list(t.shape)}")  # fmt: skip
+        check_dtype(t, x.dtype, name)
+        check_last_dim_contiguous(t, name)
+        check_same_device(t, x, name, "hiddenState")
+    check(kv_cache_rope.shape[:2] == kv_cache.shape[:2], "kv_cache_rope must have kv_cache's blocks and page size")
+    check_vector(slotmapping, n, "slotmapping", torch.int32)
+    for t, name, d in ((q_out0, "q_out0", kv_lora), (q_out1, "q_out1", rope)):
+        if t is None:  # allocated by the op
+            continue
+        check(tuple(t.shape) == (n, heads, d), f"{name} must have shape [{n}, {heads}, {d}]")
+        check_dtype(t, x.dtype, name)
+        check_last_dim_contiguous(t, name)
+        check_same_device(t, x, name, "hiddenState")
+
+
+def check_quant_rows(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_scale) -> None:
+    check(x.dim() == 2, f"x must be [rows, cols], got {x.dim()} dims")
+    check_float(x, "x")
+    check((beta is None or gamma is not None) and (quant_scale is None) == (quant_offset is None),
+          "beta needs gamma, and quant_scale and quant_offset go together")  # fmt: skip
+    check(tuple(codes.shape) == tuple(x.shape), f"codes must have shape {list(x.shape)}")
+    check_dtype(codes, torch.int8, "codes")
+    check_vector(row_scale, x.shape[0], "row_scale", torch.float32)
+
+
+def check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache, kv_cache_rope) -> None:
+    n, rope = k_pe.shape
+    check(latent.dim() == 2 and latent.shape[0] == n, f"latent must be [{n}, kv_lora]")
+    for t, name in ((cos, "cos"), (sin, "sin")):
+        check(tuple(t.shape) == (n, rope), f"{name} must have shape [{n}, {rope}]")
+    check_vector(gamma, latent.shape[1], "gamma")
+    check_vector(slotmapping, n, "slotmapping", torch.int32)
+    check(tuple(kv_cache.shape[2:]) == (1, latent.shape[1]), "kv_cache must be [num_blocks, page_size, 1, kv_lora]")
+    check(tuple(kv_cache_rope.shape) == (*kv_cache.shape[:2], 1, rope), "kv_cache_rope must be [num_blocks, "
+          "page_size, 1, rope] with kv_cache's blocks and page size")  # fmt: skip
+
+
+def check_int8_matmul(codes, weight, descale, row_scale, bias, out) -> None:
+    check_dtype(codes, torch.int8, "codes")
+    check_dtype(weight, torch.int8, "weight")
+    check(codes.dim() == 2 and weight.dim() == 2 and weight.shape[1] == codes.shape[1], "weight must be [N, K] and "
+          "codes [tokens, K]")  # fmt: skip
+    m, n = codes.shape[0], weight.shape[0]
+    check_vector(descale, n, "descale", torch.float32)
+    check_vector(row_scale, m, "row_scale", torch.float32)
+    if bias is not None:
+        check_vector(bias, n, "bias", torch.int32)
+    check_float(out, "out")
+    check(tuple(out.shape) == (m, n), f"out must have shape [{m}, {n}]")
+
+
+@LIB.fake("mla_int8_matmul")
+def _(codes, weight, descale, row_scale, bias, out):
+    check_int8_matmul(codes, weight, descale, row_scale, bias, out)
+
+
+@LIB.fake("mla_quant_rows")
+def _(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_scale):
+    check_quant_rows(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_scale)
+
+
+@LIB.fake("mla_cache_write")
+def _(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache, kv_cache_rope):
+    check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache, kv_cache_rope)

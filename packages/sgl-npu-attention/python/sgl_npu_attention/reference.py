@@ -115,3 +115,77 @@ def lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, 
 def batch_matmul_transpose(a, b):
     """``out[m, h] = a[m, h] @ b[h]`` for ``a [M, B, K]``, ``b [B, K, N]``: ``[M, B, N]``, fp32 math."""
     return torch.bmm(a.float().transpose(0, 1), b.float()).transpose(0, 1).to(a.dtype)
+
+
+# --- mla_preprocess: the fused DeepSeek MLA prolog --------------------------------------------------------------
+
+
+def rms_norm(x, gamma, beta=None, eps=1e-6):
+    """``x * rsqrt(mean(x^2) + eps) * gamma (+ beta)`` over the last dim in fp32, rounded to x's dtype."""
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * gamma.float()
+    return (y if beta is None else y + beta.float()).to(x.dtype)
+
+
+def quantize_int8(x, quant_mode, quant_scale=None, quant_offset=None):
+    """int8 codes of ``x [N, D]`` and the per-row fp32 scale that dequantizes them (ones for the per-tensor mode,
+    whose scale is folded into the weights' descale). ``per_token_quant_symm``: ``s = max|x_t| / 127``,
+    ``round(x / s)``; ``per_tensor_quant_asymm``: ``clamp(round(x / quant_scale + quant_offset), -128, 127)``.
+    Rounding is half to even."""
+    xf = x.float()
+    if quant_mode == "per_token_quant_symm":
+        scale = xf.abs().amax(-1) / 127.0
+        codes = torch.where(scale[:, None] > 0, xf / scale[:, None], torch.zeros_like(xf)).round()
+        return codes.clamp(-128, 127).to(torch.int8), scale
+    codes = (xf / quant_scale.float().reshape(()) + quant_offset.float().reshape(())).round().clamp(-128, 127)
+    return codes.to(torch.int8), torch.ones(x.shape[0], device=x.device)
+
+
+def int8_matmul(codes, weight, descale, row_scale, bias, dtype):
+    """``(codes @ weight^T (+ bias)) * descale[c] * row_scale[t]`` rounded to dtype: int8 [N, K] x int8 [C, K],
+    exact integer sums (fp64), int32 ``bias [C]``, fp32 per-channel ``descale [C]``."""
+    acc = codes.double() @ weight.double().T
+    if bias is not None:
+        acc = acc + bias.double()
+    return (acc.float() * descale.float() * row_scale[:, None]).to(dtype)
+
+
+def rope_half(x, cos, sin):
+    """Rotate-half (NeoX) RoPE of ``x [N, ..., D]`` with per-token ``cos``, ``sin [N, D]``, fp32, to x's dtype."""
+    shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+    xf, c, s = x.float(), cos.float().view(shape), sin.float().view(shape)
+    x1, x2 = xf.chunk(2, dim=-1)
+    return (xf * c + torch.cat([-x2, x1], dim=-1) * s).to(x.dtype)
+
+
+def mla_preprocess(hiddenState, gamma0, beta0, wdqkv, descale0, gamma1, beta1, wuq, descale1, gamma2, cos, sin, wuk,
+                   kv_cache, kv_cache_rope, slotmapping, quant_scale0, quant_offset0, bias0, quant_scale1,
+                   quant_offset1, bias1, quant_mode="per_token_quant_symm", eps=1e-6):  # fmt: skip
+    """The DeepSeek MLA prolog for ``N`` tokens, plain ND layouts (names as upstream's ``mla_preprocess``):
+
+    1. ``hiddenState [N, hidden]`` (already normed: gamma0 / beta0 are unused) is int8-quantized (``quant_mode``;
+       per-tensor with quant_scale0 / quant_offset0), multiplied by ``wdqkv`` int8 ``[kv_lora + rope + q_lora,
+       hidden]`` (+ int32 ``bias0`` in the per-tensor mode, where it folds in the offset) and dequantized with fp32
+       ``descale0``; the result splits into ``[kv_latent | k_pe | q_a]``.
+    2. ``q_a``: RMSNorm(gamma1) + beta1, quantized again (quant_scale1 / quant_offset1), times ``wuq`` int8
+       ``[heads * (nope + rope), q_lora]`` (+ bias1), dequantized (descale1): per head ``[q_nope | q_pe]``.
+    3. ``q_out0 = q_nope @ wuk[h]`` (``wuk [heads, nope, kv_lora]``), ``q_out1 = rope_half(q_pe)``.
+    4. RMSNorm(gamma2) of kv_latent goes to ``kv_cache [blocks, page, 1, kv_lora]`` and rope_half(k_pe) to
+       ``kv_cache_rope [blocks, page, 1, rope]`` at ``slotmapping[t]`` (block ``slot // page``, row ``slot % page``).
+
+    Every stage rounds to hiddenState's dtype. Returns ``(q_out0, kv_cache, q_out1, kv_cache_rope)``, the caches
+    written in place."""
+    dtype, n = hiddenState.dtype, hiddenState.shape[0]
+    kv_lora, rope, heads, nope = gamma2.shape[0], cos.shape[-1], wuk.shape[0], wuk.shape[1]
+    symm = quant_mode == "per_token_quant_symm"
+    codes, scale = quantize_int8(hiddenState, quant_mode, quant_scale0, quant_offset0)
+    mm1 = int8_matmul(codes, wdqkv, descale0, scale, None if symm else bias0, dtype)
+    latent, k_pe, q_a = mm1.split([kv_lora, rope, mm1.shape[1] - kv_lora - rope], dim=-1)
+    codes, scale = quantize_int8(rms_norm(q_a, gamma1, beta1, eps), quant_mode, quant_scale1, quant_offset1)
+    q = int8_matmul(codes, wuq, descale1, scale, None if symm else bias1, dtype).view(n, heads, nope + rope)
+    q_out0 = batch_matmul_transpose(q[..., :nope], wuk)
+    q_out1 = rope_half(q[..., nope:], cos, sin)
+    page, slots = kv_cache.shape[1], slotmapping.long()
+    kv_cache[slots // page, slots % page, 0] = rms_norm(latent, gamma2, eps=eps)
+    kv_cache_rope[slots // page, slots % page, 0] = rope_half(k_pe, cos, sin)
+    return q_out0, kv_cache, q_out1, kv_cache_rope
