@@ -74,7 +74,9 @@ void reduce(const ReduceRowsArgs& a, int64_t begin, int64_t end) {
 }  // namespace
 
 void copy_rows(const CopyRowsArgs& a, int64_t begin, int64_t end) {
-  const bool stream = should_stream(a.dst, a.rows, a.row_bytes, a.dst_stride);
+  // Rows copied into another rank's area are read there, not here: streaming already pays from 1 MiB on.
+  const bool stream = a.rows * a.row_bytes >= (int64_t(1) << 20) && reinterpret_cast<uintptr_t>(a.dst) % 16 == 0 &&
+                      a.dst_stride % 16 == 0;
   {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t s = a.src_rows != nullptr ? a.src_rows[i] : i;
