@@ -8,6 +8,9 @@ STABLE_TORCH_LIBRARY(deep_ep, m) {
       "get_dispatch_layout(Tensor topk_idx, int num_experts, int num_ranks, Tensor(a!) num_tokens_per_rank, "
       "Tensor(b!) num_tokens_per_expert, Tensor(c!) is_token_in_rank) -> ()");
   m.def(
+      "send_rows(Tensor is_token_in_rank, Tensor? topk_idx, Tensor? topk_weights, int num_experts, "
+      "Tensor(a!) send_token, Tensor(b!)? idx_rows, Tensor(c!)? weight_rows) -> ()");
+  m.def(
       "low_latency_routes(Tensor topk_idx, Tensor counts, int rank, int slots, Tensor(a!) token, Tensor(b!) message, "
       "Tensor(c!) dst_row, Tensor(d!) message_row) -> ()");
   m.def("copy_rows(Tensor src, Tensor? src_rows, Tensor(a!) dst, Tensor? dst_rows) -> ()");
@@ -18,6 +21,7 @@ STABLE_TORCH_LIBRARY(deep_ep, m) {
 
 STABLE_TORCH_LIBRARY_IMPL(deep_ep, CPU, m) {
   m.impl("get_dispatch_layout", TORCH_BOX(&deep_ep::get_dispatch_layout));
+  m.impl("send_rows", TORCH_BOX(&deep_ep::send_rows));
   m.impl("low_latency_routes", TORCH_BOX(&deep_ep::low_latency_routes));
   m.impl("copy_rows", TORCH_BOX(&deep_ep::copy_rows));
   m.impl("reduce_rows", TORCH_BOX(&deep_ep::reduce_rows));

@@ -72,3 +72,29 @@ def test_low_latency_routes_reject_inconsistent_counts():
         L.low_latency_routes(topk_idx, torch.tensor([[1, 1], [4, 0]]), 0, 4, *outs)
     with pytest.raises(RuntimeError, match="is not an expert"):
         L.low_latency_routes(torch.tensor([[5, 0]]), torch.tensor([[1, 1], [0, 0]]), 0, 4, *outs)
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32], ids=str)
+def test_send_rows_match_the_layout(index_dtype):
+    experts, ranks = 12, 3
+    topk_idx = torch.rand(9, experts).topk(4, dim=-1).indices.to(index_dtype)
+    topk_idx[2, 1] = -1
+    weights = torch.rand(9, 4)
+    _, _, in_rank = ref.dispatch_layout(topk_idx, experts, ranks)
+    rows = int(in_rank.sum())
+    send_token, idx_rows, weight_rows = (
+        torch.empty(rows, dtype=torch.int64),
+        topk_idx.new_empty(rows, 4),
+        torch.empty(rows, 4),
+    )
+    L.send_rows(in_rank, topk_idx, weights, experts, send_token, idx_rows, weight_rows)
+    dest, want_token = in_rank.t().nonzero(as_tuple=True)  # destination-major, tokens ascending
+    assert torch.equal(send_token, want_token)
+    local = topk_idx[want_token].long() - dest.unsqueeze(1) * (experts // ranks)
+    here = (topk_idx[want_token] >= 0) & (local >= 0) & (local < experts // ranks)
+    assert torch.equal(idx_rows.long(), torch.where(here, local, -1))
+    assert torch.equal(weight_rows, torch.where(here, weights[want_token], 0.0))
+    with pytest.raises(RuntimeError, match="send_token must have shape"):
+        L.send_rows(in_rank, None, None, 0, torch.empty(rows + 1, dtype=torch.int64), None, None)
+    with pytest.raises(RuntimeError, match="is not an expert"):
+        L.send_rows(in_rank, topk_idx * 0 + experts, weights, experts, send_token, idx_rows, weight_rows)

@@ -19,6 +19,19 @@ struct LayoutArgs {
   bool* is_token_in_rank;      // [N, R]
 };
 
+// Normal-mode rows one rank sends, destination-major then token ascending: send_token, and each row's top-k as
+// local expert ids on its destination (-1 for experts elsewhere) with the weights (0 there).
+struct SendRowsArgs {
+  const bool* is_token_in_rank;  // [N, R]
+  const void* topk_idx;          // [N, K] or null; entries checked in [-1, E)
+  bool topk_int64;
+  const float* topk_weights;  // [N, K] (rows topk_stride apart, like topk_idx)
+  int64_t tokens, ranks, topk, topk_stride, weights_stride, experts_per_rank;
+  int64_t* send_token;  // [M]
+  void* idx_rows;       // [M, K], topk_idx's dtype
+  float* weight_rows;   // [M, K]
+};
+
 // Low-latency routing of one rank's messages (one per valid (token, k)), ordered by expert, then token: each lands in
 // row (e % L) * slots + (rows earlier source ranks put in expert e) + (its place among this rank's rows for e).
 struct RoutesArgs {
@@ -60,6 +73,7 @@ struct ReduceRowsArgs {
 
 SGL_NPU_DECLARE_PER_ISA(void dispatch_layout(const LayoutArgs& a))
 SGL_NPU_DECLARE_PER_ISA(void low_latency_routes(const RoutesArgs& a))
+SGL_NPU_DECLARE_PER_ISA(void send_rows(const SendRowsArgs& a))
 // Per-token symmetric int8: scale = max|x| / 127 (as 1 / (127 / (max|x| + 1e-12))), q = round-half-even(x / scale).
 struct QuantizeInt8Args {
   sgl_npu_core::DType dtype;  // of x

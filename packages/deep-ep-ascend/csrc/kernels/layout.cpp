@@ -46,7 +46,36 @@ void routes(const RoutesArgs& a) {
   }
 }
 
+template <class I>
+void rows_to_send(const SendRowsArgs& a) {
+  int64_t m = 0;
+  for (int64_t r = 0; r < a.ranks; ++r)
+    for (int64_t t = 0; t < a.tokens; ++t) {
+      if (!a.is_token_in_rank[t * a.ranks + r]) continue;
+      a.send_token[m] = t;
+      if (a.topk_idx != nullptr) {
+        const I* idx = static_cast<const I*>(a.topk_idx) + t * a.topk_stride;
+        const float* w = a.topk_weights + t * a.weights_stride;
+        I* local = static_cast<I*>(a.idx_rows) + m * a.topk;
+        for (int64_t k = 0; k < a.topk; ++k) {
+          const int64_t e = idx[k] - r * a.experts_per_rank;
+          const bool here = idx[k] >= 0 && 0 <= e && e < a.experts_per_rank;
+          local[k] = here ? I(e) : I(-1);
+          a.weight_rows[m * a.topk + k] = here ? w[k] : 0.0f;
+        }
+      }
+      ++m;
+    }
+}
+
 }  // namespace
+
+void send_rows(const SendRowsArgs& a) {
+  if (a.topk_int64)
+    rows_to_send<int64_t>(a);
+  else
+    rows_to_send<int32_t>(a);
+}
 
 void low_latency_routes(const RoutesArgs& a) {
   if (a.topk_int64)

@@ -117,4 +117,49 @@ void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t ra
   SGL_NPU_ISA_CALL(low_latency_routes, a);
 }
 
+void send_rows(const Tensor& is_token_in_rank, const std::optional<Tensor>& topk_idx,
+               const std::optional<Tensor>& topk_weights, int64_t num_experts, Tensor send_token,
+               const std::optional<Tensor>& idx_rows, const std::optional<Tensor>& weight_rows) {
+  check_cpu(is_token_in_rank, "is_token_in_rank");
+  check_dtype(is_token_in_rank, ScalarType::Bool, "is_token_in_rank");
+  STD_TORCH_CHECK(is_token_in_rank.dim() == 2 && is_token_in_rank.is_contiguous() && is_token_in_rank.size(1) > 0,
+                  "is_token_in_rank must be a contiguous [tokens, ranks]");
+  const int64_t tokens = is_token_in_rank.size(0), ranks = is_token_in_rank.size(1);
+  const bool* in_rank = static_cast<const bool*>(is_token_in_rank.const_data_ptr());
+  int64_t rows = 0;
+  for (int64_t i = 0; i < tokens * ranks; ++i) rows += in_rank[i];
+  int64_t* send = const_cast<int64_t*>(checked_vector<int64_t>(send_token, rows, ScalarType::Long, "send_token"));
+  SendRowsArgs a{in_rank, nullptr, false, nullptr, tokens, ranks, 0, 0, 0, 0, send, nullptr, nullptr};
+  STD_TORCH_CHECK(topk_idx.has_value() == topk_weights.has_value() && topk_idx.has_value() == idx_rows.has_value() &&
+                      topk_idx.has_value() == weight_rows.has_value(),
+                  "topk_idx, topk_weights, idx_rows and weight_rows go together");
+  if (topk_idx.has_value()) {
+    STD_TORCH_CHECK(num_experts > 0 && num_experts % ranks == 0, "num_experts (", num_experts,
+                    ") must be a positive multiple of the ranks (", ranks, ")");
+    a.topk_int64 = check_topk_idx(*topk_idx, num_experts);
+    a.topk_idx = topk_idx->const_data_ptr();
+    a.topk = topk_idx->size(1);
+    a.topk_stride = topk_idx->stride(0);
+    STD_TORCH_CHECK(topk_idx->size(0) == tokens, "topk_idx must have a row per token (", tokens, ")");
+    check_cpu(*topk_weights, "topk_weights");
+    check_dtype(*topk_weights, ScalarType::Float, "topk_weights");
+    STD_TORCH_CHECK(topk_weights->dim() == 2 && topk_weights->size(0) == tokens && topk_weights->size(1) == a.topk,
+                    "topk_weights must be [", tokens, ", ", a.topk, "]");
+    check_last_dim_contiguous(*topk_weights, "topk_weights");
+    a.topk_weights = static_cast<const float*>(topk_weights->const_data_ptr());
+    a.weights_stride = topk_weights->stride(0);
+    a.experts_per_rank = num_experts / ranks;
+    for (const auto& [t, dtype, name] : {std::tuple{&*idx_rows, topk_idx->scalar_type(), "idx_rows"},
+                                         std::tuple{&*weight_rows, ScalarType::Float, "weight_rows"}}) {
+      check_cpu(*t, name);
+      check_dtype(*t, dtype, name);
+      STD_TORCH_CHECK(t->dim() == 2 && t->size(0) == rows && t->size(1) == a.topk && t->is_contiguous(), name,
+                      " must be a contiguous [", rows, ", ", a.topk, "]");
+    }
+    a.idx_rows = const_cast<void*>(idx_rows->const_data_ptr());
+    a.weight_rows = static_cast<float*>(const_cast<void*>(weight_rows->const_data_ptr()));
+  }
+  SGL_NPU_ISA_CALL(send_rows, a);
+}
+
 }  // namespace deep_ep

@@ -12,6 +12,10 @@ using torch::stable::Tensor;
 void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t num_ranks, Tensor num_tokens_per_rank,
                          Tensor num_tokens_per_expert, Tensor is_token_in_rank);
 
+void send_rows(const Tensor& is_token_in_rank, const std::optional<Tensor>& topk_idx,
+               const std::optional<Tensor>& topk_weights, int64_t num_experts, Tensor send_token,
+               const std::optional<Tensor>& idx_rows, const std::optional<Tensor>& weight_rows);
+
 void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t rank, int64_t slots, Tensor token,
                         Tensor message, Tensor dst_row, Tensor message_row);
 

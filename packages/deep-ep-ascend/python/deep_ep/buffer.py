@@ -21,6 +21,7 @@ from .transport import CollectiveTransport, Send, ShmTransport, node_count, pack
 
 _get_dispatch_layout = torch.ops.deep_ep.get_dispatch_layout.default
 _reduce_rows = torch.ops.deep_ep.reduce_rows.default
+_send_rows = torch.ops.deep_ep.send_rows.default
 DEFAULT_TIMEOUT_S = 100.0
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -206,13 +207,13 @@ class Buffer:
                                             topk_idx, topk_weights)  # fmt: skip
         except RuntimeError as e:
             error = e
-        send_counts = sends[2] if sends is not None else torch.zeros(r, dtype=torch.int64)
+        send_counts = sends[1] if sends is not None else torch.zeros(r, dtype=torch.int64)
         counts = self._agree(send_counts, self._signature(data, topk_idx if handle is None else None), error)
         if handle is not None:
             counts, send_token = handle.counts(), handle.send_token
             fields = [self._dispatch_fields(counts[:, p].sum().item(), data, None) for p in range(r)]
         else:
-            send_token, dest, _, idx_rows, weight_rows = sends
+            send_token, _, idx_rows, weight_rows = sends
             fields = [self._dispatch_fields(counts[:, p].sum().item(), data, idx_rows) for p in range(r)]
         starts = counts.cumsum(0) - counts  # row of rank s's first row in rank p's receive area: starts[s, p]
         offsets = [0, *counts[self.rank].cumsum(0).tolist()]  # this rank's rows to p: send order [o[p], o[p+1])
@@ -447,8 +448,8 @@ class Buffer:
 
     def _plan_dispatch(self, data, num_tokens_per_rank, is_token_in_rank, num_tokens_per_expert, topk_idx,
                        topk_weights):  # fmt: skip
-        """The rows this rank sends, destination-major then token ascending: ``(send_token, dest, counts [R],
-        local topk_idx rows, masked weight rows)`` (the last two None without top-k)."""
+        """The rows this rank sends, destination-major then token ascending: ``(send_token, counts [R], local
+        topk_idx rows, masked weight rows)`` (the last two None without top-k; C++ ``send_rows``)."""
         _meta.check(
             is_token_in_rank is not None and num_tokens_per_rank is not None,
             "dispatch needs num_tokens_per_rank and is_token_in_rank (from get_dispatch_layout) or a handle",
@@ -458,23 +459,21 @@ class Buffer:
         _meta.check((topk_idx is None) == (topk_weights is None), "topk_idx and topk_weights go together")
         for d in data:
             _meta.check(d.dim() >= 1 and d.shape[0] == n, "every tensor of x must have a row per token")
-        dest, send_token = is_token_in_rank.t().nonzero(as_tuple=True)
-        counts = torch.bincount(dest, minlength=r)
+        counts = is_token_in_rank.sum(0)
         _meta.check(torch.equal(counts.to(num_tokens_per_rank.dtype), num_tokens_per_rank),
                     "num_tokens_per_rank does not match is_token_in_rank")  # fmt: skip
+        send_token = torch.empty(int(counts.sum()), dtype=torch.int64)
         if topk_idx is None:
-            return send_token, dest, counts, None, None
+            _send_rows(is_token_in_rank.contiguous(), None, None, 0, send_token, None, None)
+            return send_token, counts, None, None
         _meta.check(topk_idx.shape == topk_weights.shape and topk_idx.shape[0] == n,
                     f"topk_idx and topk_weights must both be [{n}, topk]")  # fmt: skip
-        experts_per_rank = self._experts_per_rank(num_tokens_per_expert)
-        _meta.check(bool(((topk_idx >= -1) & (topk_idx < experts_per_rank * r)).all()),
-                    f"topk_idx entries must be -1 or experts in [0, {experts_per_rank * r})")  # fmt: skip
-        idx = topk_idx[send_token]
-        local = idx - dest.unsqueeze(1) * experts_per_rank
-        mine = (idx >= 0) & (local >= 0) & (local < experts_per_rank)
-        idx_rows = torch.where(mine, local, -1).to(topk_idx.dtype)
-        weight_rows = torch.where(mine, topk_weights[send_token], 0.0).to(topk_weights.dtype)
-        return send_token, dest, counts, idx_rows, weight_rows
+        experts = self._experts_per_rank(num_tokens_per_expert) * r
+        idx_rows = topk_idx.new_empty(len(send_token), topk_idx.shape[1])
+        weight_rows = torch.empty(len(send_token), topk_idx.shape[1])
+        _send_rows(is_token_in_rank.contiguous(), topk_idx, topk_weights.float(), experts, send_token, idx_rows,
+                   weight_rows)  # fmt: skip
+        return send_token, counts, idx_rows, weight_rows.to(topk_weights.dtype)
 
     def _dispatch_fields(self, rows: int, data, idx_rows):
         """Rank p's receive area for ``rows`` rows: the data tensors, the source token index, then (with top-k)
