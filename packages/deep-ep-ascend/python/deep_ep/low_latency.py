@@ -237,6 +237,7 @@ def _combine_in_place(buf, x, topk_idx, topk_weights, handle, return_recv_hook, 
 
     def receive():
         _reduce_rows(flat, flat[:0].view(0, hidden), offsets, topk_weights.float().contiguous(), None, combined)
+        t.finish()  # no rank writes its combine buffer again while another still reads it
 
     if return_recv_hook:
         return combined, EventOverlap(), receive
