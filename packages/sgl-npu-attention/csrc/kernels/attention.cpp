@@ -12,7 +12,7 @@ using namespace sgl_npu_core;
 
 namespace {
 
-constexpr int64_t kBlock = 32;     // keys per block: each K and V row converted to fp32 once for all of a task's rows
+constexpr int64_t kBlock = 32;     // keys per block: each V row converted to fp32 once for all of a task's rows
 constexpr int64_t kScoreRows = 4;  // query rows scored together against each pair of keys
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -37,16 +37,17 @@ inline f32x8 reduce_add8(const f32x8* v) {
 #endif
 }
 
-// s[r * kBlock + j] = q_r . k_j for rows r < MR (d apart) and keys j < n (ldk apart); s is written for
-// j < round_up(n, 8) (0 past n). Keys go in pairs: each K vector is loaded once for the MR rows, and the eight
+// s[r * kBlock + j] = q_r . k_j for rows r < MR (d apart) and keys j < n (cache rows ldk apart, converted to fp32 in
+// registers); s is written for j < round_up(n, 8) (0 past n). Keys go in pairs: each K vector is loaded once for the
+// MR rows, and the eight
 // lanes of a (row, key) partial sum are reduced eight keys at a time.
-template <int MR>
-void score_rows(const float* q, int64_t d, const float* k, int64_t ldk, int64_t n, float* s) {
+template <int MR, class T>
+void score_rows(const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s) {
   f32x8 part[MR][kBlock];
   const int64_t dv8 = d / kVec * kVec, n8 = round_up(n, kVec);
   for (int64_t j = 0; j < n; j += 2) {
-    const float* k0 = k + j * ldk;
-    const float* k1 = j + 1 < n ? k0 + ldk : k0;
+    const T* k0 = k + j * ldk;
+    const T* k1 = j + 1 < n ? k0 + ldk : k0;
     f32x8 a0[MR], a1[MR];
 #pragma GCC unroll 4
     for (int r = 0; r < MR; ++r) a0[r] = a1[r] = splat(0.f);
@@ -70,32 +71,33 @@ void score_rows(const float* q, int64_t d, const float* k, int64_t ldk, int64_t 
     for (int64_t j = 0; j < n8; j += kVec) store8(s + r * kBlock + j, reduce_add8(&part[r][j]));
     if (dv8 < d)
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t c = dv8; c < d; ++c) s[r * kBlock + j] += q[r * d + c] * k[j * ldk + c];
+        for (int64_t c = dv8; c < d; ++c) s[r * kBlock + j] += q[r * d + c] * to_float(k[j * ldk + c]);
   }
 }
 
-void score_block(int64_t rows, const float* q, int64_t d, const float* k, int64_t n, float* s) {
+template <class T>
+void score_block(int64_t rows, const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s) {
   for (int64_t r = 0; r < rows; r += kScoreRows) {
     const float* qr = q + r * d;
     float* sr = s + r * kBlock;
     switch (std::min(kScoreRows, rows - r)) {
       case 1:
-        score_rows<1>(qr, d, k, d, n, sr);
+        score_rows<1>(qr, d, k, ldk, n, sr);
         break;
       case 2:
-        score_rows<2>(qr, d, k, d, n, sr);
+        score_rows<2>(qr, d, k, ldk, n, sr);
         break;
       case 3:
-        score_rows<3>(qr, d, k, d, n, sr);
+        score_rows<3>(qr, d, k, ldk, n, sr);
         break;
       default:
-        score_rows<4>(qr, d, k, d, n, sr);
+        score_rows<4>(qr, d, k, ldk, n, sr);
     }
   }
 }
 
 // A task (tile, KV head, split) holds its rows r = (t - t0) * group + g (the tile's tokens x the group's query heads)
-// as Q [rows][d] scaled by sm_scale and, per block of keys inside one page (K and V converted to fp32 once):
+// as Q [rows][d] scaled by sm_scale and, per block of keys inside one page (V converted to fp32 once):
 //   S [rows][keys] = Q K^T        (score_block)
 //   online softmax along each row, keys outside the row's range weighing 0
 //   O [rows][dv] = O * rescale + P V   (tile16: P's entries broadcast against 16 columns of V rows)
@@ -104,7 +106,7 @@ template <class T>
 void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
   const int64_t dvp = round_up(dv, kTileCols);
-  std::vector<float> qf, kf(kBlock * d), vf(kBlock * dvp, 0.f), scores, oacc, m, l, rescale;
+  std::vector<float> qf, vf(kBlock * dvp, 0.f), scores, oacc, m, l, rescale;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t split = task % a.splits, hk = (task / a.splits) % a.kv_heads, tile = task / (a.splits * a.kv_heads);
     const int64_t t0 = a.tiles[2 * tile], t1 = a.tiles[2 * tile + 1], rows = (t1 - t0) * group;
@@ -147,11 +149,8 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
       }
       const T* k = k_head + block * a.k_block_stride + offset * a.k_token_stride;
       const T* v = v_head + block * a.v_block_stride + offset * a.v_token_stride;
-      for (int64_t j = 0; j < n; ++j) {
-        to_fp32(k + j * a.k_token_stride, kf.data() + j * d, d);
-        to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
-      }
-      score_block(rows, qf.data(), d, kf.data(), n, scores.data());
+      for (int64_t j = 0; j < n; ++j) to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
+      score_block(rows, qf.data(), d, k, a.k_token_stride, n, scores.data());
       const int64_t n8 = round_up(n, kVec);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t t = t0 + r / group;
