@@ -12,23 +12,9 @@ using namespace sgl_npu_core;
 
 namespace {
 
-constexpr int64_t kBlock = 16;  // keys scored together: two vectors of softmax weights per query head
+constexpr int64_t kBlock = 32;     // keys per block: each V row converted to fp32 once for all of a task's rows
+constexpr int64_t kScoreRows = 4;  // query rows scored together against each pair of keys
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-float dot(const float* a, const float* b, int64_t n) {
-  f32x8 acc0 = splat(0.f), acc1 = splat(0.f), acc2 = splat(0.f), acc3 = splat(0.f);
-  int64_t i = 0;
-  for (; i + 4 * kVec <= n; i += 4 * kVec) {
-    acc0 += load8(a + i) * load8(b + i);
-    acc1 += load8(a + i + kVec) * load8(b + i + kVec);
-    acc2 += load8(a + i + 2 * kVec) * load8(b + i + 2 * kVec);
-    acc3 += load8(a + i + 3 * kVec) * load8(b + i + 3 * kVec);
-  }
-  for (; i + kVec <= n; i += kVec) acc0 += load8(a + i) * load8(b + i);
-  float s = reduce_add((acc0 + acc1) + (acc2 + acc3));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
 
 // acc[0, n) = acc * scale + p * v
 void scale_add(float* acc, float scale, float p, const float* v, int64_t n) {
@@ -37,52 +23,105 @@ void scale_add(float* acc, float scale, float p, const float* v, int64_t n) {
   for (; i < n; ++i) acc[i] = acc[i] * scale + v[i] * p;
 }
 
-// acc[0, dv) = acc * rescale + sum_j p[j] * v[j], v rows dv apart: 32 outputs at a time stay in registers
-// while the block's rows stream past.
-void weigh_values(float* acc, float rescale, const float* p, const float* v, int64_t rows, int64_t dv) {
-  int64_t c = 0;
-  for (; c + 4 * kVec <= dv; c += 4 * kVec) {
-    f32x8 a0 = load8(acc + c) * rescale, a1 = load8(acc + c + kVec) * rescale;
-    f32x8 a2 = load8(acc + c + 2 * kVec) * rescale, a3 = load8(acc + c + 3 * kVec) * rescale;
-    for (int64_t j = 0; j < rows; ++j) {
-      const float* vj = v + j * dv + c;
-      const f32x8 pj = splat(p[j]);
-      a0 += pj * load8(vj);
-      a1 += pj * load8(vj + kVec);
-      a2 += pj * load8(vj + 2 * kVec);
-      a3 += pj * load8(vj + 3 * kVec);
+// The lane sums of v[0, 8) as one vector.
+inline f32x8 reduce_add8(const f32x8* v) {
+#if defined(__AVX__)
+  auto m = [](f32x8 x) { return bitcast<__m256>(x); };
+  const __m256 e = _mm256_hadd_ps(_mm256_hadd_ps(m(v[0]), m(v[1])), _mm256_hadd_ps(m(v[2]), m(v[3])));
+  const __m256 f = _mm256_hadd_ps(_mm256_hadd_ps(m(v[4]), m(v[5])), _mm256_hadd_ps(m(v[6]), m(v[7])));
+  return bitcast<f32x8>(_mm256_add_ps(_mm256_permute2f128_ps(e, f, 0x20), _mm256_permute2f128_ps(e, f, 0x31)));
+#else
+  f32x8 r;
+  for (int i = 0; i < kVec; ++i) r[i] = reduce_add(v[i]);
+  return r;
+#endif
+}
+
+// s[r * kBlock + j] = q_r . k_j for rows r < MR (d apart) and keys j < n (cache rows ldk apart, converted to fp32 in
+// registers); s is written for j < round_up(n, 8) (0 past n). Keys go in pairs: each K vector is loaded once for the
+// MR rows, and the eight
+// lanes of a (row, key) partial sum are reduced eight keys at a time.
+template <int MR, class T>
+void score_rows(const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s) {
+  f32x8 part[MR][kBlock];
+  const int64_t dv8 = d / kVec * kVec, n8 = round_up(n, kVec);
+  for (int64_t j = 0; j < n; j += 2) {
+    const T* k0 = k + j * ldk;
+    const T* k1 = j + 1 < n ? k0 + ldk : k0;
+    f32x8 a0[MR], a1[MR];
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) a0[r] = a1[r] = splat(0.f);
+    for (int64_t c = 0; c < dv8; c += kVec) {
+      const f32x8 x0 = load8(k0 + c), x1 = load8(k1 + c);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) {
+        const f32x8 y = load8(q + r * d + c);
+        a0[r] += y * x0;
+        a1[r] += y * x1;
+      }
     }
-    store8(acc + c, a0);
-    store8(acc + c + kVec, a1);
-    store8(acc + c + 2 * kVec, a2);
-    store8(acc + c + 3 * kVec, a3);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      part[r][j] = a0[r];
+      if (j + 1 < kBlock) part[r][j + 1] = a1[r];
+    }
   }
-  for (; c < dv; ++c) {
-    float x = acc[c] * rescale;
-    for (int64_t j = 0; j < rows; ++j) x += p[j] * v[j * dv + c];
-    acc[c] = x;
+  for (int r = 0; r < MR; ++r) {
+    for (int64_t j = n; j < n8; ++j) part[r][j] = splat(0.f);
+    for (int64_t j = 0; j < n8; j += kVec) store8(s + r * kBlock + j, reduce_add8(&part[r][j]));
+    if (dv8 < d)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t c = dv8; c < d; ++c) s[r * kBlock + j] += q[r * d + c] * to_float(k[j * ldk + c]);
   }
 }
 
 template <class T>
+void score_block(int64_t rows, const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s) {
+  for (int64_t r = 0; r < rows; r += kScoreRows) {
+    const float* qr = q + r * d;
+    float* sr = s + r * kBlock;
+    switch (std::min(kScoreRows, rows - r)) {
+      case 1:
+        score_rows<1>(qr, d, k, ldk, n, sr);
+        break;
+      case 2:
+        score_rows<2>(qr, d, k, ldk, n, sr);
+        break;
+      case 3:
+        score_rows<3>(qr, d, k, ldk, n, sr);
+        break;
+      default:
+        score_rows<4>(qr, d, k, ldk, n, sr);
+    }
+  }
+}
+
+// A task (tile, KV head, split) holds its rows r = (t - t0) * group + g (the tile's tokens x the group's query heads)
+// as Q [rows][d] scaled by sm_scale and, per block of keys inside one page (V converted to fp32 once):
+//   S [rows][keys] = Q K^T        (score_block)
+//   online softmax along each row, keys outside the row's range weighing 0
+//   O [rows][dv] = O * rescale + P V   (tile16: P's entries broadcast against 16 columns of V rows)
+// V rows and O rows are padded to a multiple of 16 floats (zero columns).
+template <class T>
 void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
-  std::vector<float> qf, kf(kBlock * d), vf(kBlock * dv), scores;
+  const int64_t dvp = round_up(dv, kTileCols);
+  std::vector<float> qf, vf(kBlock * dvp, 0.f), scores, oacc, m, l, rescale;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t split = task % a.splits, hk = (task / a.splits) % a.kv_heads, tile = task / (a.splits * a.kv_heads);
     const int64_t t0 = a.tiles[2 * tile], t1 = a.tiles[2 * tile + 1], rows = (t1 - t0) * group;
-    // Rows r = (t - t0) * group + g: the tile's scaled queries, and the union of their key ranges.
+    // The tile's scaled queries, and the union of their key ranges.
     qf.resize(rows * d);
     scores.resize(rows * kBlock);
+    oacc.assign(rows * dvp, 0.f);
+    m.assign(rows, kNegInf);
+    l.assign(rows, 0.f);
+    rescale.resize(rows);
     int64_t lo = a.key_lo[t0], hi = a.key_hi[t0];
     for (int64_t t = t0; t < t1; ++t) {
       lo = std::min(lo, a.key_lo[t]);
       hi = std::max(hi, a.key_hi[t]);
       for (int64_t g = 0; g < group; ++g) {
-        float* part = a.partial + (((t * a.q_heads) + hk * group + g) * a.splits + split) * stride;
-        std::fill(part, part + dv, 0.f);
-        part[dv] = kNegInf;  // running max
-        part[dv + 1] = 0.f;  // running sum
         float* qr = qf.data() + ((t - t0) * group + g) * d;
         to_fp32(static_cast<const T*>(a.q) + t * a.q_token_stride + (hk * group + g) * a.q_head_stride, qr, d);
         for (int64_t i = 0; i < d; ++i) qr[i] *= a.sm_scale;
@@ -90,40 +129,77 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     }
     const int64_t first = lo + split * a.split_keys, last = std::min(hi, first + a.split_keys);
     const int32_t* pages = a.block_table + a.query_req[t0] * a.block_table_stride;
+    const T* k_head = static_cast<const T*>(a.k_cache) + hk * a.k_head_stride;
+    const T* v_head = static_cast<const T*>(a.v_cache) + hk * a.v_head_stride;
     // Blocks of up to kBlock keys inside one page: their K and V rows are token_stride apart.
     auto attend_block = [&](int64_t k0, int64_t n, int64_t block, int64_t offset) {
-      const T* k = static_cast<const T*>(a.k_cache) + block * a.k_block_stride + offset * a.k_token_stride +
-                   hk * a.k_head_stride;
-      const T* v = static_cast<const T*>(a.v_cache) + block * a.v_block_stride + offset * a.v_token_stride +
-                   hk * a.v_head_stride;
-      for (int64_t j = 0; j < n; ++j) {
-        to_fp32(k + j * a.k_token_stride, kf.data() + j * d, d);
-        to_fp32(v + j * a.v_token_stride, vf.data() + j * dv, dv);
+      // Ask for the next block's rows while this one is computed (the rows of one KV head are strided).
+      const int64_t next = k0 + n;
+      if (next < last) {
+        const int64_t nb = pages[next / a.page_size], no = next % a.page_size;
+        const int64_t nn = std::min({kBlock, last - next, a.page_size - no});
+        const char* kn = reinterpret_cast<const char*>(k_head + nb * a.k_block_stride + no * a.k_token_stride);
+        const char* vn = reinterpret_cast<const char*>(v_head + nb * a.v_block_stride + no * a.v_token_stride);
+        for (int64_t j = 0; j < nn; ++j) {
+          for (int64_t b = 0; b < d * int64_t(sizeof(T)); b += 64)
+            __builtin_prefetch(kn + j * a.k_token_stride * int64_t(sizeof(T)) + b);
+          for (int64_t b = 0; b < dv * int64_t(sizeof(T)); b += 64)
+            __builtin_prefetch(vn + j * a.v_token_stride * int64_t(sizeof(T)) + b);
+        }
       }
+      const T* k = k_head + block * a.k_block_stride + offset * a.k_token_stride;
+      const T* v = v_head + block * a.v_block_stride + offset * a.v_token_stride;
+      for (int64_t j = 0; j < n; ++j) to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
+      score_block(rows, qf.data(), d, k, a.k_token_stride, n, scores.data());
+      const int64_t n8 = round_up(n, kVec);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t t = t0 + r / group;
+        float* s = scores.data() + r * kBlock;
         // This row's keys of the block: [j_lo, j_hi); the rest weigh nothing.
         const int64_t j_lo = std::clamp<int64_t>(a.key_lo[t] - k0, 0, n),
                       j_hi = std::clamp<int64_t>(a.key_hi[t] - k0, 0, n);
-        if (j_lo >= j_hi) continue;
-        float* s = scores.data() + r * kBlock;
-        for (int64_t j = 0; j < kBlock; ++j)
-          s[j] = j >= j_lo && j < j_hi ? dot(qf.data() + r * d, kf.data() + j * d, d) : kNegInf;
+        if (j_lo >= j_hi) {
+          std::fill(s, s + n8, 0.f);
+          rescale[r] = 1.f;
+          continue;
+        }
+        const bool masked = j_lo > 0 || j_hi < n8;
+        if (masked)
+          for (int64_t j = 0; j < n8; ++j)
+            if (j < j_lo || j >= j_hi) s[j] = kNegInf;
         // Online softmax: rescale what came before to the new max, then weigh this block's values.
-        float* acc = a.partial + (((t * a.q_heads) + hk * group + r % group) * a.splits + split) * stride;
-        const float m_old = acc[dv], m_new = std::max(m_old, reduce_max(vmax(load8(s), load8(s + kVec))));
-        const float rescale = std::exp(m_old - m_new);  // exp(-inf) = 0 on the row's first block
-        const f32x8 p0 = vexp(load8(s) - m_new), p1 = vexp(load8(s + kVec) - m_new);
-        store8(s, p0);
-        store8(s + kVec, p1);
-        for (int64_t j = 0; j < kBlock; ++j)
-          if (j < j_lo || j >= j_hi) s[j] = 0.f;  // vexp saturates: a masked key would weigh ~1e-38
-        acc[dv] = m_new;
-        acc[dv + 1] = acc[dv + 1] * rescale + reduce_add(load8(s) + load8(s + kVec));
-        weigh_values(acc, rescale, s, vf.data(), n, dv);
+        f32x8 mx = load8(s);
+        for (int64_t j = kVec; j < n8; j += kVec) mx = vmax(mx, load8(s + j));
+        const float m_old = m[r], m_new = std::max(m_old, reduce_max(mx));
+        f32x8 sum = splat(0.f);
+        for (int64_t j = 0; j < n8; j += kVec) {
+          const f32x8 p = vexp(load8(s + j) - m_new);
+          store8(s + j, p);
+          sum += p;
+        }
+        if (masked) {  // vexp saturates: a masked key would weigh ~1e-38
+          sum = splat(0.f);
+          for (int64_t j = 0; j < n8; ++j)
+            if (j < j_lo || j >= j_hi) s[j] = 0.f;
+          for (int64_t j = 0; j < n8; j += kVec) sum += load8(s + j);
+        }
+        rescale[r] = std::exp(m_old - m_new);  // exp(-inf) = 0 on the row's first block
+        m[r] = m_new;
+        l[r] = l[r] * rescale[r] + reduce_add(sum);
       }
+      for (int64_t r = 0; r < rows; r += kTileRows)
+        for (int64_t c = 0; c < dvp; c += kTileCols)
+          tile16_rows(std::min(kTileRows, rows - r), scores.data() + r * kBlock, kBlock, 1, n, vf.data() + c, dvp,
+                      oacc.data() + r * dvp + c, dvp, kTileCols, rescale.data() + r);
     };
     for_each_page_run(pages, a.page_size, first, last, kBlock, attend_block);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t t = t0 + r / group, g = r % group;
+      float* part = a.partial + (((t * a.q_heads) + hk * group + g) * a.splits + split) * stride;
+      std::copy(oacc.data() + r * dvp, oacc.data() + r * dvp + dv, part);
+      part[dv] = m[r];
+      part[dv + 1] = l[r];
+    }
   }
 }
 
