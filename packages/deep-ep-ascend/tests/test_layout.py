@@ -98,3 +98,15 @@ def test_send_rows_match_the_layout(index_dtype):
         L.send_rows(in_rank, None, None, 0, torch.empty(rows + 1, dtype=torch.int64), None, None)
     with pytest.raises(RuntimeError, match="is not an expert"):
         L.send_rows(in_rank, topk_idx * 0 + experts, weights, experts, send_token, idx_rows, weight_rows)
+
+
+def test_opcheck_of_the_routing_ops():
+    topk_idx = torch.tensor([[3, 0], [0, -1], [2, 3]])
+    counts = torch.tensor([[1, 0, 0, 2], [2, 0, 1, 2]])
+    outs = [torch.empty(5, dtype=torch.int64) for _ in range(3)] + [torch.empty(6, dtype=torch.int64)]
+    torch.library.opcheck(L.low_latency_routes.default, (topk_idx, counts, 1, 8, *outs))
+    _, _, in_rank = ref.dispatch_layout(topk_idx, 4, 2)
+    rows = int(in_rank.sum())
+    args = (in_rank, topk_idx, torch.rand(3, 2), 4, torch.empty(rows, dtype=torch.int64),
+            torch.empty(rows, 2, dtype=torch.int64), torch.empty(rows, 2))  # fmt: skip
+    torch.library.opcheck(L.send_rows.default, args)

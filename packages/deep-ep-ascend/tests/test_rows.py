@@ -80,6 +80,10 @@ def test_opcheck():
     a = torch.randn(3, 8)
     torch.library.opcheck(D.reduce_rows.default, (a, a[:1], torch.tensor([[0, 3], [1, -1]]), None, None,
                                                   torch.empty(2, 8)))  # fmt: skip
+    torch.library.opcheck(D.quantize_int8.default, (a, torch.empty(3, 8, dtype=torch.int8), torch.empty(3)))
+    # A barrier every rank has already passed returns at once (opcheck calls it several times).
+    flags = torch.full((2, 8), 5, dtype=torch.int64)
+    torch.library.opcheck(D.shm_barrier.default, (flags, 0, 3, 1.0, torch.tensor([os.getpid(), os.getpid()])))
 
 
 def test_barrier_names_the_missing_rank_after_the_timeout():

@@ -270,7 +270,7 @@ class Buffer:
             partial = expanded.partial_sums(x, handle)
             combined, _, event = self.combine(partial, handle.base, bias=bias)
             return (combined.to(x.dtype) if out is None else out.copy_(combined)), None, event
-        r, t, me = self.group_size, self._transport, self.rank
+        t = self._transport
         n = handle.is_token_in_rank.shape[0]
         n_recv = sum(handle.recv_counts)
         error = None
@@ -297,28 +297,8 @@ class Buffer:
         counts = handle.counts()
         if bool((placed >= 0).all()):
             return self._combine_in_place(x, handle, placed, counts, weights, bias_sum, out, topk_weights)
-        # Rows go back to their sources; each source lays them out by destination rank (its own rows skipped:
-        # it reads those from x directly).
-        returned = counts.clone()
-        returned.fill_diagonal_(0)
-        fields = [pack_fields("combine", [(int(returned[s].sum()), row_bytes(d)) for d in data]) for s in range(r)]
-        self._check_capacity(fields, "combine", "num_nvl_bytes")
-        starts = counts.cumsum(0) - counts  # starts[s, me]: first row of source s in x
-        before = returned.cumsum(1) - returned  # before[s, me]: rows of earlier ranks in source s's combine area
-        sends = [None if s == me else Send(slice(int(starts[s, me]), int(starts[s, me] + counts[s, me])),
-                                           int(before[s, me])) for s in range(r)]  # fmt: skip
-        for k, d in enumerate(data):
-            t.scatter([f[k] for f in fields], d, sends)
-        t.finish()
-        # rows[token, d]: where this rank's token came back from rank d (x for itself, else the combine area).
-        dest = torch.repeat_interleave(torch.arange(r), counts[me])
-        position = torch.arange(len(dest)) - (counts[me].cumsum(0) - counts[me])[dest]
-        own = dest == me
-        where = torch.where(own, starts[me, me] + position, n_recv + before[me][dest] + position)
-        rows = torch.full((n, r), -1, dtype=torch.int64)
-        rows[handle.send_token, dest] = where
-        area = self._views(fields[me], data, int(returned[me].sum()))
         combined = out if out is not None else self._outputs.empty("combine", (n, x.shape[1]), x.dtype)
+        area, rows = self._return_rows(data, handle, counts)
         _reduce_rows(data[0], area[0], rows, None, bias_sum, combined)
         combined_weights = None
         if weights is not None:
@@ -326,6 +306,34 @@ class Buffer:
             _reduce_rows(weights, area[1], rows, None, None, combined_weights)
             combined_weights = combined_weights.to(topk_weights.dtype)
         return combined, combined_weights, EventOverlap()
+
+    def _sent_copies(self, handle: DispatchHandle, counts: torch.Tensor):
+        """For each row this rank sent, in send order: its destination and its place among the rows sent there."""
+        dest = torch.repeat_interleave(torch.arange(self.group_size), counts[self.rank])
+        return dest, torch.arange(len(dest)) - (counts[self.rank].cumsum(0) - counts[self.rank])[dest]
+
+    def _return_rows(self, data: list[torch.Tensor], handle: DispatchHandle, counts: torch.Tensor):
+        """Send every received row of each tensor in ``data`` back to its source, which lays them out by
+        destination rank in its combine area (its own rows are skipped: it reads those from ``data`` directly).
+        Returns this rank's views of what came back and ``rows [N, R]``, where its token's copy from rank d is
+        (row i < Nrecv of ``data``, else row i - Nrecv of the area; -1 where the token did not go to d)."""
+        r, t, me = self.group_size, self._transport, self.rank
+        returned = counts.clone()
+        returned.fill_diagonal_(0)
+        fields = [pack_fields("combine", [(int(returned[s].sum()), row_bytes(d)) for d in data]) for s in range(r)]
+        self._check_capacity(fields, "combine", "num_nvl_bytes")
+        starts = counts.cumsum(0) - counts  # starts[s, me]: first row of source s in data
+        before = returned.cumsum(1) - returned  # before[s, me]: rows of earlier ranks in source s's combine area
+        sends = [None if s == me else Send(slice(int(starts[s, me]), int(starts[s, me] + counts[s, me])),
+                                           int(before[s, me])) for s in range(r)]  # fmt: skip
+        for k, d in enumerate(data):
+            t.scatter([f[k] for f in fields], d, sends)
+        t.finish()
+        dest, position = self._sent_copies(handle, counts)
+        where = torch.where(dest == me, starts[me, me] + position, data[0].shape[0] + before[me][dest] + position)
+        rows = torch.full((handle.is_token_in_rank.shape[0], r), -1, dtype=torch.int64)
+        rows[handle.send_token, dest] = where
+        return self._views(fields[me], data, int(returned[me].sum())), rows
 
     def get_next_combine_buffer(self, handle: DispatchHandle, hidden: int, dtype=torch.bfloat16) -> torch.Tensor:
         """``[Nrecv, hidden]`` for the experts' outputs: on shared memory a view at the end of this rank's dispatch
@@ -345,32 +353,20 @@ class Buffer:
 
     def _combine_in_place(self, x, handle, placed, counts, weights, bias_sum, out, topk_weights):
         """Combine when every rank's ``x`` lies in its dispatch area: sum straight from the peers' rows."""
-        r, t, me, hidden = self.group_size, self._transport, self.rank, x.shape[1]
+        t, me, hidden = self._transport, self.rank, x.shape[1]
         n = handle.is_token_in_rank.shape[0]
         starts = counts.cumsum(0) - counts  # starts[me, d]: first row from this rank in rank d's x
-        dest = torch.repeat_interleave(torch.arange(r), counts[me])
-        position = torch.arange(len(dest)) - (counts[me].cumsum(0) - counts[me])[dest]
-        offsets = torch.full((n, r), -1, dtype=torch.int64)
+        dest, position = self._sent_copies(handle, counts)
+        offsets = torch.full((n, self.group_size), -1, dtype=torch.int64)
         offsets[handle.send_token, dest] = placed[dest] // x.element_size() + (starts[me][dest] + position) * hidden
         combined = out if out is not None else self._outputs.empty("combine", (n, hidden), x.dtype)
         flat = t.flat(x.dtype)
         _reduce_rows(flat, flat[:0].view(0, hidden), offsets, None, bias_sum, combined)
         combined_weights = None
         if weights is not None:  # small: returned as usual
-            returned = counts.clone()
-            returned.fill_diagonal_(0)
-            fields = [pack_fields("combine", [(int(returned[s].sum()), row_bytes(weights))]) for s in range(r)]
-            before = returned.cumsum(1) - returned
-            sends = [None if s == me else Send(slice(int(starts[s, me]), int(starts[s, me] + counts[s, me])),
-                                               int(before[s, me])) for s in range(r)]  # fmt: skip
-            t.scatter([f[0] for f in fields], weights, sends)
-            t.finish()
-            rows = torch.full((n, r), -1, dtype=torch.int64)
-            rows[handle.send_token, dest] = torch.where(dest == me, starts[me, me] + position,
-                                                        weights.shape[0] + before[me][dest] + position)  # fmt: skip
-            area = self._views(fields[me], [weights], int(returned[me].sum()))[0]
+            area, rows = self._return_rows([weights], handle, counts)
             combined_weights = weights.new_empty(n, weights.shape[1])
-            _reduce_rows(weights, area, rows, None, None, combined_weights)
+            _reduce_rows(weights, area[0], rows, None, None, combined_weights)
             combined_weights = combined_weights.to(topk_weights.dtype)
         t.finish()  # no rank changes its x while another still reads it
         return combined, combined_weights, EventOverlap()
