@@ -396,12 +396,14 @@ class Buffer:
 
     def get_next_low_latency_combine_buffer(self, handle) -> torch.Tensor:
         """``[L, R*T, H]`` bf16 where the experts can write their outputs for a ``zero_copy`` combine; valid until
-        the next low-latency combine."""
+        the next low-latency combine. Across machines it is a private tensor (the combine sends its rows)."""
         self._check_alive()
         local = handle.num_experts // self.group_size
+        shape = (local, self.group_size * handle.num_max_dispatch_tokens_per_rank, handle.hidden)
+        if not hasattr(self._transport, "flat"):  # the returned rows land in the low-latency area: keep x out of it
+            return self._outputs.empty("low_latency_combine_input", shape, torch.bfloat16)
         field = low_latency.combine_buffer_field(self, handle, handle.hidden)
-        view = self._transport.field_view(field).view(torch.bfloat16)
-        return view.view(local, self.group_size * handle.num_max_dispatch_tokens_per_rank, handle.hidden)
+        return self._transport.field_view(field).view(torch.bfloat16).view(shape)
 
     # ---- Ascend's fused MoE ----------------------------------------------------------------------------------------
     def fused_deep_moe(self, x, topk_idx, topk_weights, gmm1_permuted_weight, gmm1_permuted_weight_scale,

@@ -203,17 +203,22 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
     rows = rows[order]
     bounds = [0, *torch.bincount(source, minlength=r).cumsum(0).tolist()]
     returned = handle.recv_slot.flatten().long()[rows]
-    sends = [Send(rows[bounds[p] : bounds[p + 1]], dst_rows=returned[bounds[p] : bounds[p + 1]]) for p in range(r)]
+    # Rows of this rank's own tokens stay where they are: the sum reads them from x.
+    sends = [None if p == buf.rank else Send(rows[bounds[p] : bounds[p + 1]], dst_rows=returned[bounds[p] : bounds[p + 1]])
+             for p in range(r)]  # fmt: skip
     t.scatter([field] * r, data[0], sends)
 
     combined = out if out is not None else buf._outputs.empty("low_latency_combine", (n, hidden), x.dtype)
-    index = torch.where(topk_idx >= 0, torch.arange(n * k).view(n, k), -1)
+    # Row (t, k) of the sum: row message_row of x when its expert is local, else row t * K + k of the area after x.
+    local_row = (topk_idx >= 0) & (topk_idx.long() // local == buf.rank)
+    index = torch.where(local_row, handle.message_row, torch.arange(n * k).view(n, k) + local * slots)
+    index = torch.where(topk_idx >= 0, index, -1)
     weights = topk_weights.float().contiguous()
 
     def receive():
         t.finish()
         area = t.field_view(field).view(x.dtype).view(tokens * k, hidden)
-        _reduce_rows(area, area[:0], index, weights, None, combined)
+        _reduce_rows(data[0], area, index, weights, None, combined)
 
     if return_recv_hook:
         return combined, EventOverlap(), receive

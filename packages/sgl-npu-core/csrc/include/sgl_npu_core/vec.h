@@ -187,6 +187,20 @@ inline void store8_int8(int8_t* p, f32x8 v) {
   std::memcpy(p, &q, sizeof q);
 #endif
 }
+// rint(v) saturated to int8 for 16 values (lo then hi), NaN -> -128: the conversion rounds half to even (the
+// default MXCSR mode) and the two packs saturate, so no separate rounding or clamping is needed.
+inline void store16_int8_rint(int8_t* p, f32x8 lo, f32x8 hi) {
+#if defined(__AVX2__)
+  const __m256i a = _mm256_cvtps_epi32(bitcast<__m256>(lo)), b = _mm256_cvtps_epi32(bitcast<__m256>(hi));
+  const __m256i w = _mm256_packs_epi32(a, b);  // per 128-bit lane: a0..3 b0..3 | a4..7 b4..7
+  const __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+  // bytes: a0..3 b0..3 a4..7 b4..7 -> a0..7 b0..7
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_shuffle_epi32(bytes, _MM_SHUFFLE(3, 1, 2, 0)));
+#else
+  store8_int8(p, vrint(lo));
+  store8_int8(p + kVec, vrint(hi));
+#endif
+}
 inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // exp(x) = 2^n * 2^f, n = round(x log2 e), f = x log2 e - n in [-1/2, 1/2] (log2 e split in two so f is exact
