@@ -32,13 +32,23 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
     T* out = static_cast<T*>(a.out) + r * a.out_stride;
     int64_t i = 0;
     if (a.kind == GluKind::silu_and_mul) {
+      for (; i + 2 * kVec <= d; i += 2 * kVec) {
+        const f32x8x2 g = load16(x + i), u = load16(x + d + i);
+        store16(out + i, {vsilu(g.lo) * u.lo, vsilu(g.hi) * u.hi}, a.stream);
+      }
       for (; i + kVec <= d; i += kVec) store(out + i, vsilu(load8(x + i)) * load8(x + d + i));
       for (; i < d; ++i) out[i] = from_float<T>(silu(to_float(x[i])) * to_float(x[d + i]));
     } else {
       for (; i + kVec <= d; i += kVec) {
-        f32x8 lo = load8(x + 2 * i), hi = load8(x + 2 * i + kVec);
-        f32x8 g = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
-        f32x8 u = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+        f32x8 g, u;
+        if constexpr (kSplitsPairs<T>) {  // the (gate, up) pairs come apart in the load itself
+          const f32x8x2 v = load16(x + 2 * i);
+          g = v.lo, u = v.hi;
+        } else {
+          const f32x8 lo = load8(x + 2 * i), hi = load8(x + 2 * i + kVec);
+          g = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+          u = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+        }
         store(out + i, swiglu_oai8(g, u, a.alpha, a.limit));
       }
       for (; i < d; ++i)
@@ -64,14 +74,23 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     const T* x = static_cast<const T*>(a.x) + r * a.x_stride;
     int8_t* q = a.q + r * a.q_stride;
-    f32x8 vmax_abs = splat(0.f);
+    // y is kept in load16<T>'s order per block of 16 (the quantization below writes q back in memory order).
+    f32x8 max_lo = splat(0.f), max_hi = splat(0.f);
     int64_t i = 0;
+    for (; i + 2 * kVec <= d; i += 2 * kVec) {
+      const f32x8x2 g = load16(x + i), u = load16(x + d + i);
+      const f32x8 lo = swiglu8(g.lo, u.lo, a.do_limit, a.limit), hi = swiglu8(g.hi, u.hi, a.do_limit, a.limit);
+      store8(y.data() + i, lo);
+      store8(y.data() + i + kVec, hi);
+      max_lo = vmax(max_lo, vabs(lo));
+      max_hi = vmax(max_hi, vabs(hi));
+    }
     for (; i + kVec <= d; i += kVec) {
       f32x8 v = swiglu8(load8(x + i), load8(x + d + i), a.do_limit, a.limit);
       store8(y.data() + i, v);
-      vmax_abs = vmax(vmax_abs, vabs(v));
+      max_lo = vmax(max_lo, vabs(v));
     }
-    float max_abs = reduce_max(vmax_abs);
+    float max_abs = reduce_max(vmax(max_lo, max_hi));
     for (; i < d; ++i) {
       float s = silu(to_float(x[i])), u = to_float(x[d + i]);
       if (a.do_limit) {
@@ -90,14 +109,14 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     // y / scale exactly as the reference divides (so the floor lands where its does), at a multiply's cost;
     // a scale so small that 1 / scale overflows (max|y| < ~1e-36) takes true divisions.
     const float inv = 1.0f / scale;
+    const bool fast = std::isfinite(inv);
+    auto code = [&](f32x8 v) {  // floor(v / scale + 0.5), integral and within what the int8 packs saturate
+      return vfloor(vclamp((fast ? vdiv_by(v, scale, inv) : v / scale) + 0.5f, -129.f, 128.f));
+    };
     int64_t j = 0;
-    if (std::isfinite(inv)) {
-      for (; j + kVec <= d; j += kVec)
-        store8_int8(q + j, vfloor(vclamp(vdiv_by(load8(y.data() + j), scale, inv) + 0.5f, -129.f, 128.f)));
-    } else {
-      for (; j + kVec <= d; j += kVec)
-        store8_int8(q + j, vfloor(vclamp(load8(y.data() + j) / scale + 0.5f, -129.f, 128.f)));
-    }
+    for (; j + 2 * kVec <= d; j += 2 * kVec)
+      store16_int8_rint<T>(q + j, {code(load8(y.data() + j)), code(load8(y.data() + j + kVec))});
+    for (; j + kVec <= d; j += kVec) store8_int8(q + j, code(load8(y.data() + j)));
     for (; j < d; ++j) q[j] = int8_t(clampf(std::floor(y[j] / scale + 0.5f), -128.f, 127.f));
   }
 }

@@ -97,6 +97,8 @@ SGL_NPU_DECLARE_PER_ISA(void rmsnorm_rows(const NormArgs& a, int64_t begin, int6
 SGL_NPU_DECLARE_PER_ISA(void head_norm_rope_tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void glu_rows(const GluArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void swiglu_quant_rows(const SwigluQuantArgs& a, int64_t begin, int64_t end))
-SGL_NPU_DECLARE_PER_ISA(void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add))
+// dst = src + add as fp32, in the order sgl_npu_core::load16 gives values of dtype `order` (what the kernels
+// read per-channel parameters with).
+SGL_NPU_DECLARE_PER_ISA(void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add, DType order))
 
 }  // namespace sgl_npu_norm

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <vector>
 
 #include "kernels/kernels.h"
 #include "sgl_npu_core/vec.h"
@@ -18,28 +19,24 @@ T* row(void* base, int64_t stride, int64_t r) {
   return static_cast<T*>(base) + r * stride;
 }
 
-// int8 = saturate(round_half_even(v * scale + offset)).
-inline void store_int8(int8_t* q, f32x8 v, const float* scale, const float* offset) {
-  v = v * load8(scale);
-  if (offset) v = v + load8(offset);
-  store8_int8(q, vround_even_small(vclamp(v, -128.f, 127.f)));
-}
-
-// Sum of squares of `src` (or of src = x + residual, rounded to T and stored at `sum`).
+// Sum of squares of `src` (or of src = x + residual, rounded to T and stored at `sum`), 16 values per step in
+// load16<T>'s order (the sum does not care).
 template <class T>
 float sum_squares(const T* x, const T* res, T* sum, int64_t n) {
   // Four accumulators: one FMA chain would wait out its latency on every vector.
   f32x8 acc[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
   int64_t i = 0;
   for (; i + 4 * kVec <= n; i += 4 * kVec) {
-    for (int k = 0; k < 4; ++k) {
-      const int64_t j = i + k * kVec;
-      f32x8 v = load8(x + j);
+    for (int k = 0; k < 2; ++k) {
+      const int64_t j = i + 2 * k * kVec;
+      f32x8x2 v = load16(x + j);
       if (res) {
-        store8(sum + j, v + load8(res + j));
-        v = load8(sum + j);  // re-read: the norm sees the sum rounded to T
+        const f32x8x2 r = load16(res + j);
+        store16(sum + j, {v.lo + r.lo, v.hi + r.hi});
+        v = load16(sum + j);  // re-read: the norm sees the sum rounded to T
       }
-      acc[k] += v * v;
+      acc[2 * k] += v.lo * v.lo;
+      acc[2 * k + 1] += v.hi * v.hi;
     }
   }
   for (; i + kVec <= n; i += kVec) {
@@ -62,11 +59,22 @@ float sum_squares(const T* x, const T* res, T* sum, int64_t n) {
   return ss;
 }
 
+// Per-channel fp32 parameters arrive in load16<T>'s order (see to_float32), so they are read with plain loads.
 template <class T, bool kQuant>
 void norm_rows(const NormArgs& a, int64_t begin, int64_t end) {
   const int64_t n = a.hidden;
   const float* w = a.weight;
   const float* b = a.bias;
+  const float* qs = a.quant_scale;
+  const float* qo = a.quant_offset;
+  auto affine = [&](f32x8 v, float inv, int64_t i) {
+    v = v * inv * load8(w + i);
+    return b ? v + load8(b + i) : v;
+  };
+  auto quant = [&](f32x8 v, int64_t i) {  // v * scale + offset, to be rounded half to even and saturated
+    v = v * load8(qs + i);
+    return qo ? v + load8(qo + i) : v;
+  };
   for (int64_t r = begin; r < end; ++r) {
     const T* x = row<T>(a.x, a.x_stride, r);
     const T* res = a.residual ? row<T>(a.residual, a.residual_stride, r) : nullptr;
@@ -77,25 +85,25 @@ void norm_rows(const NormArgs& a, int64_t begin, int64_t end) {
     int64_t i = 0;
     if constexpr (kQuant) {
       int8_t* q = row<int8_t>(a.out, a.out_stride, r);
-      for (; i + kVec <= n; i += kVec) {
-        f32x8 v = load8(src + i) * inv * load8(w + i);
-        if (b) v = v + load8(b + i);
-        store_int8(q + i, v, a.quant_scale + i, a.quant_offset ? a.quant_offset + i : nullptr);
+      for (; i + 2 * kVec <= n; i += 2 * kVec) {
+        const f32x8x2 v = load16(src + i);
+        store16_int8_rint<T>(q + i, {quant(affine(v.lo, inv, i), i), quant(affine(v.hi, inv, i + kVec), i + kVec)});
       }
+      for (; i + kVec <= n; i += kVec) store8_int8(q + i, vrint(quant(affine(load8(src + i), inv, i), i)));
       for (; i < n; ++i) {
         float v = to_float(src[i]) * inv * w[i] + (b ? b[i] : 0.f);
-        v = v * a.quant_scale[i] + (a.quant_offset ? a.quant_offset[i] : 0.f);
+        v = v * qs[i] + (qo ? qo[i] : 0.f);
         q[i] = int8_t(std::nearbyint(clampf(v, -128.f, 127.f)));
       }
     } else {
       T* out = row<T>(a.out, a.out_stride, r);
+      for (; i + 2 * kVec <= n; i += 2 * kVec) {
+        const f32x8x2 v = load16(src + i);
+        store16(out + i, {affine(v.lo, inv, i), affine(v.hi, inv, i + kVec)}, a.stream);
+      }
       for (; i + kVec <= n; i += kVec) {
-        f32x8 v = load8(src + i) * inv * load8(w + i);
-        if (b) v = v + load8(b + i);
-        if (a.stream)
-          store8_stream(out + i, v);
-        else
-          store8(out + i, v);
+        const f32x8 v = affine(load8(src + i), inv, i);
+        a.stream ? store8_stream(out + i, v) : store8(out + i, v);
       }
       for (; i < n; ++i) out[i] = from_float<T>(to_float(src[i]) * inv * w[i] + (b ? b[i] : 0.f));
     }
@@ -114,11 +122,13 @@ void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end) {
   if (a.stream) stream_fence();
 }
 
-void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add) {
+void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add, DType order) {
+  std::vector<float> plain(n);
   SGL_NPU_DISPATCH_FLOAT(dtype, [&] {
     const scalar_t* s = static_cast<const scalar_t*>(src);
-    for (int64_t i = 0; i < n; ++i) dst[i] = to_float(s[i]) + add;
+    for (int64_t i = 0; i < n; ++i) plain[i] = to_float(s[i]) + add;
   });
+  SGL_NPU_DISPATCH_FLOAT(order, [&] { permute16<scalar_t>(plain.data(), dst, n); });
 }
 
 }  // namespace sgl_npu_norm::SGL_NPU_ISA

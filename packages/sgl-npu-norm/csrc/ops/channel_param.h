@@ -11,18 +11,20 @@ namespace sgl_npu_norm {
 using sgl_npu_core::DType;
 using torch::stable::Tensor;
 
-// `size` values as fp32 (plus `add`: 1 for Gemma's (1 + w)); fp32 inputs are used in place.
+// `size` values as fp32 (plus `add`: 1 for Gemma's (1 + w)), in the order the kernels load values of dtype
+// `order` in (sgl_npu_core::load16; memory order unless that is bf16); fp32 inputs in memory order are used in place.
 class ChannelParam {
  public:
-  ChannelParam(const std::optional<Tensor>& t, int64_t size, const char* name, float add = 0.f) {
+  ChannelParam(const std::optional<Tensor>& t, int64_t size, const char* name, float add = 0.f,
+               DType order = DType::f32) {
     if (!t.has_value()) return;
     DType dt = sgl_npu_core::check_channel_param(*t, size, name);
-    if (dt == DType::f32 && add == 0.f) {
+    if (dt == DType::f32 && add == 0.f && order != DType::bf16) {
       ptr_ = static_cast<const float*>(t->const_data_ptr());
       return;
     }
     buf_.resize(size);
-    SGL_NPU_ISA_CALL(to_float32, dt, t->const_data_ptr(), buf_.data(), size, add);
+    SGL_NPU_ISA_CALL(to_float32, dt, t->const_data_ptr(), buf_.data(), size, add, order);
     ptr_ = buf_.data();
   }
   const float* get() const { return ptr_; }

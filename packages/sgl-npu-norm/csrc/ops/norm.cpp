@@ -18,10 +18,10 @@ struct NormCall {
 
   NormCall(const Tensor& x, const Rows& xr, const Tensor& w, const std::optional<Tensor>& b, double eps, bool gemma,
            const std::optional<Tensor>& qs, const std::optional<Tensor>& qo, const Tensor& out)
-      : weight(w, xr.cols, "weight", gemma ? 1.f : 0.f),
-        bias(b, xr.cols, "bias"),
-        quant_scale(qs, xr.cols, "quant_scale"),
-        quant_offset(qo, xr.cols, "quant_offset"),
+      : weight(w, xr.cols, "weight", gemma ? 1.f : 0.f, float_dtype(x, "x")),
+        bias(b, xr.cols, "bias", 0.f, float_dtype(x, "x")),
+        quant_scale(qs, xr.cols, "quant_scale", 0.f, float_dtype(x, "x")),
+        quant_offset(qo, xr.cols, "quant_offset", 0.f, float_dtype(x, "x")),
         rows(xr.rows) {
     STD_TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
     STD_TORCH_CHECK(!qo.has_value() || qs.has_value(), "quant_offset needs quant_scale");
