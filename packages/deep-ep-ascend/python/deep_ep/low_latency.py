@@ -204,8 +204,8 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
     bounds = [0, *torch.bincount(source, minlength=r).cumsum(0).tolist()]
     returned = handle.recv_slot.flatten().long()[rows]
     # Rows of this rank's own tokens stay where they are: the sum reads them from x.
-    sends = [None if p == buf.rank else Send(rows[bounds[p] : bounds[p + 1]], dst_rows=returned[bounds[p] : bounds[p + 1]])
-             for p in range(r)]  # fmt: skip
+    blocks = [slice(bounds[p], bounds[p + 1]) for p in range(r)]
+    sends = [None if p == buf.rank else Send(rows[b], dst_rows=returned[b]) for p, b in enumerate(blocks)]
     t.scatter([field] * r, data[0], sends)
 
     combined = out if out is not None else buf._outputs.empty("low_latency_combine", (n, hidden), x.dtype)
