@@ -70,6 +70,7 @@ struct SwigluQuantArgs {
 //   rope_dim/2] from half-width rows; GPT-J (partner j ^ 1): C = cos[j/2], S = -+sin[j/2].
 struct HeadNormRopeArgs {
   DType dtype;
+  bool by16;  // 16 values per step in load16's order (bf16, whole blocks of 16); weight and bias in that order
   int64_t heads, width;
   const void* x;  // may equal out
   int64_t x_token_stride, x_head_stride;

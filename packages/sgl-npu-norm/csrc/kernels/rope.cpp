@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -20,11 +21,14 @@ void fill_tables(const HeadNormRopeArgs& a, int64_t token, float* c_tab, float* 
   const C* cos = static_cast<const C*>(a.cos) + row * a.table_stride;
   const C* sin = static_cast<const C*>(a.sin) + row * a.table_stride;
   const int64_t half = a.rope_dim / 2;
-  for (int64_t j = 0; j < a.rope_dim; ++j) {
-    const int64_t k = a.neox ? (a.full_width ? j : j % half) : j / 2;
-    const bool first = a.neox ? j < half : j % 2 == 0;  // the element whose partner is added negated
-    c_tab[j] = to_float(cos[k]);
-    s_tab[j] = first ? -to_float(sin[k]) : to_float(sin[k]);
+  // Per pair k: the first element (j = k for NeoX, 2k for GPT-J) adds its partner negated.
+  for (int64_t k = 0; k < half; ++k) {
+    const int64_t first = a.neox ? k : 2 * k, second = a.neox ? k + half : 2 * k + 1;
+    const int64_t from = a.neox && a.full_width ? k + half : k;  // the second element's table column
+    c_tab[first] = to_float(cos[k]);
+    s_tab[first] = -to_float(sin[k]);
+    c_tab[second] = to_float(cos[from]);
+    s_tab[second] = to_float(sin[from]);
   }
 }
 
@@ -86,8 +90,91 @@ void rotate_store(const HeadNormRopeArgs& a, const Normed<T>& y, const float* c_
   for (; j < w; ++j) out[j] = from_float<T>(y.at(j));
 }
 
+// The 16-wide path for bf16 heads (a.by16: the head, the rotated dims and each NeoX half are whole blocks of 16):
+// values stay in load16's order, the rotation tables are arranged to match (and weight / bias arrive so). No fp32
+// copy of the head: the second pass reloads it from L1.
+template <class C, bool kStream>
+void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
+  using T = bf16_t;
+  const int64_t w = a.width, r = a.rope_dim, half = r / 2;
+  std::vector<float> buf(4 * r), rstd(a.heads);
+  float *c_mem = buf.data(), *s_mem = c_mem + r, *c_tab = s_mem + r, *s_tab = c_tab + r;
+  auto table = [](const float* tab, int64_t j) { return f32x8x2{load8(tab + j), load8(tab + j + kVec)}; };
+  // a * c + b * s, lane by lane
+  auto rotate = [](f32x8x2 x, f32x8x2 c, f32x8x2 y, f32x8x2 s) {
+    return f32x8x2{x.lo * c.lo + y.lo * s.lo, x.hi * c.hi + y.hi * s.hi};
+  };
+  for (int64_t t = begin; t < end; ++t) {
+    if (r) {
+      fill_tables<C>(a, t, c_mem, s_mem);
+      permute16<T>(c_mem, c_tab, r);
+      permute16<T>(s_mem, s_tab, r);
+    }
+    auto head_x = [&](int64_t h) { return static_cast<const T*>(a.x) + t * a.x_token_stride + h * a.x_head_stride; };
+    // Every head's statistics first: a head's sum -> sqrt -> division chain is long, and the heads' chains are
+    // independent, so they overlap here instead of each stalling its head's second pass.
+    if (a.norm && a.rstd) {
+      std::fill(rstd.begin(), rstd.end(), a.rstd[t * a.rstd_stride]);
+    } else if (a.norm) {
+      for (int64_t h = 0; h < a.heads; ++h) {
+        const T* x = head_x(h);
+        f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
+        for (int64_t j = 0; j < w; j += 2 * kVec) {
+          const f32x8x2 v = load16(x + j);
+          acc0 += v.lo * v.lo;
+          acc1 += v.hi * v.hi;
+        }
+        rstd[h] = reduce_add(acc0 + acc1);
+      }
+      for (int64_t h = 0; h < a.heads; ++h) rstd[h] = 1.0f / std::sqrt(rstd[h] / float(w) + a.eps);
+    }
+    for (int64_t h = 0; h < a.heads; ++h) {
+      const T* x = head_x(h);
+      T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
+      const float rstd_h = a.norm ? rstd[h] : 1.f;
+      const float* wp = a.norm && a.weight ? a.weight + h * a.param_head_stride : nullptr;
+      const float* bp = a.norm && a.bias ? a.bias + h * a.param_head_stride : nullptr;
+      // x may be out: every block is read before it (or its rotation partner) is written.
+      auto normed = [&](int64_t j) {
+        f32x8x2 v = load16(x + j);
+        if (!a.norm) return v;
+        v = {v.lo * rstd_h, v.hi * rstd_h};
+        if (wp) v = {v.lo * load8(wp + j), v.hi * load8(wp + j + kVec)};
+        if (bp) v = {v.lo + load8(bp + j), v.hi + load8(bp + j + kVec)};
+        return f32x8x2{round_to<T>(v.lo), round_to<T>(v.hi)};
+      };
+      int64_t j = 0;
+      if (r && a.neox) {
+        for (; j < half; j += 2 * kVec) {
+          const f32x8x2 lo = normed(j), hi = normed(j + half);
+          store16(out + j, rotate(lo, table(c_tab, j), hi, table(s_tab, j)), kStream);
+          store16(out + j + half, rotate(hi, table(c_tab, j + half), lo, table(s_tab, j + half)), kStream);
+        }
+        j = r;
+      } else if (r) {
+        for (; j < r; j += 2 * kVec) {
+          const f32x8x2 v = normed(j);
+          f32x8x2 partner;  // the other element of each (2i, 2i+1) pair
+          if constexpr (kSplitsPairs<T>) {
+            partner = {v.hi, v.lo};  // evens in lo, odds in hi: the pairs face each other
+          } else {
+            partner = {__builtin_shufflevector(v.lo, v.lo, 1, 0, 3, 2, 5, 4, 7, 6),
+                       __builtin_shufflevector(v.hi, v.hi, 1, 0, 3, 2, 5, 4, 7, 6)};
+          }
+          store16(out + j, rotate(v, table(c_tab, j), partner, table(s_tab, j)), kStream);
+        }
+      }
+      for (; j < w; j += 2 * kVec) store16(out + j, normed(j), kStream);
+    }
+  }
+  if (kStream) stream_fence();
+}
+
 template <class T, class C, bool kStream>
 void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    if (a.by16) return tokens16<C, kStream>(a, begin, end);
+  }
   const int64_t w = a.width;
   std::vector<float> buf(w + 2 * a.rope_dim);
   float* y = buf.data();

@@ -95,6 +95,13 @@ struct RopeTables {
   }
 };
 
+// The order the kernel reads per-channel params in: load16's for bf16 heads cut in whole blocks of 16 (the head, its
+// rotated dims and, for NeoX, each half of them), where it takes its 16-wide path; memory order otherwise.
+DType param_order(DType dtype, int64_t width, const RopeTables& t) {
+  const bool whole_blocks = width % 16 == 0 && t.rope_dim % 16 == 0 && (!t.neox || t.rope_dim / 2 % 16 == 0);
+  return dtype == DType::bf16 && whole_blocks ? DType::bf16 : DType::f32;
+}
+
 // One group of heads (q or k) of a call: its norm parameters as fp32 and the kernel's arguments. Per-head params
 // are [head_dim]; with a given rstd (a norm across the whole width) they may also be [heads * head_dim].
 struct HeadGroup {
@@ -104,11 +111,13 @@ struct HeadGroup {
   HeadGroup(DType dtype, const Heads& shape, const std::optional<Tensor>& w, const std::optional<Tensor>& b, double eps,
             bool gemma, bool norm, const float* rstd, int64_t rstd_stride, const RopeTables& tables, const char* w_name,
             const char* b_name)
-      : weight(norm ? w : std::nullopt, param_size(shape, w, rstd), w_name, gemma ? 1.f : 0.f),
-        bias(norm ? b : std::nullopt, param_size(shape, w, rstd), b_name) {
+      : weight(norm ? w : std::nullopt, param_size(shape, w, rstd), w_name, gemma ? 1.f : 0.f,
+               param_order(dtype, shape.width, tables)),
+        bias(norm ? b : std::nullopt, param_size(shape, w, rstd), b_name, 0.f, param_order(dtype, shape.width, tables)) {
     STD_TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
     STD_TORCH_CHECK(rstd == nullptr || norm, "rstd needs norm=True");
     args.dtype = dtype;
+    args.by16 = param_order(dtype, shape.width, tables) == DType::bf16;
     args.heads = shape.heads;
     args.width = shape.width;
     args.norm = norm;
