@@ -113,7 +113,8 @@ struct HeadGroup {
             const char* b_name)
       : weight(norm ? w : std::nullopt, param_size(shape, w, rstd), w_name, gemma ? 1.f : 0.f,
                param_order(dtype, shape.width, tables)),
-        bias(norm ? b : std::nullopt, param_size(shape, w, rstd), b_name, 0.f, param_order(dtype, shape.width, tables)) {
+        bias(norm ? b : std::nullopt, param_size(shape, w, rstd), b_name, 0.f,
+             param_order(dtype, shape.width, tables)) {
     STD_TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
     STD_TORCH_CHECK(rstd == nullptr || norm, "rstd needs norm=True");
     args.dtype = dtype;
