@@ -96,110 +96,126 @@ void score_block(int64_t rows, const float* q, int64_t d, const T* k, int64_t ld
   }
 }
 
-// A task (tile, KV head, split) holds its rows r = (t - t0) * group + g (the tile's tokens x the group's query heads)
-// as Q [rows][d] scaled by sm_scale and, per block of keys inside one page (V converted to fp32 once):
+// A task (tile, group of KV heads, split) holds, per KV head h of its group, the rows r = (t - t0) * group + g (the
+// tile's tokens x h's query heads) as Q [rows][d] scaled by sm_scale and, per block of keys inside one page:
 //   S [rows][keys] = Q K^T        (score_block)
 //   online softmax along each row, keys outside the row's range weighing 0
-//   O [rows][dv] = O * rescale + P V   (tile16: P's entries broadcast against 16 columns of V rows)
+//   O [rows][dv] = O * rescale + P V   (tile16: P's entries broadcast against 16 columns of V rows, V converted to
+//   fp32 once per block)
+// The heads of a group share each block's token rows, so a decode task (all KV heads) reads them front to back.
 // V rows and O rows are padded to a multiple of 16 floats (zero columns).
 template <class T>
 void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
-  const int64_t dvp = round_up(dv, kTileCols);
+  const int64_t heads = a.kv_heads_per_task, head_groups = a.kv_heads / heads, dvp = round_up(dv, kTileCols);
   std::vector<float> qf, vf(kBlock * dvp, 0.f), scores, oacc, m, l, rescale;
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t split = task % a.splits, hk = (task / a.splits) % a.kv_heads, tile = task / (a.splits * a.kv_heads);
+    const int64_t split = task % a.splits, hk0 = (task / a.splits) % head_groups * heads;
+    const int64_t tile = task / (a.splits * head_groups);
     const int64_t t0 = a.tiles[2 * tile], t1 = a.tiles[2 * tile + 1], rows = (t1 - t0) * group;
-    // The tile's scaled queries, and the union of their key ranges.
-    qf.resize(rows * d);
+    // Per head h of the group: its rows' scaled queries, accumulators, maxima and sums at h * rows.
+    qf.resize(heads * rows * d);
     scores.resize(rows * kBlock);
-    oacc.assign(rows * dvp, 0.f);
-    m.assign(rows, kNegInf);
-    l.assign(rows, 0.f);
+    oacc.assign(heads * rows * dvp, 0.f);
+    m.assign(heads * rows, kNegInf);
+    l.assign(heads * rows, 0.f);
     rescale.resize(rows);
-    int64_t lo = a.key_lo[t0], hi = a.key_hi[t0];
+    int64_t lo = a.key_lo[t0], hi = a.key_hi[t0];  // the union of the tile's key ranges
     for (int64_t t = t0; t < t1; ++t) {
       lo = std::min(lo, a.key_lo[t]);
       hi = std::max(hi, a.key_hi[t]);
-      for (int64_t g = 0; g < group; ++g) {
-        float* qr = qf.data() + ((t - t0) * group + g) * d;
-        to_fp32(static_cast<const T*>(a.q) + t * a.q_token_stride + (hk * group + g) * a.q_head_stride, qr, d);
-        for (int64_t i = 0; i < d; ++i) qr[i] *= a.sm_scale;
-      }
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t g = 0; g < group; ++g) {
+          float* qr = qf.data() + (h * rows + (t - t0) * group + g) * d;
+          to_fp32(static_cast<const T*>(a.q) + t * a.q_token_stride + ((hk0 + h) * group + g) * a.q_head_stride, qr, d);
+          for (int64_t i = 0; i < d; ++i) qr[i] *= a.sm_scale;
+        }
     }
     const int64_t first = lo + split * a.split_keys, last = std::min(hi, first + a.split_keys);
     const int32_t* pages = a.block_table + a.query_req[t0] * a.block_table_stride;
-    const T* k_head = static_cast<const T*>(a.k_cache) + hk * a.k_head_stride;
-    const T* v_head = static_cast<const T*>(a.v_cache) + hk * a.v_head_stride;
+    const T* k_heads = static_cast<const T*>(a.k_cache) + hk0 * a.k_head_stride;
+    const T* v_heads = static_cast<const T*>(a.v_cache) + hk0 * a.v_head_stride;
     // Blocks of up to kBlock keys inside one page: their K and V rows are token_stride apart.
     auto attend_block = [&](int64_t k0, int64_t n, int64_t block, int64_t offset) {
-      // Ask for the next block's rows while this one is computed (the rows of one KV head are strided).
+      // The next block's rows, asked for a row at a time while this block's V rows are converted (a burst of
+      // prefetches would overflow the miss buffers and be dropped).
       const int64_t next = k0 + n;
+      int64_t nn = 0;
+      const char *kn = nullptr, *vn = nullptr;
       if (next < last) {
         const int64_t nb = pages[next / a.page_size], no = next % a.page_size;
-        const int64_t nn = std::min({kBlock, last - next, a.page_size - no});
-        const char* kn = reinterpret_cast<const char*>(k_head + nb * a.k_block_stride + no * a.k_token_stride);
-        const char* vn = reinterpret_cast<const char*>(v_head + nb * a.v_block_stride + no * a.v_token_stride);
-        for (int64_t j = 0; j < nn; ++j) {
-          for (int64_t b = 0; b < d * int64_t(sizeof(T)); b += 64)
-            __builtin_prefetch(kn + j * a.k_token_stride * int64_t(sizeof(T)) + b);
-          for (int64_t b = 0; b < dv * int64_t(sizeof(T)); b += 64)
-            __builtin_prefetch(vn + j * a.v_token_stride * int64_t(sizeof(T)) + b);
-        }
+        nn = std::min({kBlock, last - next, a.page_size - no});
+        kn = reinterpret_cast<const char*>(k_heads + nb * a.k_block_stride + no * a.k_token_stride);
+        vn = reinterpret_cast<const char*>(v_heads + nb * a.v_block_stride + no * a.v_token_stride);
       }
-      const T* k = k_head + block * a.k_block_stride + offset * a.k_token_stride;
-      const T* v = v_head + block * a.v_block_stride + offset * a.v_token_stride;
-      for (int64_t j = 0; j < n; ++j) to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
-      score_block(rows, qf.data(), d, k, a.k_token_stride, n, scores.data());
-      const int64_t n8 = round_up(n, kVec);
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t t = t0 + r / group;
-        float* s = scores.data() + r * kBlock;
-        // This row's keys of the block: [j_lo, j_hi); the rest weigh nothing.
-        const int64_t j_lo = std::clamp<int64_t>(a.key_lo[t] - k0, 0, n),
-                      j_hi = std::clamp<int64_t>(a.key_hi[t] - k0, 0, n);
-        if (j_lo >= j_hi) {
-          std::fill(s, s + n8, 0.f);
-          rescale[r] = 1.f;
-          continue;
+      for (int64_t h = 0; h < heads; ++h) {
+        const T* k = k_heads + h * a.k_head_stride + block * a.k_block_stride + offset * a.k_token_stride;
+        const T* v = v_heads + h * a.v_head_stride + block * a.v_block_stride + offset * a.v_token_stride;
+        float* mh = m.data() + h * rows;
+        float* lh = l.data() + h * rows;
+        const int64_t kh = h * a.k_head_stride * int64_t(sizeof(T)), vh = h * a.v_head_stride * int64_t(sizeof(T));
+        for (int64_t j = 0; j < n; ++j) {
+          if (j < nn) {
+            const char* kr = kn + j * a.k_token_stride * int64_t(sizeof(T)) + kh;
+            const char* vr = vn + j * a.v_token_stride * int64_t(sizeof(T)) + vh;
+            for (int64_t b = 0; b < d * int64_t(sizeof(T)); b += 64) __builtin_prefetch(kr + b);
+            for (int64_t b = 0; b < dv * int64_t(sizeof(T)); b += 64) __builtin_prefetch(vr + b);
+          }
+          to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
         }
-        const bool masked = j_lo > 0 || j_hi < n8;
-        if (masked)
-          for (int64_t j = 0; j < n8; ++j)
-            if (j < j_lo || j >= j_hi) s[j] = kNegInf;
-        // Online softmax: rescale what came before to the new max, then weigh this block's values.
-        f32x8 mx = load8(s);
-        for (int64_t j = kVec; j < n8; j += kVec) mx = vmax(mx, load8(s + j));
-        const float m_old = m[r], m_new = std::max(m_old, reduce_max(mx));
-        f32x8 sum = splat(0.f);
-        for (int64_t j = 0; j < n8; j += kVec) {
-          const f32x8 p = vexp(load8(s + j) - m_new);
-          store8(s + j, p);
-          sum += p;
+        score_block(rows, qf.data() + h * rows * d, d, k, a.k_token_stride, n, scores.data());
+        const int64_t n8 = round_up(n, kVec);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t t = t0 + r / group;
+          float* s = scores.data() + r * kBlock;
+          // This row's keys of the block: [j_lo, j_hi); the rest weigh nothing.
+          const int64_t j_lo = std::clamp<int64_t>(a.key_lo[t] - k0, 0, n),
+                        j_hi = std::clamp<int64_t>(a.key_hi[t] - k0, 0, n);
+          if (j_lo >= j_hi) {
+            std::fill(s, s + n8, 0.f);
+            rescale[r] = 1.f;
+            continue;
+          }
+          const bool masked = j_lo > 0 || j_hi < n8;
+          if (masked)
+            for (int64_t j = 0; j < n8; ++j)
+              if (j < j_lo || j >= j_hi) s[j] = kNegInf;
+          // Online softmax: rescale what came before to the new max, then weigh this block's values.
+          f32x8 mx = load8(s);
+          for (int64_t j = kVec; j < n8; j += kVec) mx = vmax(mx, load8(s + j));
+          const float m_old = mh[r], m_new = std::max(m_old, reduce_max(mx));
+          f32x8 sum = splat(0.f);
+          for (int64_t j = 0; j < n8; j += kVec) {
+            const f32x8 p = vexp(load8(s + j) - m_new);
+            store8(s + j, p);
+            sum += p;
+          }
+          if (masked) {  // vexp saturates: a masked key would weigh ~1e-38
+            sum = splat(0.f);
+            for (int64_t j = 0; j < n8; ++j)
+              if (j < j_lo || j >= j_hi) s[j] = 0.f;
+            for (int64_t j = 0; j < n8; j += kVec) sum += load8(s + j);
+          }
+          rescale[r] = std::exp(m_old - m_new);  // exp(-inf) = 0 on the row's first block
+          mh[r] = m_new;
+          lh[r] = lh[r] * rescale[r] + reduce_add(sum);
         }
-        if (masked) {  // vexp saturates: a masked key would weigh ~1e-38
-          sum = splat(0.f);
-          for (int64_t j = 0; j < n8; ++j)
-            if (j < j_lo || j >= j_hi) s[j] = 0.f;
-          for (int64_t j = 0; j < n8; j += kVec) sum += load8(s + j);
-        }
-        rescale[r] = std::exp(m_old - m_new);  // exp(-inf) = 0 on the row's first block
-        m[r] = m_new;
-        l[r] = l[r] * rescale[r] + reduce_add(sum);
+        float* oh = oacc.data() + h * rows * dvp;
+        for (int64_t r = 0; r < rows; r += kTileRows)
+          for (int64_t c = 0; c < dvp; c += kTileCols)
+            tile16_rows(std::min(kTileRows, rows - r), scores.data() + r * kBlock, kBlock, 1, n, vf.data() + c, dvp,
+                        oh + r * dvp + c, dvp, kTileCols, rescale.data() + r);
       }
-      for (int64_t r = 0; r < rows; r += kTileRows)
-        for (int64_t c = 0; c < dvp; c += kTileCols)
-          tile16_rows(std::min(kTileRows, rows - r), scores.data() + r * kBlock, kBlock, 1, n, vf.data() + c, dvp,
-                      oacc.data() + r * dvp + c, dvp, kTileCols, rescale.data() + r);
     };
     for_each_page_run(pages, a.page_size, first, last, kBlock, attend_block);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t t = t0 + r / group, g = r % group;
-      float* part = a.partial + (((t * a.q_heads) + hk * group + g) * a.splits + split) * stride;
-      std::copy(oacc.data() + r * dvp, oacc.data() + r * dvp + dv, part);
-      part[dv] = m[r];
-      part[dv + 1] = l[r];
-    }
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t t = t0 + r / group, g = r % group, i = h * rows + r;
+        float* part = a.partial + (((t * a.q_heads) + (hk0 + h) * group + g) * a.splits + split) * stride;
+        std::copy(oacc.data() + i * dvp, oacc.data() + i * dvp + dv, part);
+        part[dv] = m[i];
+        part[dv + 1] = l[i];
+      }
   }
 }
 

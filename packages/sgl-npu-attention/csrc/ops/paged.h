@@ -26,7 +26,10 @@ const int32_t* check_cu_seqlens(const Tensor& cu_seqlens_q, int64_t requests, in
 // costs one extra pass over [Hq, Dv] per split). No splitting once there are enough tasks without it.
 int64_t key_splits(int64_t tasks, int64_t widest_range);
 
-// Query tokens of paged attention, each with a key range of its request, run as (tile, KV head, split) tasks.
+// Query rows of a tile up to which one task attends every KV head (see run).
+constexpr int64_t kAllHeadsRows = 16;
+
+// Query tokens of paged attention, each with a key range of its request, run as (tile, KV heads, split) tasks.
 struct PagedCall {
   AttentionArgs args{};
   int64_t tokens, requests;
@@ -49,10 +52,11 @@ struct PagedCall {
   // partial kernel over the tasks (reading about `key_bytes` per key) and the merge.
   template <class Partial>
   void run(const std::vector<int64_t>& request_first, int64_t tile_tokens, int64_t key_bytes, const Partial& partial) {
-    int64_t widest = 0;
+    int64_t widest = 0, max_tile_tokens = 0;
     for (int64_t b = 0; b < requests; ++b) {
       for (int64_t t = request_first[b]; t < request_first[b + 1]; t += tile_tokens) {
         const int64_t end = std::min(request_first[b + 1], t + tile_tokens);
+        max_tile_tokens = std::max(max_tile_tokens, end - t);
         tiles.insert(tiles.end(), {t, end});
         int64_t lo = key_lo[t], hi = key_hi[t];
         for (int64_t u = t; u < end; ++u) lo = std::min(lo, key_lo[u]), hi = std::max(hi, key_hi[u]);
@@ -65,12 +69,16 @@ struct PagedCall {
     args.key_lo = key_lo.data();
     args.key_hi = key_hi.data();
     args.tiles = tiles.data();
-    args.splits = key_splits(args.num_tiles * args.kv_heads, widest);
+    // Tiles of few query rows (decode, short verify) attend all KV heads in one task: the heads share each key's
+    // row of the page, so a task then streams whole rows; bigger tiles are compute-bound and keep a head each.
+    args.kv_heads_per_task = max_tile_tokens * (args.q_heads / args.kv_heads) <= kAllHeadsRows ? args.kv_heads : 1;
+    args.splits = key_splits(args.num_tiles * args.kv_heads / args.kv_heads_per_task, widest);
     args.split_keys = std::max<int64_t>(1, (widest + args.splits - 1) / args.splits);  // the splits cover it all
     std::vector<float> partial_rows(tokens * args.q_heads * args.splits * (args.head_dim_v + 2));
     args.partial = partial_rows.data();
     const AttentionArgs& a = args;
-    parallel_rows(a.num_tiles * a.kv_heads * a.splits, a.split_keys * key_bytes,
+    parallel_rows(a.num_tiles * (a.kv_heads / a.kv_heads_per_task) * a.splits,
+                  a.split_keys * key_bytes * a.kv_heads_per_task,
                   [&a, &partial](int64_t begin, int64_t end) { partial(a, begin, end); });
     parallel_rows(tokens * a.q_heads, (a.head_dim_v + 2) * a.splits * 4,
                   [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(attention_merge, a, begin, end); });
