@@ -41,7 +41,7 @@ struct AttentionArgs {
   const float* sinks;  // optional [Hq]
   int64_t split_keys, splits;
   int64_t kv_heads_per_task;  // a divisor of kv_heads: the heads one task attends together, block by block
-  float* partial;  // [T, Hq, splits, Dv + 2]: acc[Dv], max, sum
+  float* partial;             // [T, Hq, splits, Dv + 2]: acc[Dv], max, sum
   void* out;
   int64_t out_token_stride, out_head_stride;
 };
