@@ -99,6 +99,8 @@ def extend(tokens, heads, dtype) -> Case:
     out = torch.empty(tokens, q_heads, HEAD_DIM, dtype=dtype)
     args = (q, k_cache, v_cache, table, cu, lens)
     kv_bytes = 2 * tokens * kv_heads * HEAD_DIM * q.element_size()
+    # Q K^T and P V over the causal half, counted once: 2 GEMMs x 2 FLOPs x T^2 / 2 x Hq x D.
+    FLOPS[_label("extend", (tokens, heads), dtype)] = 2 * tokens * tokens * q_heads * HEAD_DIM
     return Case(
         lambda: ops.extend_attention(*args, out=out),
         lambda: ops.extend_attention(*args),
