@@ -123,8 +123,8 @@ void score_block(int64_t rows, const float* q, int64_t d, const T* k, int64_t ld
 // tile's tokens x h's query heads) as Q [rows][d] scaled by sm_scale and, per block of keys inside one page:
 //   S [rows][keys] = Q K^T        (score_block)
 //   online softmax along each row, keys outside the row's range weighing 0
-//   O [rows][dv] = O * rescale + P V   (tile16: P's entries broadcast against 16 columns of V rows, V converted to
-//   fp32 once per block)
+//   O [rows][dv] = O * rescale + P V   (tile16: P's entries broadcast against 16 columns of V rows; V converted to
+//   fp32 once per block for prefill tiles, read from the cache as it is for decode tiles)
 // The heads of a group share each block's token rows, so a decode task (all KV heads) reads them front to back.
 // V rows and O rows are padded to a multiple of 16 floats (zero columns).
 template <class T>
@@ -157,6 +157,9 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         }
     }
     const int64_t first = lo + split * a.split_keys, last = std::min(hi, first + a.split_keys);
+    // Decode-sized tiles read V rows straight from the cache in P V (widened as loaded) when they are whole
+    // 16-column panels; bigger tiles reuse each row across many more query rows and convert it once.
+    const bool v_in_place = rows < kGemmRows && dv % kTileCols == 0;
     const int32_t* pages = a.block_table + a.query_req[t0] * a.block_table_stride;
     const T* k_heads = static_cast<const T*>(a.k_cache) + hk0 * a.k_head_stride;
     const T* v_heads = static_cast<const T*>(a.v_cache) + hk0 * a.v_head_stride;
@@ -179,15 +182,14 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         float* mh = m.data() + h * rows;
         float* lh = l.data() + h * rows;
         const int64_t kh = h * a.k_head_stride * int64_t(sizeof(T)), vh = h * a.v_head_stride * int64_t(sizeof(T));
-        for (int64_t j = 0; j < n; ++j) {
-          if (j < nn) {
-            const char* kr = kn + j * a.k_token_stride * int64_t(sizeof(T)) + kh;
-            const char* vr = vn + j * a.v_token_stride * int64_t(sizeof(T)) + vh;
-            for (int64_t b = 0; b < d * int64_t(sizeof(T)); b += 64) __builtin_prefetch(kr + b);
-            for (int64_t b = 0; b < dv * int64_t(sizeof(T)); b += 64) __builtin_prefetch(vr + b);
-          }
-          to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
+        for (int64_t j = 0; j < nn; ++j) {
+          const char* kr = kn + j * a.k_token_stride * int64_t(sizeof(T)) + kh;
+          const char* vr = vn + j * a.v_token_stride * int64_t(sizeof(T)) + vh;
+          for (int64_t b = 0; b < d * int64_t(sizeof(T)); b += 64) __builtin_prefetch(kr + b);
+          for (int64_t b = 0; b < dv * int64_t(sizeof(T)); b += 64) __builtin_prefetch(vr + b);
         }
+        if (!v_in_place)
+          for (int64_t j = 0; j < n; ++j) to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
         if (rows >= kGemmRows)
           score_block_gemm(rows, qf.data() + h * rows * d, d, k, a.k_token_stride, n, scores.data(), kt.data());
         else
@@ -230,9 +232,15 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         }
         float* oh = oacc.data() + h * rows * dvp;
         for (int64_t r = 0; r < rows; r += kTileRows)
-          for (int64_t c = 0; c < dvp; c += kTileCols)
-            tile16_rows(std::min(kTileRows, rows - r), scores.data() + r * kBlock, kBlock, 1, n, vf.data() + c, dvp,
-                        oh + r * dvp + c, dvp, kTileCols, rescale.data() + r);
+          for (int64_t c = 0; c < dvp; c += kTileCols) {
+            const int64_t mr = std::min(kTileRows, rows - r);
+            if (v_in_place)
+              tile16_rows(mr, scores.data() + r * kBlock, kBlock, 1, n, v + c, a.v_token_stride, oh + r * dvp + c, dvp,
+                          kTileCols, rescale.data() + r);
+            else
+              tile16_rows(mr, scores.data() + r * kBlock, kBlock, 1, n, vf.data() + c, dvp, oh + r * dvp + c, dvp,
+                          kTileCols, rescale.data() + r);
+          }
       }
     };
     for_each_page_run(pages, a.page_size, first, last, kBlock, attend_block);

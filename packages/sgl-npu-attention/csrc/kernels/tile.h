@@ -22,10 +22,11 @@ inline void to_fp32(const T* src, float* dst, int64_t n) {
 }
 
 // For rows i < MR: c[i][0, nc) = (c_scale ? c[i] * c_scale[i] : 0) + sum_k a[i * a_row + k * a_step] * b[k][0, 16),
-// k < kn, b rows ldb apart. The a strides let one kernel read A row-major (a_step = 1) or transposed (a_row = 1).
-// Every b row must be readable for 16 floats (callers pad); lanes past nc are computed but never stored.
-template <int MR>
-inline void tile16(const float* a, int64_t a_row, int64_t a_step, int64_t kn, const float* b, int64_t ldb, float* c,
+// k < kn, b rows ldb apart (fp32, or bf16 / fp16 widened as they are loaded). The a strides let one kernel read A
+// row-major (a_step = 1) or transposed (a_row = 1). Every b row must be readable for 16 values (callers pad);
+// lanes past nc are computed but never stored.
+template <int MR, class B = float>
+inline void tile16(const float* a, int64_t a_row, int64_t a_step, int64_t kn, const B* b, int64_t ldb, float* c,
                    int64_t ldc, int64_t nc, const float* c_scale) {
   f32x8 lo[MR], hi[MR];
 #pragma GCC unroll 6
@@ -67,8 +68,9 @@ inline void tile16(const float* a, int64_t a_row, int64_t a_step, int64_t kn, co
 }
 
 // tile16 for a run-time row count 1..6.
-inline void tile16_rows(int64_t mr, const float* a, int64_t a_row, int64_t a_step, int64_t kn, const float* b,
-                        int64_t ldb, float* c, int64_t ldc, int64_t nc, const float* c_scale) {
+template <class B = float>
+inline void tile16_rows(int64_t mr, const float* a, int64_t a_row, int64_t a_step, int64_t kn, const B* b, int64_t ldb,
+                        float* c, int64_t ldc, int64_t nc, const float* c_scale) {
   switch (mr) {
     case 1:
       return tile16<1>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale);
