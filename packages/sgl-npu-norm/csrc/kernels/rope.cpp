@@ -11,16 +11,28 @@ using namespace sgl_npu_core;
 
 namespace {
 
-// Per-token rotation tables C and S over rope_dim dims (see HeadNormRopeArgs), the sign folded into S.
+// The cos/sin row of a token: the token's own, or its position's.
+inline int64_t table_row(const HeadNormRopeArgs& a, int64_t token) {
+  if (!a.positions) return token;
+  return a.positions_int64 ? static_cast<const int64_t*>(a.positions)[token]
+                           : static_cast<const int32_t*>(a.positions)[token];
+}
+
+// Per-token rotation tables C and S over rope_dim dims (see HeadNormRopeArgs), the sign folded into S. Asks for
+// the next token's rows too: gathered at positions, they are random reads of a cache far bigger than the caches.
 template <class C>
-void fill_tables(const HeadNormRopeArgs& a, int64_t token, float* c_tab, float* s_tab) {
-  int64_t row = token;
-  if (a.positions)
-    row = a.positions_int64 ? static_cast<const int64_t*>(a.positions)[token]
-                            : static_cast<const int32_t*>(a.positions)[token];
+void fill_tables(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c_tab, float* s_tab) {
+  const int64_t half = a.rope_dim / 2, width = (a.full_width ? a.rope_dim : half) * int64_t(sizeof(C));
+  if (a.positions && token + 1 < end) {
+    const int64_t next = table_row(a, token + 1) * a.table_stride;
+    for (int64_t b = 0; b < width; b += 64) {
+      __builtin_prefetch(reinterpret_cast<const char*>(static_cast<const C*>(a.cos) + next) + b);
+      __builtin_prefetch(reinterpret_cast<const char*>(static_cast<const C*>(a.sin) + next) + b);
+    }
+  }
+  const int64_t row = table_row(a, token);
   const C* cos = static_cast<const C*>(a.cos) + row * a.table_stride;
   const C* sin = static_cast<const C*>(a.sin) + row * a.table_stride;
-  const int64_t half = a.rope_dim / 2;
   // Per pair k: the first element (j = k for NeoX, 2k for GPT-J) adds its partner negated.
   for (int64_t k = 0; k < half; ++k) {
     const int64_t first = a.neox ? k : 2 * k, second = a.neox ? k + half : 2 * k + 1;
@@ -106,7 +118,7 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   };
   for (int64_t t = begin; t < end; ++t) {
     if (r) {
-      fill_tables<C>(a, t, c_mem, s_mem);
+      fill_tables<C>(a, t, end, c_mem, s_mem);
       permute16<T>(c_mem, c_tab, r);
       permute16<T>(s_mem, s_tab, r);
     }
@@ -181,7 +193,7 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   float* c_tab = y + w;
   float* s_tab = c_tab + a.rope_dim;
   for (int64_t t = begin; t < end; ++t) {
-    if (a.rope_dim) fill_tables<C>(a, t, c_tab, s_tab);
+    if (a.rope_dim) fill_tables<C>(a, t, end, c_tab, s_tab);
     for (int64_t h = 0; h < a.heads; ++h) {
       const T* x = static_cast<const T*>(a.x) + t * a.x_token_stride + h * a.x_head_stride;
       T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
