@@ -188,16 +188,16 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
     if (a.by16) return tokens16<C, kStream>(a, begin, end);
   }
   const int64_t w = a.width;
-  std::vector<float> buf(w + 2 * a.rope_dim);
-  float* y = buf.data();
-  float* c_tab = y + w;
+  // Every head of a token as fp32 with its sum of squares first, then each head's second pass (see tokens16).
+  std::vector<float> buf(a.heads * w + 2 * a.rope_dim), rstd(a.heads, 1.f);
+  float* c_tab = buf.data() + a.heads * w;
   float* s_tab = c_tab + a.rope_dim;
   for (int64_t t = begin; t < end; ++t) {
     if (a.rope_dim) fill_tables<C>(a, t, end, c_tab, s_tab);
     for (int64_t h = 0; h < a.heads; ++h) {
+      // x may alias out: every head of the token is read before anything is written.
       const T* x = static_cast<const T*>(a.x) + t * a.x_token_stride + h * a.x_head_stride;
-      T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
-      // The head as fp32 and its sum of squares (x may alias out: all of it is read before anything is written).
+      float* y = buf.data() + h * w;
       f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
       float ss = 0.f;
       int64_t j = 0;
@@ -212,10 +212,14 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
         y[j] = to_float(x[j]);
         ss += y[j] * y[j];
       }
-      Normed<T> normed{y, a.norm, 1.f, nullptr, nullptr};
+      rstd[h] = ss + reduce_add(acc0 + acc1);
+    }
+    for (int64_t h = 0; h < a.heads; ++h)
+      rstd[h] = !a.norm ? 1.f : a.rstd ? a.rstd[t * a.rstd_stride] : 1.0f / std::sqrt(rstd[h] / float(w) + a.eps);
+    for (int64_t h = 0; h < a.heads; ++h) {
+      T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
+      Normed<T> normed{buf.data() + h * w, a.norm, rstd[h], nullptr, nullptr};
       if (a.norm) {
-        normed.rstd =
-            a.rstd ? a.rstd[t * a.rstd_stride] : 1.0f / std::sqrt((ss + reduce_add(acc0 + acc1)) / float(w) + a.eps);
         normed.w = a.weight ? a.weight + h * a.param_head_stride : nullptr;
         normed.b = a.bias ? a.bias + h * a.param_head_stride : nullptr;
       }
