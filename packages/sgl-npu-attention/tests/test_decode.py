@@ -30,7 +30,7 @@ def test_ragged_lengths(dtype, heads):
     _check(q, k_cache, v_cache, table, seq_lens)
 
 
-@pytest.mark.parametrize("d,dv", [(128, 128), (256, 256), (576, 512), (64, 32)])
+@pytest.mark.parametrize("d,dv", [(128, 128), (256, 256), (576, 512), (64, 32), (36, 24)])
 def test_head_dims(d, dv):
     k_cache, v_cache, table, lens = paged([37, 70], 16, 2, d, dv, torch.bfloat16)
     q = torch.randn(2, 4, d).to(torch.bfloat16)

@@ -41,6 +41,11 @@ def test_mla_prefill_head_dims():
     _check(_inputs([(6, 6), (9, 33)], 4, 4, 192, 128, torch.bfloat16), sm_scale=0.07)
 
 
+def test_head_dims_off_the_vector_width():
+    # 30 tokens x 4 query heads per KV head: prefill-sized tiles; D = 36 and Dv = 24 leave tails past 8 and 16 columns
+    _check(_inputs([(30, 34)], 8, 2, 36, 24, torch.bfloat16), sm_scale=0.1)
+
+
 @pytest.mark.parametrize("window", [1, 8, 1000])
 @pytest.mark.parametrize("sinks", [False, True], ids=["nosink", "sinks"])
 def test_sinks_and_sliding_window(window, sinks):

@@ -1,5 +1,4 @@
 #include <cmath>
-#include <vector>
 
 #include "kernels/kernels.h"
 #include "sgl_npu_core/vec.h"
@@ -123,12 +122,11 @@ void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end) {
 }
 
 void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add, DType order) {
-  std::vector<float> plain(n);
   SGL_NPU_DISPATCH_FLOAT(dtype, [&] {
     const scalar_t* s = static_cast<const scalar_t*>(src);
-    for (int64_t i = 0; i < n; ++i) plain[i] = to_float(s[i]) + add;
+    for (int64_t i = 0; i < n; ++i) dst[i] = to_float(s[i]) + add;
   });
-  SGL_NPU_DISPATCH_FLOAT(order, [&] { permute16<scalar_t>(plain.data(), dst, n); });
+  SGL_NPU_DISPATCH_FLOAT(order, [&] { permute16<scalar_t>(dst, n); });
 }
 
 }  // namespace sgl_npu_norm::SGL_NPU_ISA

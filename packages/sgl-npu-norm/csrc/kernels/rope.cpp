@@ -102,6 +102,19 @@ void rotate_store(const HeadNormRopeArgs& a, const Normed<T>& y, const float* c_
   for (; j < w; ++j) out[j] = from_float<T>(y.at(j));
 }
 
+// rstd[h] from head h's sum of squares for token t: 1 without a norm, the given per-token rstd, or
+// 1 / sqrt(mean + eps). Taken for every head of a token before any second pass: one head's sum -> sqrt -> division
+// chain is long, and the heads' chains are independent, so they overlap here instead of each stalling its head.
+inline void heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<float>& rstd) {
+  for (float& v : rstd)
+    v = !a.norm ? 1.f : a.rstd ? a.rstd[t * a.rstd_stride] : 1.0f / std::sqrt(v / float(a.width) + a.eps);
+}
+
+// Head h's weight or bias (null without a norm or without the parameter).
+inline const float* head_param(const HeadNormRopeArgs& a, const float* param, int64_t h) {
+  return a.norm && param ? param + h * a.param_head_stride : nullptr;
+}
+
 // The 16-wide path for bf16 heads (a.by16: the head, the rotated dims and each NeoX half are whole blocks of 16):
 // values stay in load16's order, the rotation tables are arranged to match (and weight / bias arrive so). No fp32
 // copy of the head: the second pass reloads it from L1.
@@ -109,8 +122,8 @@ template <class C, bool kStream>
 void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   using T = bf16_t;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
-  std::vector<float> buf(4 * r), rstd(a.heads);
-  float *c_mem = buf.data(), *s_mem = c_mem + r, *c_tab = s_mem + r, *s_tab = c_tab + r;
+  std::vector<float> buf(2 * r), rstd(a.heads);
+  float *c_tab = buf.data(), *s_tab = c_tab + r;
   auto table = [](const float* tab, int64_t j) { return f32x8x2{load8(tab + j), load8(tab + j + kVec)}; };
   // a * c + b * s, lane by lane
   auto rotate = [](f32x8x2 x, f32x8x2 c, f32x8x2 y, f32x8x2 s) {
@@ -118,16 +131,12 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   };
   for (int64_t t = begin; t < end; ++t) {
     if (r) {
-      fill_tables<C>(a, t, end, c_mem, s_mem);
-      permute16<T>(c_mem, c_tab, r);
-      permute16<T>(s_mem, s_tab, r);
+      fill_tables<C>(a, t, end, c_tab, s_tab);
+      permute16<T>(c_tab, r);
+      permute16<T>(s_tab, r);
     }
     auto head_x = [&](int64_t h) { return static_cast<const T*>(a.x) + t * a.x_token_stride + h * a.x_head_stride; };
-    // Every head's statistics first: a head's sum -> sqrt -> division chain is long, and the heads' chains are
-    // independent, so they overlap here instead of each stalling its head's second pass.
-    if (a.norm && a.rstd) {
-      std::fill(rstd.begin(), rstd.end(), a.rstd[t * a.rstd_stride]);
-    } else if (a.norm) {
+    if (a.norm && !a.rstd)
       for (int64_t h = 0; h < a.heads; ++h) {
         const T* x = head_x(h);
         f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
@@ -138,14 +147,12 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
         }
         rstd[h] = reduce_add(acc0 + acc1);
       }
-      for (int64_t h = 0; h < a.heads; ++h) rstd[h] = 1.0f / std::sqrt(rstd[h] / float(w) + a.eps);
-    }
+    heads_rstd(a, t, rstd);
     for (int64_t h = 0; h < a.heads; ++h) {
       const T* x = head_x(h);
       T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
-      const float rstd_h = a.norm ? rstd[h] : 1.f;
-      const float* wp = a.norm && a.weight ? a.weight + h * a.param_head_stride : nullptr;
-      const float* bp = a.norm && a.bias ? a.bias + h * a.param_head_stride : nullptr;
+      const float rstd_h = rstd[h];
+      const float *wp = head_param(a, a.weight, h), *bp = head_param(a, a.bias, h);
       // x may be out: every block is read before it (or its rotation partner) is written.
       auto normed = [&](int64_t j) {
         f32x8x2 v = load16(x + j);
@@ -188,7 +195,7 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
     if (a.by16) return tokens16<C, kStream>(a, begin, end);
   }
   const int64_t w = a.width;
-  // Every head of a token as fp32 with its sum of squares first, then each head's second pass (see tokens16).
+  // Every head of a token as fp32 with its sum of squares first, then each head's second pass (see heads_rstd).
   std::vector<float> buf(a.heads * w + 2 * a.rope_dim), rstd(a.heads, 1.f);
   float* c_tab = buf.data() + a.heads * w;
   float* s_tab = c_tab + a.rope_dim;
@@ -214,15 +221,10 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
       }
       rstd[h] = ss + reduce_add(acc0 + acc1);
     }
-    for (int64_t h = 0; h < a.heads; ++h)
-      rstd[h] = !a.norm ? 1.f : a.rstd ? a.rstd[t * a.rstd_stride] : 1.0f / std::sqrt(rstd[h] / float(w) + a.eps);
+    heads_rstd(a, t, rstd);
     for (int64_t h = 0; h < a.heads; ++h) {
       T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
-      Normed<T> normed{buf.data() + h * w, a.norm, rstd[h], nullptr, nullptr};
-      if (a.norm) {
-        normed.w = a.weight ? a.weight + h * a.param_head_stride : nullptr;
-        normed.b = a.bias ? a.bias + h * a.param_head_stride : nullptr;
-      }
+      const Normed<T> normed{buf.data() + h * w, a.norm, rstd[h], head_param(a, a.weight, h), head_param(a, a.bias, h)};
       rotate_store<T, kStream>(a, normed, c_tab, s_tab, out);
     }
   }

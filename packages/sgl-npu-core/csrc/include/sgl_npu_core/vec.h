@@ -100,10 +100,14 @@ inline f32x8 round_to(f32x8 v) {
   if constexpr (std::is_same_v<T, float>) {
     return v;
   } else if constexpr (std::is_same_v<T, bf16_t>) {
+#if defined(__AVX2__)
+    return bitcast<f32x8>(_mm256_and_si256(bf16_in_high_half(v), _mm256_set1_epi32(int(0xFFFF0000u))));
+#else
     const u32x8 u = bitcast<u32x8>(v);
     const u32x8 rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
     const u32x8 is_nan = (u32x8)(v != v);
     return bitcast<f32x8>((rounded & ~is_nan) | ((u | 0x400000u) & 0xFFFF0000u & is_nan));
+#endif
   } else {
 #if defined(__F16C__)
     return bitcast<f32x8>(_mm256_cvtph_ps(_mm256_cvtps_ph(bitcast<__m256>(v), _MM_FROUND_TO_NEAREST_INT)));
@@ -320,18 +324,20 @@ inline void store16_int8_rint(int8_t* p, f32x8x2 v) {
 #endif
   store16_int8_rint(p, v.lo, v.hi);
 }
-// dst[0, n16) = src in load16<T>'s order for each block of 16 (n16 = n rounded down to 16), the tail as it is.
+// v[0, n16) rearranged in place into load16<T>'s order, block of 16 by block (n16 = n rounded down to 16); the
+// tail stays as it is. Nothing to do where load16<T> keeps memory order.
 template <class T>
-inline void permute16(const float* src, float* dst, int64_t n) {
-  int64_t i = 0;
+inline void permute16(float* v, int64_t n) {
   if constexpr (kSplitsPairs<T>) {
-    for (; i + 2 * kVec <= n; i += 2 * kVec)
+    for (int64_t i = 0; i + 2 * kVec <= n; i += 2 * kVec) {
+      float block[2 * kVec];
       for (int k = 0; k < kVec; ++k) {
-        dst[i + k] = src[i + 2 * k];
-        dst[i + kVec + k] = src[i + 2 * k + 1];
+        block[k] = v[i + 2 * k];
+        block[kVec + k] = v[i + 2 * k + 1];
       }
+      std::memcpy(v + i, block, sizeof block);
+    }
   }
-  for (; i < n; ++i) dst[i] = src[i];
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
