@@ -5,7 +5,8 @@ Normal mode: N tokens per rank, top-k of E experts, int8 dispatch of pre-quantiz
 DeepEP's normal mode takes them) and bf16 combine. Low-latency mode: T tokens per rank, int8 quantized inside
 dispatch, bf16 weighted combine. Bytes follow DeepEP's formulas (one row per (token, rank) in normal mode, per
 (token, expert) in low-latency mode); "copy" is ``dst.copy_(src)`` of a normal-mode-sized buffer on every rank at
-once (bytes counted once). Times are the median over iterations, each started after a barrier, averaged over ranks.
+once (bytes counted once). Times are the median over iterations, each started after a barrier, averaged over ranks;
+the calls being compared (ours, gloo's, the copy) are timed in turn, block by block, so they see the same machine.
 
     python bench_deep_ep.py --out docs/benchmarks            # EP = 2 and 4
     python bench_deep_ep.py --ranks 2 --tokens 512 --quick   # a smoke run
@@ -27,16 +28,24 @@ import torch
 import torch.distributed as dist
 
 
-def _median_us(fn, iters: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iters):
-        dist.barrier()
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e6
+def _medians_in_turn(fns: dict, iters: int, warmup: int = 3, block: int = 4) -> dict[str, float]:
+    """Median µs of each call, timed in turn: a block of ``block`` calls of each function, round after round, until
+    each has ``iters``. The machine's speed drifts over seconds; timed in turn, ours and gloo's see the same drift.
+    Each block starts with an untimed call (caches warm again after the other calls), each timed call after a
+    barrier (every rank starts together)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    while min(map(len, samples.values())) < iters:
+        for name, fn in fns.items():
+            fn()
+            for _ in range(block):
+                dist.barrier()
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(own) * 1e6 for name, own in samples.items()}
 
 
 def _gloo_exchange(send: torch.Tensor, send_counts: list[int], recv_counts: list[int]):
@@ -66,14 +75,20 @@ def _normal_mode(buffer, args, rank: int, world: int) -> dict:
     send_rows = x_q[0][handle.send_token]
     send_scales = x_q[1][handle.send_token]
     dispatch_send = torch.cat([send_rows.view(torch.uint8), send_scales.view(torch.uint8).view(-1, 4)], 1)
+    src, dst = torch.ones_like(x), torch.zeros_like(x)  # the copy yardstick: N x H bf16 on every rank at once
+    fns = {
+        "dispatch": lambda: buffer.dispatch(x_q, **layout),
+        "dispatch (cached)": lambda: buffer.dispatch(x_q, handle=handle),
+        "dispatch gloo": _gloo_exchange(dispatch_send, handle.send_counts, handle.recv_counts),
+        "combine": lambda: buffer.combine(recv_x, handle, out=out),
+        "combine (fresh out)": lambda: buffer.combine(recv_x, handle),
+        "combine (in place)": lambda: buffer.combine(staged, handle, out=out),
+        "combine gloo": _gloo_exchange(recv_x, handle.recv_counts, handle.send_counts),
+        "copy": lambda: dst.copy_(src),
+    }
     return {
-        "dispatch": _median_us(lambda: buffer.dispatch(x_q, **layout), args.iters),
-        "dispatch (cached)": _median_us(lambda: buffer.dispatch(x_q, handle=handle), args.iters),
-        "dispatch gloo": _median_us(_gloo_exchange(dispatch_send, handle.send_counts, handle.recv_counts), args.iters),
-        "combine": _median_us(lambda: buffer.combine(recv_x, handle, out=out), args.iters),
-        "combine (fresh out)": _median_us(lambda: buffer.combine(recv_x, handle), args.iters),
-        "combine (in place)": _median_us(lambda: buffer.combine(staged, handle, out=out), args.iters),
-        "combine gloo": _median_us(_gloo_exchange(recv_x, handle.recv_counts, handle.send_counts), args.iters),
+        **_medians_in_turn(fns, args.iters),
+        "copy bytes": x.nbytes,
         "dispatch bytes": n_recv * (args.hidden + 4),
         "combine bytes": n_recv * args.hidden * 2,
     }
@@ -117,17 +132,15 @@ def _low_latency(buffer, args, rank: int) -> dict:
         buffer.low_latency_combine(out, topk_idx, weights, handle, zero_copy=True)
 
     selections = len(valid)
+    fns = {
+        "low-latency dispatch + combine": there_and_back,
+        "low-latency dispatch + combine (zero copy)": there_and_back_in_place,
+        "low-latency gloo there and back": gloo_there_and_back,
+    }
     return {
-        "low-latency dispatch + combine": _median_us(there_and_back, args.iters),
-        "low-latency dispatch + combine (zero copy)": _median_us(there_and_back_in_place, args.iters),
-        "low-latency gloo there and back": _median_us(gloo_there_and_back, args.iters),
+        **_medians_in_turn(fns, args.iters),
         "low-latency bytes": selections * (args.hidden + args.hidden // 32 + 16) + selections * 2 * args.hidden,
     }
-
-
-def _copy_us(nbytes: int, iters: int) -> float:
-    src, dst = torch.ones(nbytes, dtype=torch.uint8), torch.zeros(nbytes, dtype=torch.uint8)
-    return _median_us(lambda: dst.copy_(src), iters)
 
 
 def _rank_main(args) -> None:
@@ -141,8 +154,6 @@ def _rank_main(args) -> None:
     rdma = deep_ep.Buffer.get_low_latency_rdma_size_hint(args.ll_tokens, args.hidden, world, args.experts)
     buffer = deep_ep.Buffer(None, num_nvl_bytes=nvl, num_rdma_bytes=rdma)
     result = {"rank": rank, "runtime": buffer.runtime}
-    result["copy"] = _copy_us(args.tokens * args.hidden * 2, args.iters)
-    result["copy bytes"] = args.tokens * args.hidden * 2
     result.update(_normal_mode(buffer, args, rank, world))
     result.update(_low_latency(buffer, args, rank))
     everyone = [None] * world
@@ -199,10 +210,12 @@ def _report(results: dict[int, list[dict]], args) -> tuple[str, list[dict]]:
         f"transport: {results[next(iter(results))][0]['runtime']}; N = {args.tokens} tokens per rank, hidden "
         f"{args.hidden}, top-{args.topk} of {args.experts} experts; low-latency T = {args.ll_tokens}.",
         "",
-        "µs: median per rank (each iteration starts after a barrier), averaged over ranks. MB: DeepEP's bytes per "
+        "µs: median per rank (each iteration starts after a barrier; ours, gloo's and the copy timed in turn, "
+        "4 calls at a time), averaged over ranks. MB: DeepEP's bytes per "
         "rank (normal: received rows x (H + 4) for int8, x 2H for bf16; low-latency: per (token, expert) "
         "H + H/32 + 16 there plus 2H back). % copy: GB/s over `dst.copy_(src)` of N x H bf16 on every rank at once, "
-        "in this run. gloo: `all_to_all_single` of the same rows into a preallocated buffer; x gloo = gloo µs / µs.",
+        "timed in turn with the normal-mode calls. gloo: `all_to_all_single` of the same rows into a preallocated "
+        "buffer; x gloo = gloo µs / µs.",
         "",
         "| op | EP | µs | gloo µs | x gloo | MB/rank | GB/s | copy GB/s | % copy |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|",

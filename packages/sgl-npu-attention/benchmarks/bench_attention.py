@@ -13,12 +13,12 @@ q, weights and the indices).
 bmm: batch_matmul_transpose, ``tokens x heads x K x N``, against ``torch.bmm`` on the transposed views.
 prolog: mla_preprocess (per-token int8), ``tokens x heads x hidden`` with DeepSeek's q_lora 1536, latent 512, rope 64,
 nope 128 (MB: both int8 weights, wuk, hiddenState, the outputs and the cache rows written).
-Compute-bound ops also get a note with their GFLOP/s and its share of the fp32 GEMM rate measured in the run.
+Compute-bound ops (extend, mla, indexer, bmm) also report GFLOP/s and its share of torch's fp32 GEMM rate (2048^3),
+timed in turn with the kernel.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import sgl_npu_attention as ops
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from sgl_npu_attention import reference
 from sgl_npu_attention.testing import paged_cache, prolog_inputs
-from sgl_npu_core.bench import SUITE_NOTES, Case, Report, run_suite, time_us
+from sgl_npu_core.bench import SUITE_NOTES, Case, Report, run_suite
 
 REPO = Path(__file__).resolve().parents[3]
 PAGE, HEAD_DIM = 128, 128
@@ -42,18 +42,6 @@ NOTES = [
     "prolog baseline: `reference.mla_preprocess`, the torch composition of the same stages (fp64 int8 GEMMs,"
     " fp32 RMSNorm / quantize / RoPE, an indexed cache write).",
 ]
-# Floating-point operations of the compute-bound cases, by row label ("op shape dtype").
-FLOPS: dict[str, int] = {}
-
-
-def _label(op, shape, dtype) -> str:
-    return f"{op} {'x'.join(str(s) for s in shape)} {str(dtype).removeprefix('torch.')}"
-
-
-def gemm_gflops(n: int = 2048) -> float:
-    """fp32 GEMM rate of torch (``n x n`` times ``n x n``) on this machine, now."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / time_us(lambda: a @ b, min_time_s=0.5) / 1e3
 
 
 def torch_decode(q, k_cache, v_cache, block_table, seq_lens):
@@ -100,13 +88,14 @@ def extend(tokens, heads, dtype) -> Case:
     args = (q, k_cache, v_cache, table, cu, lens)
     kv_bytes = 2 * tokens * kv_heads * HEAD_DIM * q.element_size()
     # Q K^T and P V over the causal half, counted once: 2 GEMMs x 2 FLOPs x T^2 / 2 x Hq x D.
-    FLOPS[_label("extend", (tokens, heads), dtype)] = 2 * tokens * tokens * q_heads * HEAD_DIM
+    flops = 2 * tokens * tokens * q_heads * HEAD_DIM
     return Case(
         lambda: ops.extend_attention(*args, out=out),
         lambda: ops.extend_attention(*args),
         torch_prefill,
         args,
         kv_bytes + q.nbytes + out.nbytes,
+        flops,
     )
 
 
@@ -128,13 +117,14 @@ def mla(batch, q_heads, seq_len, dtype) -> Case:
     q = torch.randn(batch, q_heads, LATENT + ROPE).to(dtype)
     out = torch.empty(batch, q_heads, LATENT, dtype=dtype)
     args = (q, nope, rope, table, lens)
-    FLOPS[_label("mla", (batch, q_heads, seq_len), dtype)] = 2 * batch * seq_len * q_heads * (2 * LATENT + ROPE)
+    flops = 2 * batch * seq_len * q_heads * (2 * LATENT + ROPE)
     return Case(
         lambda: ops.decode_mla(*args, 0.07, out=out),
         lambda: ops.decode_mla(*args, 0.07),
         torch_mla,
         args,
         batch * seq_len * (LATENT + ROPE) * q.element_size() + q.nbytes + out.nbytes,
+        flops,
     )
 
 
@@ -163,13 +153,14 @@ def indexer(requests, q_len, seq_len, dtype) -> Case:
     out = torch.empty(tokens, SPARSE, dtype=torch.int32)
     args = (q, k_cache, weights, table, cu, lens)
     visible = requests * sum(seq_len - q_len + i + 1 for i in range(q_len))
-    FLOPS[_label("indexer", (requests, q_len, seq_len), dtype)] = 2 * visible * INDEX_HEADS * INDEX_DIM
+    flops = 2 * visible * INDEX_HEADS * INDEX_DIM
     return Case(
         lambda: ops.lightning_indexer(*args, SPARSE, out=out),
         lambda: ops.lightning_indexer(*args, SPARSE),
         torch_indexer,
         args,
         requests * seq_len * INDEX_DIM * q.element_size() + q.nbytes + weights.nbytes + out.nbytes,
+        flops,
     )
 
 
@@ -180,13 +171,14 @@ def torch_bmm(a, b):
 def bmm(tokens, heads, k, n, dtype) -> Case:
     a, b = torch.randn(tokens, heads, k).to(dtype), torch.randn(heads, k, n).to(dtype)
     out = torch.empty(tokens, heads, n, dtype=dtype)
-    FLOPS[_label("bmm", (tokens, heads, k, n), dtype)] = 2 * tokens * heads * k * n
+    flops = 2 * tokens * heads * k * n
     return Case(
         lambda: ops.batch_matmul_transpose(a, b, out=out),
         lambda: ops.batch_matmul_transpose(a, b),
         torch_bmm,
         (a, b),
         a.nbytes + b.nbytes + out.nbytes,
+        flops,
     )
 
 
@@ -209,26 +201,6 @@ def prolog(tokens, heads, hidden, dtype) -> Case:
 OPS = {"decode": decode, "extend": extend, "mla": mla, "indexer": indexer, "bmm": bmm, "prolog": prolog}
 
 
-def add_flop_notes(report: Report, argv: list[str] | None, gemm_at_start: float) -> None:
-    """Notes with the GFLOP/s of the compute-bound rows against the fp32 GEMM rate of this run (the higher of a
-    measurement at its start and one now: the machine is shared); rewrites the report."""
-    rows = [r for r in report.rows if r.label in FLOPS]
-    if not rows:
-        return
-    gemm = max(gemm_at_start, gemm_gflops())
-    report.notes.append(f"fp32 GEMM rate (torch, 2048^3, best of the run's start and end): {gemm:.1f} GFLOP/s.")
-    for r in rows:
-        rate = FLOPS[r.label] / r.us / 1e3
-        report.notes.append(f"{r.label}: {rate:.1f} GFLOP/s = {100 * rate / gemm:.0f} % of that GEMM rate.")
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
-    parser.add_argument("--device", default="cpu")
-    known, _ = parser.parse_known_args(argv)
-    if known.device == "cpu":
-        report.write(known.out)
-        print("\n".join(report.notes[-len(rows) - 1 :]))
-
-
 def main(argv: list[str] | None = None) -> Report:
     shapes = {
         "decode": [(16, "32/8", 4096), (1, "32/8", 4096), (16, "16/1", 4096), (64, "32/8", 1024)],
@@ -246,14 +218,10 @@ def main(argv: list[str] | None = None) -> Report:
         "bmm": (4, 16, 128, 64),
         "prolog": (4, 4, 2048),
     }
-    out = REPO / "docs" / "benchmarks"
-    gemm_at_start = gemm_gflops()
-    report = run_suite(
+    return run_suite(
         "attention", OPS, shapes, (torch.bfloat16,), notes=list(NOTES), doc=__doc__, quick_shape=quick,
-        default_out=out, argv=argv,
+        default_out=REPO / "docs" / "benchmarks", argv=argv,
     )  # fmt: skip
-    add_flop_notes(report, argv, gemm_at_start)
-    return report
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-from sgl_npu_core.bench import Report, Row, copy_bandwidth_gbs, time_us
+from sgl_npu_core.bench import Case, Report, Row, copy_bandwidth_gbs, copy_call, measure, time_us, time_us_alternating
 
 FACTS = {"torch": torch.__version__, "threads": 1, "cpu": "test", "copy_gbs": 10.0, "copy_mb": 1.0}
 
@@ -28,6 +28,27 @@ def test_time_us_slow_fn_gets_short_warmup():
     assert len(calls) == 1 + 2  # one warm-up call already took min_time_s
 
 
+def test_time_us_alternating_takes_the_calls_in_turn():
+    calls = []
+    fast, slow = (lambda: calls.append("a")), (lambda: (calls.append("b"), time.sleep(0.002)))
+    a_us, b_us = time_us_alternating([fast, slow], warmup=1, min_iters=4, min_time_s=0.0, block_s=0.0)
+    assert calls[:2] == ["a", "b"]  # one warm-up call each
+    # then blocks in turn, each an untimed call (it reloads the caches) and, with block_s=0, one timed call
+    assert calls[2:] == ["a", "a", "b", "b"] * 4
+    assert a_us < 2000 <= b_us
+
+
+def test_measure_times_the_yardsticks_in_turn():
+    x = torch.ones(1 << 12)
+    y = torch.empty_like(x)
+    case = Case(lambda: torch.mul(x, 2, out=y), lambda: x * 2, lambda t: t * 2, (x,), 2 * x.nbytes, flops=x.numel())
+    timing = {"warmup": 1, "min_iters": 2, "min_time_s": 0.0}
+    row = measure("mul", case, "4096", torch.float32, copy_call(x.nbytes), True, timing)
+    assert row.copy_gbs > 0 and row.pct_copy > 0
+    assert row.gflops == pytest.approx(x.numel() / row.us / 1e3) and row.gemm_gflops > 0 and row.pct_gemm > 0
+    assert row.eager_us > 0 and row.compile_us > 0
+
+
 def test_copy_bandwidth_positive():
     assert copy_bandwidth_gbs(1 << 16, min_time_s=0.01) > 0
 
@@ -41,7 +62,9 @@ def test_row_derives_bandwidth_and_speedups():
     assert row.vs_eager == pytest.approx(3.0)  # against the fresh-output time
     assert row.vs_compile == pytest.approx(2.0)
     bare = Row("op", "2x3", "float16", us=5.0)
-    assert bare.gbs is None and bare.vs_eager is None and bare.vs_compile is None
+    assert bare.gbs is None and bare.vs_eager is None and bare.vs_compile is None and bare.pct_gemm is None
+    compute = Row("op", "2x3", "float32", us=10.0, flops=2_000_000, gemm_gflops=400.0)
+    assert compute.gflops == pytest.approx(200.0) and compute.pct_gemm == pytest.approx(50.0)
 
 
 def test_report_writes_md_json_png(tmp_path, capsys):

@@ -21,45 +21,83 @@ def _on_accelerator() -> bool:
     return torch.get_default_device().type != "cpu"
 
 
-def time_us(fn: Callable[[], object], *, warmup: int = 3, min_iters: int = 5, min_time_s: float = 0.2) -> float:
-    """Median time of ``fn()`` in microseconds: wall time on the CPU, device time on an accelerator.
+def time_us(fn: Callable[[], object], **timing) -> float:
+    """Median time of ``fn()`` in microseconds: wall time on the CPU, device time on an accelerator
+    (see :func:`time_us_alternating`, of which this is the one-function case)."""
+    return time_us_alternating([fn], **timing)[0]
 
-    On a GPU (torch's default device is not the CPU; see ``bench_*.py --device``) this is Triton's
-    ``do_bench``: device events around each call, the L2 cache flushed between calls, the median returned.
 
-    On the CPU, warm-up stops early once it has taken ``min_time_s`` (a compile, or a call slow enough not to need more
-    warming). Then ``fn`` is repeated until both ``min_iters`` calls and ``min_time_s`` seconds are reached, so
-    fast ops get many samples and a 300 ms op only ``min_iters``. The median ignores occasional stalls, not
-    sustained load from other work (see the load average that :func:`machine_facts` records).
+def time_us_alternating(
+    fns: Sequence[Callable[[], object]],
+    *,
+    warmup: int = 3,
+    min_iters: int = 5,
+    min_time_s: float = 0.2,
+    block_s: float = 0.05,
+) -> list[float]:
+    """Median time of each of ``fns`` in microseconds, timed in turn on the CPU: a block of calls of the first,
+    then of the second, ..., round after round.
+
+    Why in turn: this machine's speed drifts by up to 2x over seconds (other work on the host shares its memory
+    bandwidth). A kernel and its yardstick (a copy of the same bytes, a GEMM) timed in turn see the same drift, so
+    their ratio holds still where two measurements a minute apart do not. Why blocks: each function is timed
+    with warm caches, as when it runs alone; a block starts with an untimed call that reloads what the other
+    functions evicted (skipped for calls over 10 ms, which stream their data from memory anyway).
+
+    Warm-up stops early once it has taken ``min_time_s`` (a compile, or a call slow enough not to need more
+    warming). Blocks last ``block_s`` (at least one call); rounds go on until every function has ``min_iters``
+    samples and ``min_time_s`` seconds per function have passed, so fast ops get many samples and a 300 ms op
+    only ``min_iters``. The median ignores occasional stalls.
+
+    On a GPU (torch's default device is not the CPU; see ``bench_*.py --device``) each function goes through
+    Triton's ``do_bench`` in turn: device events around each call, the L2 cache flushed between calls, the median.
     """
     if _on_accelerator():
         from triton.testing import do_bench
 
-        return (
-            do_bench(fn, warmup=max(25, 1e3 * min_time_s / 4), rep=max(100, 1e3 * min_time_s), return_mode="median")
-            * 1e3
-        )
+        warm, rep = max(25, 1e3 * min_time_s / 4), max(100, 1e3 * min_time_s)
+        return [do_bench(fn, warmup=warm, rep=rep, return_mode="median") * 1e3 for fn in fns]
+    for fn in fns:
+        start = time.perf_counter()
+        for _ in range(warmup):
+            fn()
+            if time.perf_counter() - start >= min_time_s:
+                break
+    samples: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
-    for _ in range(warmup):
-        fn()
-        if time.perf_counter() - start >= min_time_s:
-            break
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < min_iters or time.perf_counter() - start < min_time_s:
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1e6
+    while min(map(len, samples)) < min_iters or time.perf_counter() - start < min_time_s * len(fns):
+        for fn, own in zip(fns, samples, strict=True):
+            if len(fns) > 1 and (not own or own[-1] < 0.01):
+                fn()
+            block = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                fn()
+                t1 = time.perf_counter()
+                own.append(t1 - t0)
+                if t1 - block >= block_s or len(own) >= 100_000:
+                    break
+    return [statistics.median(own) * 1e6 for own in samples]
+
+
+def copy_call(nbytes: int, dtype: torch.dtype = torch.uint8) -> Callable[[], object]:
+    """``dst.copy_(src)`` of ``nbytes`` on preallocated tensors, already touched, so page faults stay out of the
+    timing. It reads and writes ``2 * nbytes``: what a memory-bound op moving as many bytes could hope for."""
+    numel = max(1, nbytes // torch.empty((), dtype=dtype).element_size())
+    src = torch.ones(numel, dtype=dtype)
+    dst = torch.zeros(numel, dtype=dtype)
+    return lambda: dst.copy_(src)
+
+
+def gemm_call(n: int = 2048) -> tuple[Callable[[], object], int]:
+    """torch's fp32 ``n x n @ n x n`` and its FLOPs: the yardstick of compute-bound kernels."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return (lambda: a @ b), 2 * n**3
 
 
 def copy_bandwidth_gbs(nbytes: int, dtype: torch.dtype = torch.uint8, **timing) -> float:
-    """GB/s of ``dst.copy_(src)`` on preallocated, already touched tensors of ``nbytes`` each, counting the read
-    and the write (``2 * nbytes``): what a memory-bound op moving the same bytes could hope for."""
-    numel = max(1, nbytes // torch.empty((), dtype=dtype).element_size())
-    src = torch.ones(numel, dtype=dtype)
-    dst = torch.zeros(numel, dtype=dtype)  # touched now, so page faults stay out of the timing
-    return 2 * src.nbytes / time_us(lambda: dst.copy_(src), **timing) / 1e3
+    """GB/s of :func:`copy_call` of ``nbytes``, counting the read and the write."""
+    return 2 * nbytes / time_us(copy_call(nbytes, dtype), **timing) / 1e3
 
 
 def compiled(fn: Callable) -> Callable:
@@ -108,7 +146,8 @@ class Row:
     """One op at one shape and dtype. Times in microseconds; None where not measured.
 
     ``us`` is with preallocated outputs (``out=``), ``us_fresh`` with outputs allocated by the call.
-    ``copy_gbs`` is the copy bandwidth for the same byte count, measured in the same run. The speed-ups compare
+    ``copy_gbs`` is the copy bandwidth for the same byte count and ``gemm_gflops`` torch's fp32 GEMM rate (rows
+    with ``flops``, the compute-bound ones), each timed in turn with ``us``. The speed-ups compare
     like with like: the references allocate their outputs, so they divide by ``us_fresh`` when there is one;
     ``vs_compile_out`` is the kernel with ``out=`` against the compiled reference as a user calls it.
     """
@@ -122,8 +161,12 @@ class Row:
     copy_gbs: float | None = None
     eager_us: float | None = None
     compile_us: float | None = None
+    flops: int | None = None
+    gemm_gflops: float | None = None
     gbs: float | None = dataclasses.field(init=False, default=None)
     pct_copy: float | None = dataclasses.field(init=False, default=None)
+    gflops: float | None = dataclasses.field(init=False, default=None)
+    pct_gemm: float | None = dataclasses.field(init=False, default=None)
     vs_eager: float | None = dataclasses.field(init=False, default=None)
     vs_compile: float | None = dataclasses.field(init=False, default=None)
     vs_compile_out: float | None = dataclasses.field(init=False, default=None)
@@ -133,6 +176,10 @@ class Row:
             self.gbs = self.bytes / self.us / 1e3
             if self.copy_gbs:
                 self.pct_copy = 100 * self.gbs / self.copy_gbs
+        if self.flops is not None:
+            self.gflops = self.flops / self.us / 1e3
+            if self.gemm_gflops:
+                self.pct_gemm = 100 * self.gflops / self.gemm_gflops
         base = self.us if self.us_fresh is None else self.us_fresh
         self.vs_eager = None if self.eager_us is None else self.eager_us / base
         self.vs_compile = None if self.compile_us is None else self.compile_us / base
@@ -154,12 +201,19 @@ _COLUMNS = [
     ("MB", "bytes", "{:.3g}"),
     ("GB/s", "gbs", "{:.2f}"),
     ("% copy", "pct_copy", "{:.0f}%"),
+    ("GFLOP/s", "gflops", "{:.1f}"),
+    ("% GEMM", "pct_gemm", "{:.0f}%"),
     ("eager µs", "eager_us", "{:.1f}"),
     ("compile µs", "compile_us", "{:.1f}"),
     ("× eager", "vs_eager", "{:.2f}"),
     ("× compile", "vs_compile", "{:.2f}"),
     ("× compile (out=)", "vs_compile_out", "{:.2f}"),
 ]
+
+
+def _bound(row: Row) -> float | None:
+    """The share of the yardstick that bounds the row: the GEMM rate where it counts FLOPs, else the copy."""
+    return row.pct_gemm if row.flops is not None else row.pct_copy
 
 
 def _cell(row: Row, attr: str, fmt: str) -> str:
@@ -232,7 +286,7 @@ class Report:
 
         labels = [r.label for r in self.rows][::-1]  # first row on top
         panels = [
-            ("% of copy bandwidth", [r.pct_copy for r in self.rows][::-1], 100.0),
+            ("% of copy bandwidth (compute-bound rows: % of GEMM rate)", [_bound(r) for r in self.rows][::-1], 100.0),
             ("speed-up over torch.compile (×)", [r.vs_compile for r in self.rows][::-1], 1.0),
         ]
         fig, axes = plt.subplots(
@@ -254,7 +308,7 @@ class Report:
 SUITE_NOTES = [
     "µs (out=): preallocated outputs; µs (fresh): outputs allocated by the call (page faults included).",
     "MB: reads + writes of the data tensors, each counted once; % copy: GB/s over that of `dst.copy_(src)` "
-    "moving the same bytes in this run.",
+    "moving the same bytes, timed in turn with the kernel (call for call, so both see the machine's drift).",
     "eager / compile: the PyTorch reference called as a user calls it, eagerly and through "
     "`torch.compile(dynamic=False)`; × = reference time / kernel time (fresh outputs, as the reference "
     "allocates too).",
@@ -270,11 +324,17 @@ class Case:
     reference: Callable
     args: tuple
     nbytes: int
+    flops: int | None = None  # compute-bound ops: also timed in turn with an fp32 GEMM (Row.pct_gemm)
 
 
-def measure(name: str, case: Case, shape: str, dtype: torch.dtype, copy_gbs: float, refs: bool, timing: dict) -> Row:
-    """Times ``case`` (out=, fresh) and, with ``refs``, its reference eagerly and under torch.compile."""
-    us = time_us(case.out, **timing)
+def measure(
+    name: str, case: Case, shape: str, dtype: torch.dtype, copy: Callable[[], object], refs: bool, timing: dict
+) -> Row:
+    """Times ``case`` (out=, fresh) and, with ``refs``, its reference eagerly and under torch.compile. ``copy``
+    (a :func:`copy_call` of half the case's bytes) and, for a case with ``flops``, :func:`gemm_call` are timed in
+    turn with ``case.out``: the yardsticks of % copy and % GEMM."""
+    gemm, gemm_flops = gemm_call() if case.flops is not None else (None, None)
+    us, copy_us, *gemm_us = time_us_alternating([case.out, copy] + ([gemm] if gemm else []), **timing)
     us_fresh = None if case.fresh is None else time_us(case.fresh, **timing)
     eager_us = compile_us = None
     if refs:
@@ -282,8 +342,10 @@ def measure(name: str, case: Case, shape: str, dtype: torch.dtype, copy_gbs: flo
         fn = compiled(case.reference)
         compile_us = time_us(lambda: fn(*case.args), **timing)
     return Row(
-        name, shape, str(dtype).removeprefix("torch."), us, us_fresh, case.nbytes, copy_gbs, eager_us, compile_us
-    )
+        name, shape, str(dtype).removeprefix("torch."), us, us_fresh, case.nbytes,
+        case.nbytes / copy_us / 1e3, eager_us, compile_us, case.flops,
+        gemm_flops / gemm_us[0] / 1e3 if gemm else None,
+    )  # fmt: skip
 
 
 def run_suite(
@@ -331,16 +393,16 @@ def run_suite(
     timing = {"min_time_s": 0.05} if args.quick else {}
 
     report = Report(name if args.device == "cpu" else f"{name}-{args.device}", notes=notes)
-    copy_gbs: dict[int, float] = {}  # total bytes moved -> copy GB/s for that amount
+    copies: dict[int, Callable[[], object]] = {}  # total bytes moved -> a copy that reads and writes as many
     for op in names:
         for dtype in chosen:
             for shape in shapes_of(op):
                 case = ops[op](*shape, dtype)
-                if case.nbytes not in copy_gbs:  # a copy of nbytes/2 reads and writes nbytes in all
-                    copy_gbs[case.nbytes] = copy_bandwidth_gbs(case.nbytes // 2, **timing)
+                if case.nbytes not in copies:
+                    copies[case.nbytes] = copy_call(case.nbytes // 2)
                 refs = case.nbytes / 1e6 <= args.ref_max_mb
                 label = "x".join(str(s) for s in shape)
-                row = report.add(measure(op, case, label, dtype, copy_gbs[case.nbytes], refs, timing))
+                row = report.add(measure(op, case, label, dtype, copies[case.nbytes], refs, timing))
                 print(f"{row.label}: {row.us:.1f} us, {row.pct_copy:.0f}% copy", file=sys.stderr, flush=True)
     paths = report.write(args.out)
     report.print()
