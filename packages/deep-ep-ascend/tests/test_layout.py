@@ -53,19 +53,52 @@ def test_opcheck():
 def test_low_latency_routes_place_messages_by_expert_then_token():
     topk_idx = torch.tensor([[3, 0], [0, -1], [2, 3]])  # this rank's routing, as rank 1 of 2 (2 experts each)
     counts = torch.tensor([[1, 0, 0, 2], [2, 0, 1, 2]])  # [ranks, experts]; row 1 is bincount(topk_idx)
-    outs = [torch.empty(5, dtype=torch.int64) for _ in range(3)] + [torch.empty(6, dtype=torch.int64)]
+    outs = _routes_outputs(5, 6)
     L.low_latency_routes(topk_idx, counts, 1, 8, *outs)
-    token, message, dst_row, message_row = outs
+    token, source, dst_row, message_row, combine_row, per_rank, recv_count, layout_range = outs
     assert token.tolist() == [0, 1, 2, 0, 2]  # expert 0: tokens 0, 1; expert 2: token 2; expert 3: tokens 0, 2
-    assert message.tolist() == [1, 2, 4, 0, 5]
+    assert source.tolist() == [[0, 1], [1, 2], [2, 4], [0, 0], [2, 5]]  # (token, token * K + k)
     # expert e: local index e % 2 (8 slots each) on rank e // 2, after the counts[0, e] rows of rank 0
     assert dst_row.tolist() == [1, 2, 0, 8 + 2, 8 + 3]
     assert message_row.view(3, 2).tolist() == [[10, 1], [2, -1], [0, 11]]
+    # experts 2 and 3 are this rank's: their rows are read from the experts' 2 x 8 outputs; the others come back
+    # to row 16 + token * K + k
+    assert combine_row.view(3, 2).tolist() == [[10, 16 + 1], [16 + 2, -1], [0, 11]]
+    assert per_rank.tolist() == [2, 3]  # messages to rank 0's experts, to rank 1's
+    # this rank's experts 2 and 3 receive 0 + 1 and 2 + 2 rows; from each source: (first row << 32) | rows
+    assert recv_count.tolist() == [1, 4]
+    assert layout_range.tolist() == [[0, 1], [2, (2 << 32) | 2]]
+
+
+def _routes_outputs(messages: int, entries: int) -> list[torch.Tensor]:
+    """token, source, dst_row, message_row, combine_row, per_rank, recv_count, layout_range for low_latency_routes
+    (2 ranks of 2 experts)."""
+    return [torch.empty(messages, dtype=torch.int64), torch.empty(messages, 2, dtype=torch.int32),
+            torch.empty(messages, dtype=torch.int64), torch.empty(entries, dtype=torch.int64),
+            torch.empty(entries, dtype=torch.int64), torch.empty(2, dtype=torch.int64),
+            torch.empty(2, dtype=torch.int32), torch.empty(2, 2, dtype=torch.int64)]  # fmt: skip
+
+
+def test_low_latency_returns_group_rows_by_source():
+    # 2 local experts, 2 source ranks, 4 slots: expert 0 holds 2 rows of source 0 then 1 of source 1; expert 1
+    # holds 3 rows of source 1
+    layout_range = torch.tensor([[(0 << 32) | 2, (2 << 32) | 1], [(0 << 32) | 0, (0 << 32) | 3]])
+    recv_slot = torch.arange(16, dtype=torch.int32).view(2, 4, 2)[..., 1]  # a strided view, as in the handle
+    rows, returned, per_source = torch.full((8,), -7), torch.full((8,), -7), torch.empty(2, dtype=torch.int64)
+    L.low_latency_returns(layout_range, recv_slot, rows, returned, per_source)
+    assert per_source.tolist() == [2, 4]
+    assert rows[:6].tolist() == [0, 1, 2, 4, 5, 6]  # source 0: expert 0's rows; source 1: expert 0's, expert 1's
+    assert returned[:6].tolist() == recv_slot.flatten()[rows[:6]].tolist()
+    with pytest.raises(RuntimeError, match="outside the 4 slots"):
+        L.low_latency_returns(layout_range + 3, recv_slot, rows, returned, per_source)
+    with pytest.raises(RuntimeError, match="rows must hold at least 6"):
+        L.low_latency_returns(layout_range, recv_slot, rows[:5], returned, per_source)
+    torch.library.opcheck(L.low_latency_returns.default, (layout_range, recv_slot, rows, returned, per_source))
 
 
 def test_low_latency_routes_reject_inconsistent_counts():
     topk_idx = torch.tensor([[1, 0]])
-    outs = [torch.empty(2, dtype=torch.int64) for _ in range(3)] + [torch.empty(2, dtype=torch.int64)]
+    outs = _routes_outputs(2, 2)
     with pytest.raises(RuntimeError, match="does not match topk_idx"):
         L.low_latency_routes(topk_idx, torch.tensor([[1, 0], [0, 0]]), 0, 4, *outs)
     with pytest.raises(RuntimeError, match="more than its 4 slots"):
@@ -103,7 +136,7 @@ def test_send_rows_match_the_layout(index_dtype):
 def test_opcheck_of_the_routing_ops():
     topk_idx = torch.tensor([[3, 0], [0, -1], [2, 3]])
     counts = torch.tensor([[1, 0, 0, 2], [2, 0, 1, 2]])
-    outs = [torch.empty(5, dtype=torch.int64) for _ in range(3)] + [torch.empty(6, dtype=torch.int64)]
+    outs = _routes_outputs(5, 6)
     torch.library.opcheck(L.low_latency_routes.default, (topk_idx, counts, 1, 8, *outs))
     _, _, in_rank = ref.dispatch_layout(topk_idx, 4, 2)
     rows = int(in_rank.sum())

@@ -37,13 +37,28 @@ struct SendRowsArgs {
 struct RoutesArgs {
   const void* topk_idx;  // [N, K], entries checked in [-1, E)
   bool topk_int64;
-  int64_t tokens, topk, topk_stride, num_experts, local_experts, slots;
+  int64_t tokens, topk, topk_stride, num_experts, local_experts, slots, rank;
   const int64_t* first;      // [E]: this rank's first message of each expert (prefix of its counts)
   const int64_t* before_me;  // [E]: rows of each expert filled by earlier source ranks
   int64_t* token;            // [M]
-  int64_t* message;          // [M]: token * K + k
+  int32_t* source;           // [M, 2]: (token, token * K + k), the row's src_info and where it returns to
   int64_t* dst_row;          // [M]
   int64_t* message_row;      // [N * K]: dst_row of each (token, k), -1 where there is no expert
+  // [N * K]: where combine finds the row of (token, k): message_row when the expert is on this rank (a row of the
+  // experts' [L * slots] output), else L * slots + token * K + k (the row its peer returned); -1: no expert.
+  int64_t* combine_row;
+};
+
+// Low-latency combine's returns from one rank: its received rows (in [L, slots], expert i's from source p at rows
+// begin..begin+count of layout_range[i, p]) grouped by source rank, then expert, then row, with the row each
+// lands in on its source (recv_slot).
+struct ReturnsArgs {
+  const int64_t* layout_range;  // [L, R]: (begin << 32) | count, checked to fit in slots
+  const int32_t* recv_slot;     // [L, slots] with strides (row, col) in elements
+  int64_t local_experts, ranks, slots, slot_row_stride, slot_col_stride;
+  int64_t* rows;        // [sum of counts]: rows of the experts' [L * slots] output
+  int64_t* returned;    // [sum of counts]: recv_slot of each
+  int64_t* per_source;  // [R]: how many of the rows go back to each source
 };
 
 // dst row dst_rows[i] = src row src_rows[i] for i < rows (a null index means i), `row_bytes` bytes each. The
@@ -73,6 +88,7 @@ struct ReduceRowsArgs {
 
 SGL_NPU_DECLARE_PER_ISA(void dispatch_layout(const LayoutArgs& a))
 SGL_NPU_DECLARE_PER_ISA(void low_latency_routes(const RoutesArgs& a))
+SGL_NPU_DECLARE_PER_ISA(void low_latency_returns(const ReturnsArgs& a))
 SGL_NPU_DECLARE_PER_ISA(void send_rows(const SendRowsArgs& a))
 // Per-token symmetric int8: scale = max|x| / 127 (as 1 / (127 / (max|x| + 1e-12))), q = round-half-even(x / scale).
 struct QuantizeInt8Args {

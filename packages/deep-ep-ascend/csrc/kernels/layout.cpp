@@ -32,16 +32,19 @@ void routes(const RoutesArgs& a) {
     const I* row = static_cast<const I*>(a.topk_idx) + t * a.topk_stride;
     for (int64_t k = 0; k < a.topk; ++k) {
       const int64_t e = row[k];
+      const int64_t message = t * a.topk + k;
       if (e < 0) {
-        a.message_row[t * a.topk + k] = -1;
+        a.message_row[message] = a.combine_row[message] = -1;
         continue;
       }
       const int64_t m = cursor[e]++;
       const int64_t dst = (e % a.local_experts) * a.slots + a.before_me[e] + (m - a.first[e]);
       a.token[m] = t;
-      a.message[m] = t * a.topk + k;
+      a.source[2 * m] = static_cast<int32_t>(t);
+      a.source[2 * m + 1] = static_cast<int32_t>(message);
       a.dst_row[m] = dst;
-      a.message_row[t * a.topk + k] = dst;
+      a.message_row[message] = dst;
+      a.combine_row[message] = e / a.local_experts == a.rank ? dst : a.local_experts * a.slots + message;
     }
   }
 }
@@ -82,6 +85,22 @@ void low_latency_routes(const RoutesArgs& a) {
     routes<int64_t>(a);
   else
     routes<int32_t>(a);
+}
+
+void low_latency_returns(const ReturnsArgs& a) {
+  int64_t m = 0;
+  for (int64_t p = 0; p < a.ranks; ++p) {
+    const int64_t start = m;
+    for (int64_t i = 0; i < a.local_experts; ++i) {
+      const int64_t range = a.layout_range[i * a.ranks + p], begin = range >> 32, count = range & 0xFFFFFFFF;
+      const int32_t* slot = a.recv_slot + i * a.slot_row_stride;
+      for (int64_t j = begin; j < begin + count; ++j, ++m) {
+        a.rows[m] = i * a.slots + j;
+        a.returned[m] = slot[j * a.slot_col_stride];
+      }
+    }
+    a.per_source[p] = m - start;
+  }
 }
 
 void dispatch_layout(const LayoutArgs& a) {

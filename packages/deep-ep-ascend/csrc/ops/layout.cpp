@@ -64,7 +64,8 @@ void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t nu
 }
 
 void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t rank, int64_t slots, Tensor token,
-                        Tensor message, Tensor dst_row, Tensor message_row) {
+                        Tensor source, Tensor dst_row, Tensor message_row, Tensor combine_row, Tensor per_rank,
+                        Tensor recv_count, Tensor layout_range) {
   check_cpu(counts, "counts");
   check_dtype(counts, ScalarType::Long, "counts");
   STD_TORCH_CHECK(counts.dim() == 2 && counts.is_contiguous() && counts.size(0) > 0,
@@ -93,13 +94,13 @@ void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t ra
     for (int64_t s = rank; s < ranks; ++s) all += c[s * experts + e];
     STD_TORCH_CHECK(all <= slots, "expert ", e, " receives ", all, " rows, more than its ", slots, " slots");
   }
-  int64_t* out[3];
-  const char* names[3] = {"token", "message", "dst_row"};
-  Tensor* outs[3] = {&token, &message, &dst_row};
-  for (int i = 0; i < 3; ++i)
-    out[i] = const_cast<int64_t*>(checked_vector<int64_t>(*outs[i], total, ScalarType::Long, names[i]));
-  int64_t* rows =
-      const_cast<int64_t*>(checked_vector<int64_t>(message_row, tokens * topk, ScalarType::Long, "message_row"));
+  auto int64_out = [](Tensor& t, int64_t size, const char* name) {
+    return const_cast<int64_t*>(checked_vector<int64_t>(t, size, ScalarType::Long, name));
+  };
+  check_cpu(source, "source");
+  check_dtype(source, ScalarType::Int, "source");
+  STD_TORCH_CHECK(source.dim() == 2 && source.size(0) == total && source.size(1) == 2 && source.is_contiguous(),
+                  "source must be a contiguous [", total, ", 2]");
   RoutesArgs a{topk_idx.const_data_ptr(),
                is64,
                tokens,
@@ -108,13 +109,79 @@ void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t ra
                experts,
                experts / ranks,
                slots,
+               rank,
                first.data(),
                before.data(),
-               out[0],
-               out[1],
-               out[2],
-               rows};
+               int64_out(token, total, "token"),
+               static_cast<int32_t*>(source.mutable_data_ptr()),
+               int64_out(dst_row, total, "dst_row"),
+               int64_out(message_row, tokens * topk, "message_row"),
+               int64_out(combine_row, tokens * topk, "combine_row")};
   SGL_NPU_ISA_CALL(low_latency_routes, a);
+
+  // What the counts say without looking at any message: this rank's messages per destination rank, and the rows
+  // each local expert receives, in all and from each source rank (DeepEP's layout_range: (first << 32) | rows).
+  const int64_t local = experts / ranks;
+  int64_t* to_rank = int64_out(per_rank, ranks, "per_rank");
+  int32_t* received =
+      const_cast<int32_t*>(checked_vector<int32_t>(recv_count, local, ScalarType::Int, "recv_count"));
+  check_cpu(layout_range, "layout_range");
+  check_dtype(layout_range, ScalarType::Long, "layout_range");
+  STD_TORCH_CHECK(layout_range.dim() == 2 && layout_range.size(0) == local && layout_range.size(1) == ranks &&
+                      layout_range.is_contiguous(),
+                  "layout_range must be a contiguous [", local, ", ", ranks, "]");
+  int64_t* range = static_cast<int64_t*>(layout_range.mutable_data_ptr());
+  for (int64_t p = 0; p < ranks; ++p) {
+    to_rank[p] = 0;
+    for (int64_t i = 0; i < local; ++i) to_rank[p] += c[rank * experts + p * local + i];
+  }
+  for (int64_t i = 0; i < local; ++i) {
+    int64_t begin = 0;
+    for (int64_t s = 0; s < ranks; ++s) {
+      const int64_t rows = c[s * experts + rank * local + i];
+      range[i * ranks + s] = (begin << 32) | rows;
+      begin += rows;
+    }
+    received[i] = static_cast<int32_t>(begin);
+  }
+}
+
+void low_latency_returns(const Tensor& layout_range, const Tensor& recv_slot, Tensor rows, Tensor returned,
+                         Tensor per_source) {
+  check_cpu(layout_range, "layout_range");
+  check_dtype(layout_range, ScalarType::Long, "layout_range");
+  STD_TORCH_CHECK(layout_range.dim() == 2 && layout_range.is_contiguous(), "layout_range must be a contiguous [L, R]");
+  check_cpu(recv_slot, "recv_slot");
+  check_dtype(recv_slot, ScalarType::Int, "recv_slot");
+  const int64_t local = layout_range.size(0), ranks = layout_range.size(1);
+  STD_TORCH_CHECK(recv_slot.dim() == 2 && recv_slot.size(0) == local, "recv_slot must be [", local, ", slots]");
+  const int64_t slots = recv_slot.size(1);
+  const int64_t* range = static_cast<const int64_t*>(layout_range.const_data_ptr());
+  int64_t total = 0;
+  for (int64_t i = 0; i < local * ranks; ++i) {
+    const int64_t begin = range[i] >> 32, count = range[i] & 0xFFFFFFFF;
+    STD_TORCH_CHECK(0 <= begin && begin + count <= slots, "layout_range[", i / ranks, ", ", i % ranks,
+                    "] names rows outside the ", slots, " slots");
+    total += count;
+  }
+  STD_TORCH_CHECK(rows.dim() == 1 && rows.size(0) >= total, "rows must hold at least ", total, " entries");
+  STD_TORCH_CHECK(returned.dim() == 1 && returned.size(0) >= total, "returned must hold at least ", total, " entries");
+  for (const auto& [t, name] : {std::pair{&rows, "rows"}, std::pair{&returned, "returned"}}) {
+    check_cpu(*t, name);
+    check_dtype(*t, ScalarType::Long, name);
+    check_contiguous(*t, name);
+  }
+  ReturnsArgs a{range,
+                static_cast<const int32_t*>(recv_slot.const_data_ptr()),
+                local,
+                ranks,
+                slots,
+                recv_slot.stride(0),
+                recv_slot.stride(1),
+                static_cast<int64_t*>(rows.mutable_data_ptr()),
+                static_cast<int64_t*>(returned.mutable_data_ptr()),
+                const_cast<int64_t*>(checked_vector<int64_t>(per_source, ranks, ScalarType::Long, "per_source"))};
+  SGL_NPU_ISA_CALL(low_latency_returns, a);
 }
 
 void send_rows(const Tensor& is_token_in_rank, const std::optional<Tensor>& topk_idx,

@@ -17,7 +17,11 @@ void send_rows(const Tensor& is_token_in_rank, const std::optional<Tensor>& topk
                const std::optional<Tensor>& idx_rows, const std::optional<Tensor>& weight_rows);
 
 void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t rank, int64_t slots, Tensor token,
-                        Tensor message, Tensor dst_row, Tensor message_row);
+                        Tensor source, Tensor dst_row, Tensor message_row, Tensor combine_row, Tensor per_rank,
+                        Tensor recv_count, Tensor layout_range);
+
+void low_latency_returns(const Tensor& layout_range, const Tensor& recv_slot, Tensor rows, Tensor returned,
+                         Tensor per_source);
 
 void copy_rows(const Tensor& src, const std::optional<Tensor>& src_rows, Tensor dst,
                const std::optional<Tensor>& dst_rows);

@@ -45,7 +45,13 @@ def _(flags, rank, epoch, timeout_s, pids):
 
 
 @LIB.fake("low_latency_routes")
-def _(topk_idx, counts, rank, slots, token, message, dst_row, message_row):
+def _(topk_idx, counts, rank, slots, token, source, dst_row, message_row, combine_row, per_rank, recv_count,
+      layout_range):
+    return None
+
+
+@LIB.fake("low_latency_returns")
+def _(layout_range, recv_slot, rows, returned, per_source):
     return None
 
 

@@ -22,6 +22,7 @@ from .transport import Field, Send, pack_fields, row_bytes
 
 _reduce_rows = torch.ops.deep_ep.reduce_rows.default
 _routes = torch.ops.deep_ep.low_latency_routes.default
+_returns = torch.ops.deep_ep.low_latency_returns.default
 _layout = torch.ops.deep_ep.get_dispatch_layout.default
 
 
@@ -38,6 +39,7 @@ class LowLatencyHandle(NamedTuple):
     recv_count: torch.Tensor  # int32 [L]
     message_row: torch.Tensor  # int64 [N, K]: the row of (token, k) in its rank's [L * R*T] layout, or -1
     topk_idx: torch.Tensor  # the routing dispatched, which combine must be given again
+    combine_row: torch.Tensor  # int64 [N, K]: where combine reads (token, k) (C++ RoutesArgs::combine_row)
 
 
 def _receive_fields(experts: int, tokens: int, data_bytes: list[int], start: int) -> list[Field]:
@@ -106,20 +108,19 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
 
     # Messages ordered by (expert, token); each lands at expert e's block on its rank, after earlier sources.
     k, total = topk_idx.shape[1], int(counts.sum())
-    token, message, dst_row = (torch.empty(total, dtype=torch.int64) for _ in range(3))
-    message_row = torch.empty(x.shape[0] * k, dtype=torch.int64)
-    _routes(topk_idx, matrix.contiguous(), me, slots, token, message, dst_row, message_row)
-    bounds = [0, *counts.view(r, local).sum(1).cumsum(0).tolist()]
+    token, dst_row = torch.empty(total, dtype=torch.int64), torch.empty(total, dtype=torch.int64)
+    source = torch.empty(total, 2, dtype=torch.int32)  # src_info and recv_slot travel as one row
+    message_row, combine_row = (torch.empty(x.shape[0] * k, dtype=torch.int64) for _ in range(2))
+    per_rank, recv_count = torch.empty(r, dtype=torch.int64), torch.empty(local, dtype=torch.int32)
+    layout_range = torch.empty(local, r, dtype=torch.int64)
+    _routes(topk_idx, matrix.contiguous(), me, slots, token, source, dst_row, message_row, combine_row, per_rank,
+            recv_count, layout_range)  # fmt: skip
+    bounds = _prefix_sums(per_rank.tolist())
     blocks = [slice(bounds[p], bounds[p + 1]) for p in range(r)]
     for f, d in zip(fields, data, strict=False):
         t.scatter([f] * r, d, [Send(token[b], dst_rows=dst_row[b]) for b in blocks])
-    source = torch.stack([token, message], 1).to(torch.int32)  # src_info and recv_slot travel as one row
     t.scatter([fields[-1]] * r, source, [Send(b, dst_rows=dst_row[b]) for b in blocks])
 
-    mine = matrix[:, me * local : (me + 1) * local]  # [R, L]: rows of each local expert from each source
-    recv_count = mine.sum(0).to(torch.int32)
-    begin = mine.cumsum(0) - mine
-    layout_range = ((begin << 32) | mine).t().contiguous()
     views = [t.field_view(f).view(d.dtype).view(local, slots, *d.shape[1:]) for f, d in zip(fields, data, strict=False)]
     source = t.field_view(fields[-1]).view(torch.int32).view(local, slots, 2)
     src_info, recv_slot = source[..., 0], source[..., 1]
@@ -129,7 +130,7 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     if stats is not None:
         stats += recv_count.to(stats.dtype)
     handle = LowLatencyHandle(src_info, layout_range, tokens_per_rank, x.shape[1], num_experts, recv_slot, recv_count,
-                              message_row.view(-1, k), topk_idx)  # fmt: skip
+                              message_row.view(-1, k), topk_idx, combine_row.view(-1, k))  # fmt: skip
     recv_x = tuple(views) if len(views) > 1 else views[0]
 
     def receive():
@@ -141,6 +142,14 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
         return recv_x, recv_count, handle, EventOverlap(), receive
     receive()
     return recv_x, recv_count, handle, EventOverlap(), None
+
+
+def _prefix_sums(counts: list[int]) -> list[int]:
+    """[0, c0, c0 + c1, ...]: where each rank's block of rows starts (and the last one ends)."""
+    bounds = [0]
+    for c in counts:
+        bounds.append(bounds[-1] + c)
+    return bounds
 
 
 def _pack_ue8m0(scales: torch.Tensor) -> torch.Tensor:
@@ -169,7 +178,8 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
         _meta.check(x.dim() == 3 and tuple(x.shape[:2]) == (local, slots),
                     f"x must be [{local}, {slots}, hidden], got {list(x.shape)}")  # fmt: skip
         _meta.check(x.dtype in (torch.float32, torch.float16, torch.bfloat16), f"x must be float, got {x.dtype}")
-        _meta.check(torch.equal(topk_idx, handle.topk_idx), "topk_idx must be the one dispatched with this handle")
+        _meta.check(topk_idx is handle.topk_idx or torch.equal(topk_idx, handle.topk_idx),
+                    "topk_idx must be the one dispatched with this handle")  # fmt: skip
         _meta.check(topk_weights.shape == topk_idx.shape, "topk_weights must have topk_idx's shape")
         if out is not None:
             _meta.check(out.shape == (topk_idx.shape[0], x.shape[2]) and out.dtype == x.dtype,
@@ -193,32 +203,23 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
     third = _third(buf, max(tokens * k * row_bytes, 64))
     field = Field("low_latency", 2 * third, tokens * k, row_bytes)
 
-    # This rank's filled rows, grouped by the source they return to.
-    mine = handle.layout_range & 0xFFFFFFFF  # [L, R]: rows of each local expert from each source
-    per_expert = mine.sum(1)
-    first = torch.repeat_interleave(per_expert.cumsum(0) - per_expert, per_expert)
-    rows = torch.repeat_interleave(torch.arange(local) * slots, per_expert) + torch.arange(len(first)) - first
-    source = torch.repeat_interleave(torch.arange(r).repeat(local), mine.flatten())
-    order = torch.argsort(source, stable=True)
-    rows = rows[order]
-    bounds = [0, *torch.bincount(source, minlength=r).cumsum(0).tolist()]
-    returned = handle.recv_slot.flatten().long()[rows]
+    # This rank's filled rows, grouped by the source they return to, and where each lands there.
+    rows, returned = torch.empty(local * slots, dtype=torch.int64), torch.empty(local * slots, dtype=torch.int64)
+    per_source = torch.empty(r, dtype=torch.int64)
+    _returns(handle.layout_range, handle.recv_slot, rows, returned, per_source)
+    bounds = _prefix_sums(per_source.tolist())
     # Rows of this rank's own tokens stay where they are: the sum reads them from x.
     blocks = [slice(bounds[p], bounds[p + 1]) for p in range(r)]
     sends = [None if p == buf.rank else Send(rows[b], dst_rows=returned[b]) for p, b in enumerate(blocks)]
     t.scatter([field] * r, data[0], sends)
 
     combined = out if out is not None else buf._outputs.empty("low_latency_combine", (n, hidden), x.dtype)
-    # Row (t, k) of the sum: row message_row of x when its expert is local, else row t * K + k of the area after x.
-    local_row = (topk_idx >= 0) & (topk_idx.long() // local == buf.rank)
-    index = torch.where(local_row, handle.message_row, torch.arange(n * k).view(n, k) + local * slots)
-    index = torch.where(topk_idx >= 0, index, -1)
-    weights = topk_weights.float().contiguous()
+    weights = topk_weights if topk_weights.dtype == torch.float32 else topk_weights.float()
 
     def receive():
         t.finish()
         area = t.field_view(field).view(x.dtype).view(tokens * k, hidden)
-        _reduce_rows(data[0], area, index, weights, None, combined)
+        _reduce_rows(data[0], area, handle.combine_row, weights.contiguous(), None, combined)
 
     if return_recv_hook:
         return combined, EventOverlap(), receive
