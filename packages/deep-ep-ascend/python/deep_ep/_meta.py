@@ -45,8 +45,9 @@ def _(flags, rank, epoch, timeout_s, pids):
 
 
 @LIB.fake("low_latency_routes")
-def _(topk_idx, counts, rank, slots, token, source, dst_row, message_row, combine_row, per_rank, recv_count,
-      layout_range):
+def _(
+    topk_idx, counts, rank, slots, token, source, dst_row, message_row, combine_row, per_rank, recv_count, layout_range
+):
     return None
 
 
