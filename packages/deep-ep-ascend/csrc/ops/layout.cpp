@@ -123,8 +123,7 @@ void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t ra
   // each local expert receives, in all and from each source rank (DeepEP's layout_range: (first << 32) | rows).
   const int64_t local = experts / ranks;
   int64_t* to_rank = int64_out(per_rank, ranks, "per_rank");
-  int32_t* received =
-      const_cast<int32_t*>(checked_vector<int32_t>(recv_count, local, ScalarType::Int, "recv_count"));
+  int32_t* received = const_cast<int32_t*>(checked_vector<int32_t>(recv_count, local, ScalarType::Int, "recv_count"));
   check_cpu(layout_range, "layout_range");
   check_dtype(layout_range, ScalarType::Long, "layout_range");
   STD_TORCH_CHECK(layout_range.dim() == 2 && layout_range.size(0) == local && layout_range.size(1) == ranks &&
