@@ -106,17 +106,24 @@ void quantize_int8(const QuantizeInt8Args& a, int64_t begin, int64_t end) {
       int8_t* q = a.q + t * a.q_stride;
       f32x8 m0 = splat(0.0f), m1 = splat(0.0f);  // two chains, so the max latency is hidden
       int64_t c = 0;
-      for (; c + 2 * kVec <= h; c += 2 * kVec) {
-        m0 = vmax(m0, vabs(load8(x + c)));
-        m1 = vmax(m1, vabs(load8(x + c + kVec)));
+      for (; c + 2 * kVec <= h; c += 2 * kVec) {  // load16's order: any order does for a maximum
+        const f32x8x2 v = load16(x + c);
+        m0 = vmax(m0, vabs(v.lo));
+        m1 = vmax(m1, vabs(v.hi));
       }
       for (; c + kVec <= h; c += kVec) m0 = vmax(m0, vabs(load8(x + c)));
       float amax = reduce_max(vmax(m0, m1));
       for (; c < h; ++c) amax = std::max(amax, std::fabs(to_float(x[c])));
       // The reference's fp32 steps exactly: s = (1 / (amax + 1e-12)) * 127, q = rint(x * s), scale = 1 / s.
       const float scale = (1.0f / (amax + 1e-12f)) * 127.0f;
-      for (c = 0; c + 2 * kVec <= h; c += 2 * kVec)
-        store16_int8_rint(q + c, load8(x + c) * scale, load8(x + c + kVec) * scale);
+      // The next token's row is fetched while this one is written: its maximum is the next thing to wait on.
+      const char* next = reinterpret_cast<const char*>(x + a.x_stride);
+      const bool prefetch = t + 1 < end;
+      for (c = 0; c + 2 * kVec <= h; c += 2 * kVec) {
+        if (prefetch && c % (64 / sizeof(T)) == 0) __builtin_prefetch(next + c * sizeof(T));
+        const f32x8x2 v = load16(x + c);
+        store16_int8_rint<T>(q + c, {v.lo * scale, v.hi * scale});
+      }
       for (; c + kVec <= h; c += kVec) store8_int8(q + c, vrint(load8(x + c) * scale));
       for (; c < h; ++c) q[c] = static_cast<int8_t>(std::nearbyint(to_float(x[c]) * scale));
       a.scales[t] = 1.0f / scale;
