@@ -78,10 +78,12 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         # Quantizing dispatch: the receiver gets exactly the sender's per-token quantization of each row.
         from deep_ep.quant import quantize
 
-        for mode in ("int8", "fp8_e4m3"):
+        for mode in ("int8", "fp8_e4m3", "pertoken_fp8_e4m3", "mx_fp8_e4m3", "mx_fp8_e5m2", "mx_fp4_e2m1"):
             (q, s), *_ = buffer.dispatch(x, handle=handle, quant_mode=mode)
             want_q, want_s = quantize(want_x, mode)
-            assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8)) and torch.equal(s, want_s)
+            assert q.dtype == want_q.dtype and s.dtype == want_s.dtype and q.shape == want_q.shape
+            assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8))
+            assert torch.equal(s.view(torch.uint8), want_s.view(torch.uint8))
         # Experts writing into get_next_combine_buffer: on shared memory the sources read the rows in place.
         staged = buffer.get_next_combine_buffer(handle, HIDDEN)
         staged.copy_(y)

@@ -42,7 +42,7 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         want = ref.low_latency_received([i[1] for i in inputs], rank, experts)
         stats = torch.zeros(EXPERTS_PER_RANK, dtype=torch.int32)
 
-        for mode, use_fp8 in ((None, False), ("int8", False), (None, True)):
+        for mode, use_fp8 in ((None, False), ("int8", False), (None, True), ("mx_fp4_e2m1", False)):
             recv, count, handle, _, hook = buffer.low_latency_dispatch(
                 x, topk_idx, MAX_TOKENS, experts, cumulative_local_expert_recv_stats=stats, use_fp8=use_fp8,
                 quant_mode=mode,
@@ -50,7 +50,8 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
             assert hook is None
             assert count.tolist() == [len(rows) for rows in want]
             data, scales = recv if isinstance(recv, tuple) else (recv, None)
-            assert tuple(data.shape) == (EXPERTS_PER_RANK, world * MAX_TOKENS, HIDDEN)
+            columns = HIDDEN // 2 if mode == "mx_fp4_e2m1" else HIDDEN  # fp4: two values per byte
+            assert tuple(data.shape) == (EXPERTS_PER_RANK, world * MAX_TOKENS, columns)
             for i, rows in enumerate(want):
                 assert handle.src_info[i, : len(rows)].tolist() == [t for _, t in rows]
                 for s in range(world):
@@ -65,8 +66,8 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
                     assert torch.equal(data[i, : len(rows)], expect)
                 else:
                     assert torch.equal(data[i, : len(rows)].view(torch.uint8), expect[0].view(torch.uint8))
-                    assert torch.equal(scales[i, : len(rows)], expect[1])
-        assert stats.tolist() == [3 * len(rows) for rows in want]
+                    assert torch.equal(scales[i, : len(rows)].view(torch.uint8), expect[1].view(torch.uint8))
+        assert stats.tolist() == [4 * len(rows) for rows in want]  # one count per dispatch above
 
         # Experts return their bf16 rows unchanged: combine gives x * sum of the valid weights.
         recv, _, handle, _, _ = buffer.low_latency_dispatch(x, topk_idx, MAX_TOKENS, experts, use_fp8=False)

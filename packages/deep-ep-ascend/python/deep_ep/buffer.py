@@ -182,7 +182,8 @@ class Buffer:
         """Send each token once to every rank in its row of ``is_token_in_rank``: the DeepEP form.
 
         ``x`` is ``[N, H]`` or a pre-quantized ``(data [N, H], scales [N, S] or [N])`` pair, carried unchanged;
-        ``quant_mode`` "int8" or "fp8_e4m3" quantizes ``[N, H]`` before sending (see ``deep_ep.quant``), so
+        ``quant_mode`` ("int8", "fp8_e4m3", or one of Ascend's "pertoken_fp8_e4m3", "mx_fp8_e4m3", "mx_fp8_e5m2",
+        "mx_fp4_e2m1": see ``deep_ep.quant``) quantizes ``[N, H]`` before sending, so
         ``recv_x`` is a ``(data, scales)`` pair. Returns
         ``(recv_x, recv_topk_idx, recv_topk_weights, num_recv_tokens_per_expert_list, handle, event)``: received
         rows grouped by source rank, then source token, ascending; ``recv_topk_idx`` holds local expert ids

@@ -74,7 +74,7 @@ def _third(buf, need: int) -> int:
 def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp8, round_scale, use_ue8m0,
              return_recv_hook, quant_mode):  # fmt: skip
     """Send each token to each of its top-k experts. ``x [N, H]`` with ``N <= num_max_dispatch_tokens_per_rank``
-    (the same T on every rank); ``quant_mode`` "int8" (per token) or "fp8_e4m3", else ``use_fp8`` picks fp8 per
+    (the same T on every rank); ``quant_mode`` any mode of ``deep_ep.quant.MODES``, else ``use_fp8`` picks fp8 per
     128 channels (DeepEP's default) or no quantization; ``use_ue8m0`` (with ``round_scale``) packs the fp8 scales
     as exponent bytes, four per int32.
 
