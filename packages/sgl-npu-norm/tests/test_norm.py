@@ -88,6 +88,17 @@ def test_zero_rows_and_special_values():
     assert ref.rmsnorm(x, torch.ones(64))[1].isnan().any()
 
 
+def test_nan_payloads_stay_nan_in_bf16_outputs():
+    # NaN weights with payloads that a bare round-to-nearest-even would carry into an infinity or a zero
+    x = torch.randn(3, 64).to(torch.bfloat16)
+    w = torch.ones(64)
+    bits = w.view(torch.int32)
+    bits[5], bits[17], bits[40] = 0x7FFFFFFF, 0x7F800001, -1  # -1: 0xFFFFFFFF
+    nan = torch.zeros(64, dtype=torch.bool)
+    nan[[5, 17, 40]] = True
+    assert torch.equal(ops.rmsnorm(x, w).isnan(), nan.expand(3, 64))
+
+
 def test_multithreaded_rows_match_single_row_calls():
     x, w = _inputs((256, 2048), torch.bfloat16)
     batched = ops.rmsnorm(x, w)

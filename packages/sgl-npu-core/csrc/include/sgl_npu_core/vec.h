@@ -66,6 +66,12 @@ inline __m256i bf16_in_high_half(f32x8 v) {
   return _mm256_castps_si256(_mm256_blendv_ps(bitcast<__m256>(rounded), bitcast<__m256>(u | 0x400000u),
                                               _mm256_cmp_ps(bitcast<__m256>(v), bitcast<__m256>(v), _CMP_UNORD_Q)));
 }
+// bf16_in_high_half for a v without NaNs (a NaN could round to an infinity or flip its sign): four instructions
+// instead of seven.
+inline __m256i bf16_in_high_half_no_nan(f32x8 v) {
+  const u32x8 u = bitcast<u32x8>(v);
+  return bitcast<__m256i>(u + 0x7FFFu + ((u >> 16) & 1u));
+}
 #endif
 inline void store8(bf16_t* p, f32x8 v) {
 #if defined(__AVX2__)
@@ -291,8 +297,18 @@ template <class T>
 inline void store16(T* p, f32x8x2 v, bool stream = false) {
 #if defined(__AVX2__)
   if constexpr (kSplitsPairs<T>) {
-    const __m256i even = _mm256_srli_epi32(bf16_in_high_half(v.lo), 16);
-    const __m256i both = _mm256_blend_epi16(even, bf16_in_high_half(v.hi), 0xAA);
+    // One test for NaNs among all 16 values (unordered compare of the two halves) keeps the common case at the
+    // short rounding.
+    __m256i even, odd;
+    const __m256 any_nan = _mm256_cmp_ps(bitcast<__m256>(v.lo), bitcast<__m256>(v.hi), _CMP_UNORD_Q);
+    if (__builtin_expect(_mm256_movemask_ps(any_nan) != 0, 0)) {
+      even = bf16_in_high_half(v.lo);
+      odd = bf16_in_high_half(v.hi);
+    } else {
+      even = bf16_in_high_half_no_nan(v.lo);
+      odd = bf16_in_high_half_no_nan(v.hi);
+    }
+    const __m256i both = _mm256_blend_epi16(_mm256_srli_epi32(even, 16), odd, 0xAA);
     if (stream) {
       _mm_stream_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(both));
       _mm_stream_si128(reinterpret_cast<__m128i*>(p) + 1, _mm256_extracti128_si256(both, 1));
