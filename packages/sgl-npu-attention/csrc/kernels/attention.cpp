@@ -82,14 +82,20 @@ template <class T>
 void score_block_gemm(int64_t rows, const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s,
                       float* kt) {
   const int64_t n8 = round_up(n, kVec), d8 = d / kVec * kVec;
-  for (int64_t j = 0; j < n; ++j) {
-    const T* kr = k + j * ldk;
-    int64_t c = 0;
-    for (; c < d8; c += kVec) {
-      const f32x8 v = load8(kr + c);
-      for (int i = 0; i < kVec; ++i) kt[(c + i) * kBlock + j] = v[i];
+  int64_t j = 0;
+  for (; j + kVec <= n; j += kVec) {  // 8 keys x 8 dims at a time, transposed in registers
+    for (int64_t c = 0; c < d8; c += kVec) {
+      f32x8 block[kVec];
+      for (int i = 0; i < kVec; ++i) block[i] = load8(k + (j + i) * ldk + c);
+      transpose8x8(block);
+      for (int i = 0; i < kVec; ++i) store8(kt + (c + i) * kBlock + j, block[i]);
     }
-    for (; c < d; ++c) kt[c * kBlock + j] = to_float(kr[c]);
+    for (int64_t c = d8; c < d; ++c)
+      for (int64_t i = j; i < j + kVec; ++i) kt[c * kBlock + i] = to_float(k[i * ldk + c]);
+  }
+  for (; j < n; ++j) {
+    const T* kr = k + j * ldk;
+    for (int64_t c = 0; c < d; ++c) kt[c * kBlock + j] = to_float(kr[c]);
   }
   for (int64_t c = 0; c < d; ++c) std::fill(kt + c * kBlock + n, kt + (c + 1) * kBlock, 0.f);
   for (int64_t r = 0; r < rows; r += kTileRows)

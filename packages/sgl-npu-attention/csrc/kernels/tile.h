@@ -21,6 +21,36 @@ inline void to_fp32(const T* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = to_float(src[i]);
 }
 
+// r[0..8) transposed in place: afterwards r[i][j] is what r[j][i] was.
+inline void transpose8x8(f32x8* r) {
+#if defined(__AVX__)
+  auto m = [](f32x8 x) { return bitcast<__m256>(x); };
+  const __m256 t0 = _mm256_unpacklo_ps(m(r[0]), m(r[1])), t1 = _mm256_unpackhi_ps(m(r[0]), m(r[1]));
+  const __m256 t2 = _mm256_unpacklo_ps(m(r[2]), m(r[3])), t3 = _mm256_unpackhi_ps(m(r[2]), m(r[3]));
+  const __m256 t4 = _mm256_unpacklo_ps(m(r[4]), m(r[5])), t5 = _mm256_unpackhi_ps(m(r[4]), m(r[5]));
+  const __m256 t6 = _mm256_unpacklo_ps(m(r[6]), m(r[7])), t7 = _mm256_unpackhi_ps(m(r[6]), m(r[7]));
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = bitcast<f32x8>(_mm256_permute2f128_ps(u0, u4, 0x20));
+  r[1] = bitcast<f32x8>(_mm256_permute2f128_ps(u1, u5, 0x20));
+  r[2] = bitcast<f32x8>(_mm256_permute2f128_ps(u2, u6, 0x20));
+  r[3] = bitcast<f32x8>(_mm256_permute2f128_ps(u3, u7, 0x20));
+  r[4] = bitcast<f32x8>(_mm256_permute2f128_ps(u0, u4, 0x31));
+  r[5] = bitcast<f32x8>(_mm256_permute2f128_ps(u1, u5, 0x31));
+  r[6] = bitcast<f32x8>(_mm256_permute2f128_ps(u2, u6, 0x31));
+  r[7] = bitcast<f32x8>(_mm256_permute2f128_ps(u3, u7, 0x31));
+#else
+  for (int i = 0; i < kVec; ++i)
+    for (int j = i + 1; j < kVec; ++j) {
+      const float t = r[i][j];
+      r[i][j] = r[j][i];
+      r[j][i] = t;
+    }
+#endif
+}
+
 // For rows i < MR: c[i][0, nc) = (c_scale ? c[i] * c_scale[i] : 0) + sum_k a[i * a_row + k * a_step] * b[k][0, 16),
 // k < kn, b rows ldb apart (fp32, or bf16 / fp16 widened as they are loaded). The a strides let one kernel read A
 // row-major (a_step = 1) or transposed (a_row = 1). Every b row must be readable for 16 values (callers pad);
