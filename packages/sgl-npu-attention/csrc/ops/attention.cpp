@@ -6,8 +6,9 @@ namespace sgl_npu_attention {
 
 namespace {
 
-// Query rows (tokens x query heads of one KV head) scored together by one task.
-constexpr int64_t kTileQueryRows = 64;
+// Query rows (tokens x query heads of one KV head) scored together by one task: the bigger the tile, the more rows
+// share each block's K^T and fp32 V (converted once per tile); 128 ran ~5-10% faster than 64 in interleaved runs.
+constexpr int64_t kTileQueryRows = 128;
 
 // q, the K and V caches and out of decode / extend, checked; the call's kernel arguments filled from them.
 PagedCall gqa_call(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& block_table,
