@@ -137,7 +137,7 @@ template <class T>
 void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
   const int64_t heads = a.kv_heads_per_task, head_groups = a.kv_heads / heads, dvp = round_up(dv, kTileCols);
-  std::vector<float> qf, vf(kBlock * dvp, 0.f), kt(kBlock * d), scores, oacc, m, l, rescale;
+  std::vector<float> qf, vf(kBlock * dvp, 0.f), kt(kBlock * d), scores, oacc, m, l, rescale, row_sum;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t split = task % a.splits, hk0 = (task / a.splits) % head_groups * heads;
     // Tiles alternate from both ends of the list: the threads get contiguous task ranges, and a causal prefill's
@@ -150,7 +150,8 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     oacc.assign(heads * rows * dvp, 0.f);
     m.assign(heads * rows, kNegInf);
     l.assign(heads * rows, 0.f);
-    rescale.resize(rows);
+    rescale.assign(round_up(rows, kVec), 0.f);  // padded for vexp
+    row_sum.resize(rows);
     int64_t lo = a.key_lo[t0], hi = a.key_hi[t0];  // the union of the tile's key ranges
     for (int64_t t = t0; t < t1; ++t) {
       lo = std::min(lo, a.key_lo[t]);
@@ -209,7 +210,8 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
                         j_hi = std::clamp<int64_t>(a.key_hi[t] - k0, 0, n);
           if (j_lo >= j_hi) {
             std::fill(s, s + n8, 0.f);
-            rescale[r] = 1.f;
+            rescale[r] = 0.f;  // exp(0): the row stays as it is
+            row_sum[r] = 0.f;
             continue;
           }
           const bool masked = j_lo > 0 || j_hi < n8;
@@ -232,10 +234,14 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
               if (j < j_lo || j >= j_hi) s[j] = 0.f;
             for (int64_t j = 0; j < n8; j += kVec) sum += load8(s + j);
           }
-          rescale[r] = std::exp(m_old - m_new);  // exp(-inf) = 0 on the row's first block
+          rescale[r] = m_old - m_new;  // exponentiated below, eight rows at a time
           mh[r] = m_new;
-          lh[r] = lh[r] * rescale[r] + reduce_add(sum);
+          row_sum[r] = reduce_add(sum);
         }
+        // On a row's first block m_old = -inf and vexp gives ~1e-38 (it saturates), not 0: the row's O and l are
+        // still 0 then, so they stay 0.
+        for (int64_t r = 0; r < rows; r += kVec) store8(rescale.data() + r, vexp(load8(rescale.data() + r)));
+        for (int64_t r = 0; r < rows; ++r) lh[r] = lh[r] * rescale[r] + row_sum[r];
         float* oh = oacc.data() + h * rows * dvp;
         for (int64_t r = 0; r < rows; r += kTileRows)
           for (int64_t c = 0; c < dvp; c += kTileCols) {
