@@ -32,7 +32,8 @@ def _medians_in_turn(fns: dict, iters: int, warmup: int = 3, block: int = 4) -> 
     """Median µs of each call, timed in turn: a block of ``block`` calls of each function, round after round, until
     each has ``iters``. The machine's speed drifts over seconds; timed in turn, ours and gloo's see the same drift.
     Each block starts with an untimed call (caches warm again after the other calls), each timed call after a
-    barrier (every rank starts together)."""
+    barrier (every rank starts together). Not ``sgl_npu_core.bench.time_us_alternating``: that one decides block
+    lengths by the clock, and ranks whose clocks disagree would stop calling the collectives at different times."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()

@@ -97,7 +97,8 @@ void score_block_gemm(int64_t rows, const float* q, int64_t d, const T* k, int64
     const T* kr = k + j * ldk;
     for (int64_t c = 0; c < d; ++c) kt[c * kBlock + j] = to_float(kr[c]);
   }
-  for (int64_t c = 0; c < d; ++c) std::fill(kt + c * kBlock + n, kt + (c + 1) * kBlock, 0.f);
+  if (n < kBlock)  // a short last block: zero keys past n (full blocks, the usual case, skip d empty fills)
+    for (int64_t c = 0; c < d; ++c) std::fill(kt + c * kBlock + n, kt + (c + 1) * kBlock, 0.f);
   for (int64_t r = 0; r < rows; r += kTileRows)
     for (int64_t c0 = 0; c0 < n8; c0 += kTileCols)
       tile16_rows(std::min(kTileRows, rows - r), q + r * d, d, 1, d, kt + c0, kBlock, s + r * kBlock + c0, kBlock,
