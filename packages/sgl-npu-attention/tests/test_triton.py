@@ -33,6 +33,22 @@ def test_decode_attention(dtype, heads, sinks, window):
     assert_close(out, want, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("sinks,window", [(False, -1), (True, -1), (True, 700)])
+def test_decode_attention_splits(sinks, window):
+    # 80 query heads on one KV head: two blocks of 64 heads (the second partly masked); a block table of 14 pages
+    # of 128 keys: several splits per sequence, merged by log-sum-exp with the sink counted once
+    from sgl_npu_attention.triton import attention
+
+    k_cache, v_cache, table, lens = paged([1600, 70, 0], 128, 1, 16, 24, torch.float32)
+    assert attention._decode_shape(80, 1, 3, table.shape[1] * 128) == (64, 2, 7)
+    q = torch.randn(3, 80, 16)
+    s = torch.randn(80) if sinks else None
+    out = torch.full((3, 80, 24), 7.0)
+    kernels.decode_attention(q, k_cache, v_cache, table, lens, 0.3, s, window, out)
+    want = ref.decode_attention(q, k_cache, v_cache, table, lens, 0.3, s, window)
+    assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("causal,sinks,window", [(True, False, -1), (False, True, -1), (True, True, 5)])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_extend_attention(dtype, causal, sinks, window):
@@ -46,6 +62,20 @@ def test_extend_attention(dtype, causal, sinks, window):
     want = ref.extend_attention(q, k_cache, v_cache, table, cu, lens, 0.3, causal, s, window)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert_close(out, want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("causal,sinks,window", [(True, False, -1), (False, False, -1), (True, True, 30)])
+def test_extend_attention_long_requests(causal, sinks, window):
+    # requests of 150 and 65 new tokens span several 64-row programs; an empty request sits between them
+    requests = [(150, 170), (0, 9), (65, 65), (3, 200)]
+    k_cache, v_cache, table, lens = paged([n for _, n in requests], 16, 1, 16, 16, torch.float32)
+    cu = torch.tensor([0] + [q for q, _ in requests]).cumsum(0).to(torch.int32)
+    q = torch.randn(int(cu[-1]), 2, 16)
+    s = torch.randn(2) if sinks else None
+    out = torch.full((q.shape[0], 2, 16), 7.0)
+    kernels.extend_attention(q, k_cache, v_cache, table, cu, lens, 0.3, causal, s, window, out)
+    want = ref.extend_attention(q, k_cache, v_cache, table, cu, lens, 0.3, causal, s, window)
+    assert_close(out, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +93,7 @@ def test_decode_mla(dtype, q_heads, dl, dr, page):
 
 
 def test_decode_mla_splits():
-    # a block table of 25 pages of 128 keys: four splits per sequence, merged by log-sum-exp
+    # a block table of 14 pages of 128 keys: four splits per sequence, merged by log-sum-exp
     from sgl_npu_attention.triton import mla
 
     nope, rope, table, seq_lens = paged([2999, 70], 128, 1, 32, 16, torch.float32)

@@ -89,9 +89,12 @@ def copy_call(nbytes: int, dtype: torch.dtype = torch.uint8) -> Callable[[], obj
     return lambda: dst.copy_(src)
 
 
-def gemm_call(n: int = 2048) -> tuple[Callable[[], object], int]:
-    """torch's fp32 ``n x n @ n x n`` and its FLOPs: the yardstick of compute-bound kernels."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_call() -> tuple[Callable[[], object], int]:
+    """torch's square GEMM and its FLOPs: the yardstick of compute-bound kernels. On the CPU fp32 at 2048 (the
+    rate the C++ kernels' fp32 accumulation can reach); on an accelerator bf16 at 8192, the tensor-core rate that
+    the Triton kernels' bf16 dots aim at (2048 is too small to fill a large GPU)."""
+    n, dtype = (8192, torch.bfloat16) if _on_accelerator() else (2048, torch.float32)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return (lambda: a @ b), 2 * n**3
 
 
@@ -146,8 +149,8 @@ class Row:
     """One op at one shape and dtype. Times in microseconds; None where not measured.
 
     ``us`` is with preallocated outputs (``out=``), ``us_fresh`` with outputs allocated by the call.
-    ``copy_gbs`` is the copy bandwidth for the same byte count and ``gemm_gflops`` torch's fp32 GEMM rate (rows
-    with ``flops``, the compute-bound ones), each timed in turn with ``us``. The speed-ups compare
+    ``copy_gbs`` is the copy bandwidth for the same byte count and ``gemm_gflops`` torch's GEMM rate
+    (:func:`gemm_call`; rows with ``flops``, the compute-bound ones), each timed in turn with ``us``. The speed-ups compare
     like with like: the references allocate their outputs, so they divide by ``us_fresh`` when there is one;
     ``vs_compile_out`` is the kernel with ``out=`` against the compiled reference as a user calls it.
     """
@@ -324,7 +327,7 @@ class Case:
     reference: Callable
     args: tuple
     nbytes: int
-    flops: int | None = None  # compute-bound ops: also timed in turn with an fp32 GEMM (Row.pct_gemm)
+    flops: int | None = None  # compute-bound ops: also timed in turn with a GEMM (Row.pct_gemm)
 
 
 def measure(

@@ -6,18 +6,18 @@ Lengths and block ids are not checked on the device (the CPU op and the referenc
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
-from sgl_npu_core.triton_utils import to_dtype
 
 from .. import _meta
+from .split_kv import dot_dtype, dot_precision, merge_splits, split_count
 
+# Launch parameters (benchmarks/tune_triton.py times the alternatives on a GPU).
 BLOCK_H = 16  # query heads per program (tl.dot needs 16 rows)
 BLOCK_N = 32  # keys per step
 SPLIT_KEYS = 1024  # keys per split when the batch alone does not fill the device
+WARPS = 4
 
 
 @triton.jit
@@ -71,38 +71,9 @@ def _mla_partial_kernel(
     tl.store(row + dl + 1, l_sum, mask=head_ok)
 
 
-@triton.jit
-def _mla_merge_kernel(part_ptr, out_ptr, out_token_stride, out_head_stride, q_heads, dl, splits,
-                      BLOCK_S: tl.constexpr, BLOCK_DL: tl.constexpr):  # fmt: skip
-    b = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    offs_s, offs_dl = tl.arange(0, BLOCK_S), tl.arange(0, BLOCK_DL)
-    rows = part_ptr + ((b * q_heads + h) * splits + offs_s) * (dl + 2)
-    ok = offs_s < splits
-    m = tl.load(rows + dl, mask=ok, other=float("-inf"))
-    l_sum = tl.load(rows + dl + 1, mask=ok, other=0.0)
-    m_all = tl.max(m, axis=0)
-    m_all = tl.where(m_all > float("-inf"), m_all, 0.0)  # no key at all: keep exp's argument free of -inf - -inf
-    w = tl.exp(m - m_all)  # a split that saw no key weighs exp(-inf) = 0
-    total = tl.sum(l_sum * w, axis=0)
-    acc = tl.load(rows[:, None] + offs_dl[None, :], mask=ok[:, None] & (offs_dl[None, :] < dl), other=0.0)
-    out = tl.sum(acc * w[:, None], axis=0)
-    out = tl.where(total > 0, out / tl.where(total > 0, total, 1.0), 0.0)  # no key: zeros
-    o_ptr = out_ptr + b * out_token_stride + h * out_head_stride + offs_dl
-    tl.store(o_ptr, to_dtype(out, out_ptr.dtype.element_ty), mask=offs_dl < dl)
-
-
-def _dot_dtype(dtype):
-    # The interpreter's dot has no bfloat16 (numpy lacks it): there bf16 operands are widened to fp32 (exact).
-    if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1":
-        return tl.float32
-    return {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}[dtype]
-
-
 def _splits(batch, head_blocks, capacity) -> int:
-    """Enough programs for a large GPU without reading seq_lens: split only what the batch leaves idle."""
-    want = max(1, triton.cdiv(256, batch * head_blocks))
-    return max(1, min(want, triton.cdiv(capacity, SPLIT_KEYS), 16))
+    # enough programs for a large GPU: split only what the batch leaves idle
+    return split_count(batch * head_blocks, capacity, target=256, min_keys=SPLIT_KEYS, max_splits=16)
 
 
 def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out) -> None:
@@ -115,7 +86,7 @@ def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale,
     splits = _splits(batch, head_blocks, block_table.shape[1] * kv_nope_cache.shape[1])
     partial = torch.empty(batch, q_heads, splits, dl + 2, dtype=torch.float32, device=q.device)
     block_dl, block_dr = max(16, triton.next_power_of_2(dl)), max(16, triton.next_power_of_2(dr))
-    dot_dtype = _dot_dtype(q.dtype)  # fp32 operands: full precision (no tf32), as the CPU kernel
+    operand = dot_dtype(q.dtype)
     _mla_partial_kernel[(batch, head_blocks, splits)](
         q, q.stride(0), q.stride(1),
         kv_nope_cache, kv_nope_cache.stride(0), kv_nope_cache.stride(1),
@@ -123,9 +94,6 @@ def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale,
         block_table, block_table.stride(0), seq_lens, partial,
         float(sm_scale), q_heads, kv_nope_cache.shape[1], dl, dr, splits,
         BLOCK_H=BLOCK_H, BLOCK_N=BLOCK_N, BLOCK_DL=block_dl, BLOCK_DR=block_dr,
-        DOT_DTYPE=dot_dtype, PRECISION="ieee" if dot_dtype == tl.float32 else "tf32", num_warps=4,
+        DOT_DTYPE=operand, PRECISION=dot_precision(operand), num_warps=WARPS,
     )  # fmt: skip
-    _mla_merge_kernel[(batch, q_heads)](
-        partial, out, out.stride(0), out.stride(1), q_heads, dl, splits,
-        BLOCK_S=max(2, triton.next_power_of_2(splits)), BLOCK_DL=block_dl, num_warps=4,
-    )  # fmt: skip
+    merge_splits(partial, None, out)
