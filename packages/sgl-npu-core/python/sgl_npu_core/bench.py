@@ -150,8 +150,9 @@ class Row:
 
     ``us`` is with preallocated outputs (``out=``), ``us_fresh`` with outputs allocated by the call.
     ``copy_gbs`` is the copy bandwidth for the same byte count and ``gemm_gflops`` torch's GEMM rate
-    (:func:`gemm_call`; rows with ``flops``, the compute-bound ones), each timed in turn with ``us``. The speed-ups compare
-    like with like: the references allocate their outputs, so they divide by ``us_fresh`` when there is one;
+    (:func:`gemm_call`; rows with ``flops``, the compute-bound ones), each timed in turn with ``us``. The
+    speed-ups compare like with like: the references allocate their outputs, so they divide by ``us_fresh`` when
+    there is one;
     ``vs_compile_out`` is the kernel with ``out=`` against the compiled reference as a user calls it.
     """
 
