@@ -17,8 +17,19 @@ from pathlib import Path
 import torch
 
 
+_device = torch.device("cpu")  # where the yardsticks live and which timer runs (see use_device)
+
+
+def use_device(device: str | torch.device) -> None:
+    """Benchmark on ``device``: its yardsticks are made there, and an accelerator is timed with device events.
+    Cases are built under ``with torch.device(device)`` (run_suite does that) but timed outside it: a default
+    device is a torch-function mode that every torch call in a kernel's Python wrapper would pay for."""
+    global _device
+    _device = torch.device(device)
+
+
 def _on_accelerator() -> bool:
-    return torch.get_default_device().type != "cpu"
+    return _device.type != "cpu"
 
 
 def time_us(fn: Callable[[], object], **timing) -> float:
@@ -84,8 +95,8 @@ def copy_call(nbytes: int, dtype: torch.dtype = torch.uint8) -> Callable[[], obj
     """``dst.copy_(src)`` of ``nbytes`` on preallocated tensors, already touched, so page faults stay out of the
     timing. It reads and writes ``2 * nbytes``: what a memory-bound op moving as many bytes could hope for."""
     numel = max(1, nbytes // torch.empty((), dtype=dtype).element_size())
-    src = torch.ones(numel, dtype=dtype)
-    dst = torch.zeros(numel, dtype=dtype)
+    src = torch.ones(numel, dtype=dtype, device=_device)
+    dst = torch.zeros(numel, dtype=dtype, device=_device)
     return lambda: dst.copy_(src)
 
 
@@ -94,7 +105,7 @@ def gemm_call() -> tuple[Callable[[], object], int]:
     rate the C++ kernels' fp32 accumulation can reach); on an accelerator bf16 at 8192, the tensor-core rate that
     the Triton kernels' bf16 dots aim at (2048 is too small to fill a large GPU)."""
     n, dtype = (8192, torch.bfloat16) if _on_accelerator() else (2048, torch.float32)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = torch.randn(n, n, dtype=dtype, device=_device), torch.randn(n, n, dtype=dtype, device=_device)
     return (lambda: a @ b), 2 * n**3
 
 
@@ -379,8 +390,7 @@ def run_suite(
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device != "cpu":  # (a default device costs a torch-function mode on every call: not on the CPU)
-        torch.set_default_device(args.device)  # every tensor the cases make, and the copy yardstick
+    use_device(args.device)
 
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
     unknown = set(names) - set(ops)
@@ -401,7 +411,8 @@ def run_suite(
     for op in names:
         for dtype in chosen:
             for shape in shapes_of(op):
-                case = ops[op](*shape, dtype)
+                with torch.device(args.device):  # every tensor the case makes
+                    case = ops[op](*shape, dtype)
                 if case.nbytes not in copies:
                     copies[case.nbytes] = copy_call(case.nbytes // 2)
                 refs = case.nbytes / 1e6 <= args.ref_max_mb

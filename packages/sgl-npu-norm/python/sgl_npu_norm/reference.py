@@ -97,7 +97,7 @@ def swiglu_quant(x, group_list=None, group_list_type=1, do_limit=False, limit=7.
     q = torch.where((scale > 0).unsqueeze(-1), q, torch.zeros_like(q)).to(torch.int8)
     if group_list is not None:
         total = grouped_row_count(group_list, group_list_type)
-        rows = torch.arange(y.reshape(-1, y.shape[-1]).shape[0]).reshape(y.shape[:-1])
+        rows = torch.arange(y.reshape(-1, y.shape[-1]).shape[0], device=y.device).reshape(y.shape[:-1])
         keep = rows < total
         q = torch.where(keep.unsqueeze(-1), q, torch.zeros_like(q))
         scale = torch.where(keep, scale, torch.zeros_like(scale))

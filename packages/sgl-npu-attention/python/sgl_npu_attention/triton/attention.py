@@ -20,13 +20,13 @@ from .. import _meta
 from .split_kv import dot_dtype, dot_precision, merge_splits, split_count
 
 # Launch parameters (benchmarks/tune_triton.py times the alternatives on a GPU).
-DECODE_BLOCK_N = 64  # keys per step
+DECODE_BLOCK_N = 32  # keys per step
 DECODE_MIN_KEYS = 256  # keys per split at least
 DECODE_PROGRAMS = 512  # programs a decode launch aims for (a few per multiprocessor)
 DECODE_WARPS = 4
-EXTEND_BLOCK_M = 64  # new tokens per program
+EXTEND_BLOCK_M = 128  # new tokens per program
 EXTEND_BLOCK_N = 64  # keys per step
-EXTEND_WARPS = 4
+EXTEND_WARPS = 8
 
 
 @triton.jit
@@ -141,10 +141,14 @@ def _extend_kernel(
     else:
         key_hi = tl.zeros((BLOCK_M,), tl.int32) + seq_len
     key_lo = tl.where(window > 0, tl.maximum(key_hi - window, 0), 0)
-    lo = tl.min(tl.where(row_ok, key_lo, 2147483647), axis=0)
+    # The program's key range. A program without rows gets [0, 0): a sentinel like INT32_MAX would overflow when
+    # the compiled loop's software pipeline adds the step to it (an illegal address on the GPU).
     hi = tl.max(tl.where(row_ok, key_hi, 0), axis=0)
+    lo = tl.min(tl.where(row_ok, key_lo, hi), axis=0)
+    # Scores in base 2 (log2(e) folded into the scale): exp2 is the hardware's instruction, exp one more multiply.
+    scale2 = sm_scale * 1.4426950408889634
     if HAS_SINKS:  # the sink's logit joins the max and, below, the sum
-        m = tl.zeros((BLOCK_M,), tl.float32) + tl.load(sinks_ptr + h).to(tl.float32)
+        m = tl.zeros((BLOCK_M,), tl.float32) + tl.load(sinks_ptr + h).to(tl.float32) * 1.4426950408889634
         l_sum = tl.full((BLOCK_M,), 1.0, tl.float32)
     else:
         m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
@@ -160,13 +164,13 @@ def _extend_kernel(
         v_row = block * v_block_stride + slot * v_token_stride + hk * v_head_stride
         v = tl.load(v_ptr + v_row[:, None] + offs_dv[None, :], mask=valid[:, None] & (offs_dv[None, :] < dv),
                     other=0.0)  # fmt: skip
-        s = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION) * sm_scale
+        s = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION) * scale2
         visible = (n[None, :] >= key_lo[:, None]) & (n[None, :] < key_hi[:, None])
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
-        base = tl.where(m_new > float("-inf"), m_new, 0.0)  # a row with nothing visible yet: exp(-inf) = 0, no NaN
-        rescale = tl.exp(m - base)
-        p = tl.exp(s - base[:, None])
+        base = tl.where(m_new > float("-inf"), m_new, 0.0)  # a row with nothing visible yet: exp2(-inf) = 0, no NaN
+        rescale = tl.math.exp2(m - base)
+        p = tl.math.exp2(s - base[:, None])
         l_sum = l_sum * rescale + tl.sum(p, axis=1)
         acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc=acc * rescale[:, None], input_precision=PRECISION)
         m = m_new
