@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-
 _device = torch.device("cpu")  # where the yardsticks live and which timer runs (see use_device)
 
 
