@@ -55,9 +55,12 @@ def test_empty_sequence_gets_zeros():
 
 
 def test_sharp_softmax():
-    # large scores: the running max must rescale earlier blocks (no overflow, no loss)
+    # large scores: the running max must rescale earlier blocks (no overflow, no loss). Logits reach ~75 here,
+    # where an fp32 ulp is ~8e-6 and exp turns a score's rounding into the same relative error of its weight: a
+    # GPU's summation order (tl.dot) lands near 1e-5 against torch's, so this test allows 1e-4.
     args = _inputs([300, 40], 16, 16, 128, 32, torch.float32)
-    _check(args, sm_scale=2.0)
+    got = ops.decode_mla(*args, 2.0)
+    assert_close(got, ref.decode_mla(*args, 2.0), atol=1e-4, rtol=1e-4)
 
 
 def test_out_and_strided_q():

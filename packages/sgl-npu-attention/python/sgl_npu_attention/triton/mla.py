@@ -16,7 +16,7 @@ from .split_kv import dot_dtype, dot_precision, merge_splits, split_count
 # Launch parameters (benchmarks/tune_triton.py times the alternatives on a GPU).
 BLOCK_H = 16  # query heads per program (tl.dot needs 16 rows at least)
 BLOCK_N = 64  # keys per step
-SPLIT_KEYS = 1024  # keys per split when the batch alone does not fill the device
+SPLIT_KEYS = 256  # keys per split at least, when the batch alone does not fill the device
 WARPS = 8
 
 
