@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -245,14 +246,24 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   char* v_dst = static_cast<char*>(v.mutable_data_ptr());
   char* g_dst = gate.has_value() ? static_cast<char*>(gate->mutable_data_ptr()) : nullptr;
   const HeadNormRopeArgs &aq = gq.args, &ak = gk.args;
-  parallel_rows(tokens, 2 * elem * (q_width + 2 * kv_hidden), [&](int64_t begin, int64_t end) {
-    SGL_NPU_ISA_CALL(head_norm_rope_tokens, aq, begin, end);
-    SGL_NPU_ISA_CALL(head_norm_rope_tokens, ak, begin, end);
+  // One small block of tokens at a time through q, k, then v and gate: each qkv row is read in one go (three
+  // passes over a task's whole range would restart the hardware prefetcher at every row's k and v pages).
+  constexpr int64_t kBlock = 16;
+  auto copy_rows = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
+      if (t + 1 < end) prefetch_bytes(v_src + elem * (t + 1) * qkv_stride, elem * kv_hidden);
       std::memcpy(v_dst + elem * t * strides[2], v_src + elem * t * qkv_stride, elem * kv_hidden);
       for (int64_t h = 0; g_dst && h < q_heads; ++h)  // gate: the second half of each [q | gate] head
         std::memcpy(g_dst + elem * (t * strides[3] + h * head_dim),
                     base + elem * (t * qkv_stride + (2 * h + 1) * head_dim), elem * head_dim);
+    }
+  };
+  parallel_rows(tokens, 2 * elem * (q_width + 2 * kv_hidden), [&](int64_t first, int64_t last) {
+    for (int64_t begin = first; begin < last; begin += kBlock) {
+      const int64_t end = std::min(last, begin + kBlock);
+      SGL_NPU_ISA_CALL(head_norm_rope_tokens, aq, begin, end);
+      SGL_NPU_ISA_CALL(head_norm_rope_tokens, ak, begin, end);
+      copy_rows(begin, end);
     }
   });
 }
