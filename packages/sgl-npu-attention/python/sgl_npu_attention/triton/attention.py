@@ -2,7 +2,7 @@
 
 decode: programs (sequence, KV head and block of its query heads, split of the sequence's keys). The query heads of
 one KV head share every K and V row they load, so each block of keys is two small matmuls (``Q K^T``, ``P V``);
-the splits keep a large GPU busy at small batches and are merged by log-sum-exp (``split_kv.py``).
+the splits keep a large GPU busy at small batches and are merged by log-sum-exp (``paged.py``).
 extend: programs (block of one request's new tokens, query head), flash-attention style: every key block is a
 ``Q K^T`` and a ``P V`` matmul, each query row masked to its own causal / sliding-window key range.
 
@@ -17,7 +17,7 @@ import triton.language as tl
 from sgl_npu_core.triton_utils import to_dtype
 
 from .. import _meta
-from .split_kv import dot_dtype, dot_precision, merge_splits, split_count
+from .paged import dot_dtype, dot_precision, merge_splits, page_slots, paged_rows, softmax_step, split_count
 
 # Launch parameters (benchmarks/tune_triton.py times the alternatives on a GPU).
 DECODE_BLOCK_N = 32  # keys per step
@@ -59,21 +59,12 @@ def _decode_partial_kernel(
     for n0 in range(lo, hi, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         valid = n < hi
-        block = tl.load(table_ptr + b * table_stride + n // page_size, mask=valid, other=0).to(tl.int64)
-        slot = n % page_size
-        k_row = block * k_block_stride + slot * k_token_stride + hk * k_head_stride
-        k = tl.load(k_ptr + k_row[:, None] + offs_d[None, :], mask=valid[:, None] & (offs_d[None, :] < d), other=0.0)
-        v_row = block * v_block_stride + slot * v_token_stride + hk * v_head_stride
-        v = tl.load(v_ptr + v_row[:, None] + offs_dv[None, :], mask=valid[:, None] & (offs_dv[None, :] < dv),
-                    other=0.0)  # fmt: skip
+        block, slot = page_slots(table_ptr + b * table_stride, n, valid, page_size)
+        k = paged_rows(k_ptr, block, slot, k_block_stride, k_token_stride, hk * k_head_stride, offs_d, d, valid)
+        v = paged_rows(v_ptr, block, slot, v_block_stride, v_token_stride, hk * v_head_stride, offs_dv, dv, valid)
         s = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION) * sm_scale
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        rescale = tl.exp(m - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_sum = l_sum * rescale + tl.sum(p, axis=1)
-        acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc=acc * rescale[:, None], input_precision=PRECISION)
-        m = m_new
+        m, l_sum, acc = softmax_step(s, m, l_sum, acc, v.to(DOT_DTYPE), PRECISION)
     row = part_ptr + ((b * q_heads + heads) * splits + split) * (dv + 2)
     tl.store(row[:, None] + offs_dv[None, :], acc, mask=head_ok[:, None] & (offs_dv[None, :] < dv))
     tl.store(row + dv, m, mask=head_ok)
@@ -157,13 +148,9 @@ def _extend_kernel(
     for n0 in range(lo, hi, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         valid = n < hi
-        block = tl.load(table_ptr + r * table_stride + n // page_size, mask=valid, other=0).to(tl.int64)
-        slot = n % page_size
-        k_row = block * k_block_stride + slot * k_token_stride + hk * k_head_stride
-        k = tl.load(k_ptr + k_row[:, None] + offs_d[None, :], mask=valid[:, None] & (offs_d[None, :] < d), other=0.0)
-        v_row = block * v_block_stride + slot * v_token_stride + hk * v_head_stride
-        v = tl.load(v_ptr + v_row[:, None] + offs_dv[None, :], mask=valid[:, None] & (offs_dv[None, :] < dv),
-                    other=0.0)  # fmt: skip
+        block, slot = page_slots(table_ptr + r * table_stride, n, valid, page_size)
+        k = paged_rows(k_ptr, block, slot, k_block_stride, k_token_stride, hk * k_head_stride, offs_d, d, valid)
+        v = paged_rows(v_ptr, block, slot, v_block_stride, v_token_stride, hk * v_head_stride, offs_dv, dv, valid)
         s = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION) * scale2
         visible = (n[None, :] >= key_lo[:, None]) & (n[None, :] < key_hi[:, None])
         s = tl.where(visible, s, float("-inf"))

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .. import _meta
-from .split_kv import dot_dtype, dot_precision, merge_splits, split_count
+from .paged import dot_dtype, dot_precision, merge_splits, page_slots, paged_rows, softmax_step, split_count
 
 # Launch parameters (benchmarks/tune_triton.py times the alternatives on a GPU).
 BLOCK_H = 16  # query heads per program (tl.dot needs 16 rows at least)
@@ -49,21 +49,14 @@ def _mla_partial_kernel(
     for n0 in range(lo, hi, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         valid = n < hi
-        block = tl.load(table_ptr + b * table_stride + n // page_size, mask=valid, other=0).to(tl.int64)
-        slot = n % page_size
-        latent = tl.load(nope_ptr + (block * nope_block_stride + slot * nope_token_stride)[:, None] + offs_dl[None, :],
-                         mask=valid[:, None] & (offs_dl[None, :] < dl), other=0.0).to(DOT_DTYPE)  # fmt: skip
-        rope = tl.load(rope_ptr + (block * rope_block_stride + slot * rope_token_stride)[:, None] + offs_dr[None, :],
-                       mask=valid[:, None] & (offs_dr[None, :] < dr), other=0.0).to(DOT_DTYPE)  # fmt: skip
+        block, slot = page_slots(table_ptr + b * table_stride, n, valid, page_size)
+        latent = paged_rows(nope_ptr, block, slot, nope_block_stride, nope_token_stride, 0, offs_dl, dl, valid)
+        rope = paged_rows(rope_ptr, block, slot, rope_block_stride, rope_token_stride, 0, offs_dr, dr, valid)
+        latent, rope = latent.to(DOT_DTYPE), rope.to(DOT_DTYPE)
         s = tl.dot(q_nope, tl.trans(latent), input_precision=PRECISION)
         s = tl.dot(q_rope, tl.trans(rope), acc=s, input_precision=PRECISION) * sm_scale
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        rescale = tl.exp(m - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_sum = l_sum * rescale + tl.sum(p, axis=1)
-        acc = tl.dot(p.to(DOT_DTYPE), latent, acc=acc * rescale[:, None], input_precision=PRECISION)
-        m = m_new
+        m, l_sum, acc = softmax_step(s, m, l_sum, acc, latent, PRECISION)
     # partial rows [B, Hq, splits, dl + 2]: acc, max, sum
     row = part_ptr + ((b * q_heads + heads) * splits + split) * (dl + 2)
     tl.store(row[:, None] + offs_dl[None, :], acc, mask=head_ok[:, None] & (offs_dl[None, :] < dl))

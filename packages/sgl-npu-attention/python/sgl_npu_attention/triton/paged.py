@@ -1,5 +1,6 @@
-"""What the decode kernels share: the dot operand dtype, how many splits of the key axis a launch uses, and the
-kernel that merges the splits' partial rows by log-sum-exp.
+"""What the paged-attention kernels share: gathering key rows through a block table, one step of the online
+softmax, the dot operand dtype, how many splits of the key axis a decode launch uses, and the kernel that merges
+the splits' partial rows by log-sum-exp.
 
 Partial rows are fp32 ``[B, Hq, splits, Dv + 2]``: the split's unnormalized ``P V`` row, then its running max and
 its sum of ``exp(s - max)``."""
@@ -32,6 +33,32 @@ def split_count(programs: int, capacity: int, *, target: int, min_keys: int, max
     the block table's ``capacity``. Read off shapes only: no host sync on the sequence lengths."""
     want = max(1, triton.cdiv(target, max(programs, 1)))
     return max(1, min(want, triton.cdiv(capacity, min_keys), max_splits))
+
+
+@triton.jit
+def page_slots(table_row_ptr, n, valid, page_size):
+    """Where keys ``n`` live: their (block, row in the block), through the request's block-table row."""
+    block = tl.load(table_row_ptr + n // page_size, mask=valid, other=0).to(tl.int64)
+    return block, n % page_size
+
+
+@triton.jit
+def paged_rows(ptr, block, slot, block_stride, token_stride, head_offset, offs, width, valid):
+    """The cache rows of keys at (block, slot), columns ``offs``: zeros past ``width`` and for invalid keys."""
+    rows = block * block_stride + slot * token_stride + head_offset
+    return tl.load(ptr + rows[:, None] + offs[None, :], mask=valid[:, None] & (offs[None, :] < width), other=0.0)
+
+
+@triton.jit
+def softmax_step(s, m, l_sum, acc, v, PRECISION: tl.constexpr):
+    """One key block of the online softmax: scores ``s [rows, keys]`` (-inf where masked; every row sees a key),
+    values ``v [keys, Dv]`` in the dot dtype. Returns the new running max, sum and ``P V`` accumulator."""
+    m_new = tl.maximum(m, tl.max(s, axis=1))
+    rescale = tl.exp(m - m_new)
+    p = tl.exp(s - m_new[:, None])
+    l_sum = l_sum * rescale + tl.sum(p, axis=1)
+    acc = tl.dot(p.to(v.dtype), v, acc=acc * rescale[:, None], input_precision=PRECISION)
+    return m_new, l_sum, acc
 
 
 @triton.jit
