@@ -175,13 +175,11 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     // every head of a token row (decode), a block's K rows are one span of memory (V's too), and the prefetches
     // below walk it in address order rather than row by row per head (decode 16x32/8x4096: 27 -> 31 % of copy on
     // average over 7 interleaved pairs of runs).
-    const int64_t k_span = heads * a.k_head_stride == a.k_token_stride && a.k_head_stride == d &&
-                                   heads * a.v_head_stride == a.v_token_stride && a.v_head_stride == dv
-                               ? a.k_token_stride * int64_t(sizeof(T))
-                               : 0;
-    const int64_t v_span = a.v_token_stride * int64_t(sizeof(T));
+    const bool spans = heads * a.k_head_stride == a.k_token_stride && a.k_head_stride == d &&
+                       heads * a.v_head_stride == a.v_token_stride && a.v_head_stride == dv;
+    const int64_t k_row = a.k_token_stride * int64_t(sizeof(T)), v_row = a.v_token_stride * int64_t(sizeof(T));
     auto attend_block = [&](int64_t k0, int64_t n, int64_t block, int64_t offset) {
-      // The next block's rows, asked for a row at a time while this block's V rows are converted (a burst of
+      // The next block's rows, asked for a head's share at a time while this block's heads are scored (a burst of
       // prefetches would overflow the miss buffers and be dropped).
       const int64_t next = k0 + n;
       int64_t nn = 0;
@@ -197,17 +195,14 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         const T* v = v_heads + h * a.v_head_stride + block * a.v_block_stride + offset * a.v_token_stride;
         float* mh = m.data() + h * rows;
         float* lh = l.data() + h * rows;
-        if (k_span && nn) {  // the next block's K and V rows are two spans: their h-th slices, in address order
-          const int64_t ks = nn * k_span / heads, vs = nn * v_span / heads;
-          for (int64_t b = h * ks; b < (h + 1) * ks; b += 64) __builtin_prefetch(kn + b);
-          for (int64_t b = h * vs; b < (h + 1) * vs; b += 64) __builtin_prefetch(vn + b);
+        if (spans) {  // the next block's K and V rows are two spans: their h-th slices, in address order
+          const int64_t ks = nn * k_row / heads, vs = nn * v_row / heads;
+          prefetch_bytes(kn + h * ks, ks);
+          prefetch_bytes(vn + h * vs, vs);
         } else {
-          const int64_t kh = h * a.k_head_stride * int64_t(sizeof(T)), vh = h * a.v_head_stride * int64_t(sizeof(T));
           for (int64_t j = 0; j < nn; ++j) {
-            const char* kr = kn + j * a.k_token_stride * int64_t(sizeof(T)) + kh;
-            const char* vr = vn + j * a.v_token_stride * int64_t(sizeof(T)) + vh;
-            for (int64_t b = 0; b < d * int64_t(sizeof(T)); b += 64) __builtin_prefetch(kr + b);
-            for (int64_t b = 0; b < dv * int64_t(sizeof(T)); b += 64) __builtin_prefetch(vr + b);
+            prefetch_bytes(kn + j * k_row + h * a.k_head_stride * int64_t(sizeof(T)), d * int64_t(sizeof(T)));
+            prefetch_bytes(vn + j * v_row + h * a.v_head_stride * int64_t(sizeof(T)), dv * int64_t(sizeof(T)));
           }
         }
         if (!v_in_place)

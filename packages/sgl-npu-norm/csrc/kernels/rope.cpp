@@ -25,10 +25,8 @@ void fill_tables(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c
   const int64_t half = a.rope_dim / 2, width = (a.full_width ? a.rope_dim : half) * int64_t(sizeof(C));
   if (a.positions && token + 1 < end) {
     const int64_t next = table_row(a, token + 1) * a.table_stride;
-    for (int64_t b = 0; b < width; b += 64) {
-      __builtin_prefetch(reinterpret_cast<const char*>(static_cast<const C*>(a.cos) + next) + b);
-      __builtin_prefetch(reinterpret_cast<const char*>(static_cast<const C*>(a.sin) + next) + b);
-    }
+    prefetch_bytes(static_cast<const C*>(a.cos) + next, width);
+    prefetch_bytes(static_cast<const C*>(a.sin) + next, width);
   }
   const int64_t row = table_row(a, token);
   const C* cos = static_cast<const C*>(a.cos) + row * a.table_stride;
