@@ -35,19 +35,16 @@ VARIANTS = {  # module, {constant: value}; the first is the committed default
         {"DECODE_BLOCK_N": 32, "DECODE_WARPS": 4, "DECODE_PROGRAMS": 1024},
     ]),
     "extend": (attention, [
-        {"EXTEND_BLOCK_M": 128, "EXTEND_BLOCK_N": 64, "EXTEND_WARPS": 8},
-        {"EXTEND_BLOCK_M": 128, "EXTEND_BLOCK_N": 128, "EXTEND_WARPS": 8},
-        {"EXTEND_BLOCK_M": 64, "EXTEND_BLOCK_N": 64, "EXTEND_WARPS": 4},
         {"EXTEND_BLOCK_M": 128, "EXTEND_BLOCK_N": 32, "EXTEND_WARPS": 4},
+        {"EXTEND_BLOCK_M": 128, "EXTEND_BLOCK_N": 64, "EXTEND_WARPS": 8},
         {"EXTEND_BLOCK_M": 128, "EXTEND_BLOCK_N": 64, "EXTEND_WARPS": 4},
+        {"EXTEND_BLOCK_M": 64, "EXTEND_BLOCK_N": 32, "EXTEND_WARPS": 4},
     ]),
-    "mla": (mla, [
-        {"BLOCK_H": 16, "BLOCK_N": 64, "WARPS": 8, "SPLIT_KEYS": 256},
-        {"BLOCK_H": 16, "BLOCK_N": 64, "WARPS": 8, "SPLIT_KEYS": 1024},
-        {"BLOCK_H": 16, "BLOCK_N": 32, "WARPS": 4, "SPLIT_KEYS": 1024},
-        {"BLOCK_H": 32, "BLOCK_N": 32, "WARPS": 8, "SPLIT_KEYS": 1024},
-        {"BLOCK_H": 64, "BLOCK_N": 32, "WARPS": 8, "SPLIT_KEYS": 1024},
-        {"BLOCK_H": 64, "BLOCK_N": 16, "WARPS": 4, "SPLIT_KEYS": 1024},
+    "mla": (mla, [  # WIDE_BLOCK_H = 16: every batch takes 16 heads per program
+        {"WIDE_BLOCK_H": 32, "BLOCK_N": 64, "WARPS": 8, "SPLIT_KEYS": 256},
+        {"WIDE_BLOCK_H": 16, "BLOCK_N": 64, "WARPS": 8, "SPLIT_KEYS": 256},
+        {"WIDE_BLOCK_H": 64, "BLOCK_N": 32, "WARPS": 8, "SPLIT_KEYS": 256},
+        {"WIDE_BLOCK_H": 32, "BLOCK_N": 64, "WARPS": 4, "SPLIT_KEYS": 256},
     ]),
 }  # fmt: skip
 

@@ -64,9 +64,12 @@ def test_extend_attention(dtype, causal, sinks, window):
     assert_close(out, want, atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("causal,sinks,window", [(True, False, -1), (False, False, -1), (True, True, 30)])
+@pytest.mark.parametrize(
+    "causal,sinks,window", [(True, False, -1), (False, False, -1), (True, True, 30), (False, True, 100)]
+)
 def test_extend_attention_long_requests(causal, sinks, window):
-    # requests of 150 and 65 new tokens span several 64-row programs; an empty request sits between them
+    # 150 new tokens span two 128-row programs; an empty request sits between requests; 200 keys give whole key
+    # blocks that every row of a program sees (run unmasked) between masked ones (window start, causal diagonal)
     requests = [(150, 170), (0, 9), (65, 65), (3, 200)]
     k_cache, v_cache, table, lens = paged([n for _, n in requests], 16, 1, 16, 16, torch.float32)
     cu = torch.tensor([0] + [q for q, _ in requests]).cumsum(0).to(torch.int32)
@@ -101,5 +104,17 @@ def test_decode_mla_splits():
     assert mla._splits(2, 1, table.shape[1] * 128) == 13
     q = torch.randn(2, 2, 48)
     out = torch.empty(2, 2, 32)
+    kernels.decode_mla(q, nope, rope, table, seq_lens, 0.2, out)
+    assert_close(out, ref.decode_mla(q, nope, rope, table, seq_lens, 0.2), atol=1e-5, rtol=1e-5)
+
+
+def test_decode_mla_wide_head_blocks(monkeypatch):
+    # a batch that fills the device takes 32 heads per program: 40 heads are a full block and a partly masked one
+    from sgl_npu_attention.triton import mla
+
+    monkeypatch.setattr(mla, "WIDE_MIN_PROGRAMS", 4)  # 2 sequences x 2 blocks of 32 heads
+    nope, rope, table, seq_lens = paged([300, 17], 16, 1, 32, 16, torch.float32)
+    q = torch.randn(2, 40, 48)
+    out = torch.empty(2, 40, 32)
     kernels.decode_mla(q, nope, rope, table, seq_lens, 0.2, out)
     assert_close(out, ref.decode_mla(q, nope, rope, table, seq_lens, 0.2), atol=1e-5, rtol=1e-5)

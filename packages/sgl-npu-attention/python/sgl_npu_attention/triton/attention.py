@@ -25,8 +25,8 @@ DECODE_MIN_KEYS = 256  # keys per split at least
 DECODE_PROGRAMS = 512  # programs a decode launch aims for (a few per multiprocessor)
 DECODE_WARPS = 4
 EXTEND_BLOCK_M = 128  # new tokens per program
-EXTEND_BLOCK_N = 64  # keys per step
-EXTEND_WARPS = 8
+EXTEND_BLOCK_N = 32  # keys per step
+EXTEND_WARPS = 4
 
 
 @triton.jit
@@ -104,6 +104,34 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks
 
 
 @triton.jit
+def _extend_step(q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row_ptr, page_size,
+                 k_ptr, k_block_stride, k_token_stride, k_head_offset,
+                 v_ptr, v_block_stride, v_token_stride, v_head_offset, offs_d, offs_dv, d, dv, scale2,
+                 MASKED: tl.constexpr, BLOCK_N: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """One block of keys ``[n0, n0 + BLOCK_N)`` of the base-2 online softmax. Unmasked blocks are whole and seen by
+    every row: they skip the range mask and the guard for rows that have seen nothing yet."""
+    n = n0 + tl.arange(0, BLOCK_N)
+    valid = n < hi
+    block, slot = page_slots(table_row_ptr, n, valid, page_size)
+    k = paged_rows(k_ptr, block, slot, k_block_stride, k_token_stride, k_head_offset, offs_d, d, valid)
+    v = paged_rows(v_ptr, block, slot, v_block_stride, v_token_stride, v_head_offset, offs_dv, dv, valid)
+    s = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION) * scale2
+    if MASKED:
+        visible = (n[None, :] >= key_lo[:, None]) & (n[None, :] < key_hi[:, None])
+        s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, axis=1))
+    if MASKED:  # a row with nothing visible yet: exp2(-inf) = 0, no NaN
+        base = tl.where(m_new > float("-inf"), m_new, 0.0)
+    else:
+        base = m_new
+    rescale = tl.math.exp2(m - base)
+    p = tl.math.exp2(s - base[:, None])
+    l_sum = l_sum * rescale + tl.sum(p, axis=1)
+    acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc=acc * rescale[:, None], input_precision=PRECISION)
+    return m_new, l_sum, acc
+
+
+@triton.jit
 def _extend_kernel(
     q_ptr, q_token_stride, q_head_stride,
     k_ptr, k_block_stride, k_token_stride, k_head_stride,
@@ -114,8 +142,9 @@ def _extend_kernel(
     CAUSAL: tl.constexpr, HAS_SINKS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    prog = tl.program_id(0)
-    h = tl.program_id(1).to(tl.int64)
+    # Blocks in reverse: a request's last blocks see the most keys, and starting them first keeps the tail short.
+    prog = tl.num_programs(1) - 1 - tl.program_id(1)
+    h = tl.program_id(0).to(tl.int64)
     hk = h // group
     r = tl.load(prog_req_ptr + prog).to(tl.int64)
     q_start = tl.load(cu_ptr + r)
@@ -136,6 +165,12 @@ def _extend_kernel(
     # the compiled loop's software pipeline adds the step to it (an illegal address on the GPU).
     hi = tl.max(tl.where(row_ok, key_hi, 0), axis=0)
     lo = tl.min(tl.where(row_ok, key_lo, hi), axis=0)
+    # [full_lo, full_hi): whole blocks that every row sees in full, run without the mask; the blocks before and
+    # after (a sliding window's start, the causal diagonal) are masked.
+    seen_by_all_lo = tl.max(tl.where(row_ok, key_lo, lo), axis=0)
+    seen_by_all_hi = tl.min(tl.where(row_ok, key_hi, hi), axis=0)
+    full_lo = lo + tl.cdiv(seen_by_all_lo - lo, BLOCK_N) * BLOCK_N
+    full_hi = tl.maximum(full_lo, full_lo + (seen_by_all_hi - full_lo) // BLOCK_N * BLOCK_N)
     # Scores in base 2 (log2(e) folded into the scale): exp2 is the hardware's instruction, exp one more multiply.
     scale2 = sm_scale * 1.4426950408889634
     if HAS_SINKS:  # the sink's logit joins the max and, below, the sum
@@ -145,22 +180,22 @@ def _extend_kernel(
         m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
         l_sum = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
-    for n0 in range(lo, hi, BLOCK_N):
-        n = n0 + tl.arange(0, BLOCK_N)
-        valid = n < hi
-        block, slot = page_slots(table_ptr + r * table_stride, n, valid, page_size)
-        k = paged_rows(k_ptr, block, slot, k_block_stride, k_token_stride, hk * k_head_stride, offs_d, d, valid)
-        v = paged_rows(v_ptr, block, slot, v_block_stride, v_token_stride, hk * v_head_stride, offs_dv, dv, valid)
-        s = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION) * scale2
-        visible = (n[None, :] >= key_lo[:, None]) & (n[None, :] < key_hi[:, None])
-        s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        base = tl.where(m_new > float("-inf"), m_new, 0.0)  # a row with nothing visible yet: exp2(-inf) = 0, no NaN
-        rescale = tl.math.exp2(m - base)
-        p = tl.math.exp2(s - base[:, None])
-        l_sum = l_sum * rescale + tl.sum(p, axis=1)
-        acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc=acc * rescale[:, None], input_precision=PRECISION)
-        m = m_new
+    table_row = table_ptr + r * table_stride
+    for n0 in range(lo, full_lo, BLOCK_N):
+        m, l_sum, acc = _extend_step(q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row, page_size,
+                                     k_ptr, k_block_stride, k_token_stride, hk * k_head_stride,
+                                     v_ptr, v_block_stride, v_token_stride, hk * v_head_stride, offs_d, offs_dv, d, dv,
+                                     scale2, True, BLOCK_N, DOT_DTYPE, PRECISION)  # fmt: skip
+    for n0 in range(full_lo, full_hi, BLOCK_N):
+        m, l_sum, acc = _extend_step(q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row, page_size,
+                                     k_ptr, k_block_stride, k_token_stride, hk * k_head_stride,
+                                     v_ptr, v_block_stride, v_token_stride, hk * v_head_stride, offs_d, offs_dv, d, dv,
+                                     scale2, False, BLOCK_N, DOT_DTYPE, PRECISION)  # fmt: skip
+    for n0 in range(full_hi, hi, BLOCK_N):
+        m, l_sum, acc = _extend_step(q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row, page_size,
+                                     k_ptr, k_block_stride, k_token_stride, hk * k_head_stride,
+                                     v_ptr, v_block_stride, v_token_stride, hk * v_head_stride, offs_d, offs_dv, d, dv,
+                                     scale2, True, BLOCK_N, DOT_DTYPE, PRECISION)  # fmt: skip
     out = tl.where(l_sum[:, None] > 0, acc / tl.where(l_sum > 0, l_sum, 1.0)[:, None], 0.0)
     o_ptr = out_ptr + t[:, None] * out_token_stride + h * out_head_stride + offs_dv[None, :]
     tl.store(o_ptr, to_dtype(out, out_ptr.dtype.element_ty), mask=row_ok[:, None] & (offs_dv[None, :] < dv))
@@ -191,7 +226,7 @@ def extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, s
     dv = v_cache.shape[-1]
     programs, req, row = _extend_programs(cu_seqlens_q, tokens)
     operand = dot_dtype(q.dtype)
-    _extend_kernel[(programs, q_heads)](
+    _extend_kernel[(q_heads, programs)](
         q, q.stride(0), q.stride(1),
         k_cache, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache, v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),

@@ -1,4 +1,4 @@
-"""Triton absorbed-MLA decode. Programs (sequence, block of 16 query heads, split of the sequence's keys): the heads
+"""Triton absorbed-MLA decode. Programs (sequence, block of 16 or 32 query heads, split of the sequence's keys): the heads
 share every latent row they load, so each block of keys is two small matmuls, ``Q K^T`` over [latent | rope] and
 ``P V`` with V the latent rows. A second kernel merges the splits by log-sum-exp. The split count comes from the
 block table's capacity (no host sync); each sequence's keys are divided evenly among the splits on the device.
@@ -15,6 +15,11 @@ from .paged import dot_dtype, dot_precision, merge_splits, page_slots, paged_row
 
 # Launch parameters (benchmarks/tune_triton.py times the alternatives on a GPU).
 BLOCK_H = 16  # query heads per program (tl.dot needs 16 rows at least)
+# When the batch alone gives WIDE_MIN_PROGRAMS programs of WIDE_BLOCK_H heads, programs take that many heads: each
+# latent row loaded serves twice the heads (H200, 16 x 128 heads x 4096 keys: 309 -> 201 us); smaller batches keep
+# 16 heads and more splits (1 x 128 heads: 27 us at 16, 32 us at 32).
+WIDE_BLOCK_H = 32
+WIDE_MIN_PROGRAMS = 64
 BLOCK_N = 64  # keys per step
 SPLIT_KEYS = 256  # keys per split at least, when the batch alone does not fill the device
 WARPS = 8
@@ -75,7 +80,8 @@ def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale,
     if batch == 0:
         return
     dl, dr = kv_nope_cache.shape[-1], kv_rope_cache.shape[-1]
-    head_blocks = triton.cdiv(q_heads, BLOCK_H)
+    block_h = WIDE_BLOCK_H if batch * triton.cdiv(q_heads, WIDE_BLOCK_H) >= WIDE_MIN_PROGRAMS else BLOCK_H
+    head_blocks = triton.cdiv(q_heads, block_h)
     splits = _splits(batch, head_blocks, block_table.shape[1] * kv_nope_cache.shape[1])
     partial = torch.empty(batch, q_heads, splits, dl + 2, dtype=torch.float32, device=q.device)
     block_dl, block_dr = max(16, triton.next_power_of_2(dl)), max(16, triton.next_power_of_2(dr))
@@ -86,7 +92,7 @@ def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale,
         kv_rope_cache, kv_rope_cache.stride(0), kv_rope_cache.stride(1),
         block_table, block_table.stride(0), seq_lens, partial,
         float(sm_scale), q_heads, kv_nope_cache.shape[1], dl, dr, splits,
-        BLOCK_H=BLOCK_H, BLOCK_N=BLOCK_N, BLOCK_DL=block_dl, BLOCK_DR=block_dr,
+        BLOCK_H=block_h, BLOCK_N=BLOCK_N, BLOCK_DL=block_dl, BLOCK_DR=block_dr,
         DOT_DTYPE=operand, PRECISION=dot_precision(operand), num_warps=WARPS,
     )  # fmt: skip
     merge_splits(partial, None, out)
