@@ -104,17 +104,18 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks
 
 
 @triton.jit
-def _extend_step(q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row_ptr, page_size,
-                 k_ptr, k_block_stride, k_token_stride, k_head_offset,
-                 v_ptr, v_block_stride, v_token_stride, v_head_offset, offs_d, offs_dv, d, dv, scale2,
-                 MASKED: tl.constexpr, BLOCK_N: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+def _extend_step(
+    q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row_ptr, page_size,
+    k_ptr, k_block_stride, k_token_stride, v_ptr, v_block_stride, v_token_stride, offs_d, offs_dv, d, dv, scale2,
+    MASKED: tl.constexpr, BLOCK_N: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
     """One block of keys ``[n0, n0 + BLOCK_N)`` of the base-2 online softmax. Unmasked blocks are whole and seen by
     every row: they skip the range mask and the guard for rows that have seen nothing yet."""
     n = n0 + tl.arange(0, BLOCK_N)
     valid = n < hi
     block, slot = page_slots(table_row_ptr, n, valid, page_size)
-    k = paged_rows(k_ptr, block, slot, k_block_stride, k_token_stride, k_head_offset, offs_d, d, valid)
-    v = paged_rows(v_ptr, block, slot, v_block_stride, v_token_stride, v_head_offset, offs_dv, dv, valid)
+    k = paged_rows(k_ptr, block, slot, k_block_stride, k_token_stride, 0, offs_d, d, valid)
+    v = paged_rows(v_ptr, block, slot, v_block_stride, v_token_stride, 0, offs_dv, dv, valid)
     s = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION) * scale2
     if MASKED:
         visible = (n[None, :] >= key_lo[:, None]) & (n[None, :] < key_hi[:, None])
@@ -166,7 +167,7 @@ def _extend_kernel(
     hi = tl.max(tl.where(row_ok, key_hi, 0), axis=0)
     lo = tl.min(tl.where(row_ok, key_lo, hi), axis=0)
     # [full_lo, full_hi): whole blocks that every row sees in full, run without the mask; the blocks before and
-    # after (a sliding window's start, the causal diagonal) are masked.
+    # after it (a sliding window's start, the causal diagonal) are masked.
     seen_by_all_lo = tl.max(tl.where(row_ok, key_lo, lo), axis=0)
     seen_by_all_hi = tl.min(tl.where(row_ok, key_hi, hi), axis=0)
     full_lo = lo + tl.cdiv(seen_by_all_lo - lo, BLOCK_N) * BLOCK_N
@@ -181,21 +182,18 @@ def _extend_kernel(
         l_sum = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
     table_row = table_ptr + r * table_stride
-    for n0 in range(lo, full_lo, BLOCK_N):
-        m, l_sum, acc = _extend_step(q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row, page_size,
-                                     k_ptr, k_block_stride, k_token_stride, hk * k_head_stride,
-                                     v_ptr, v_block_stride, v_token_stride, hk * v_head_stride, offs_d, offs_dv, d, dv,
-                                     scale2, True, BLOCK_N, DOT_DTYPE, PRECISION)  # fmt: skip
+    k_head, v_head = k_ptr + hk * k_head_stride, v_ptr + hk * v_head_stride
     for n0 in range(full_lo, full_hi, BLOCK_N):
         m, l_sum, acc = _extend_step(q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row, page_size,
-                                     k_ptr, k_block_stride, k_token_stride, hk * k_head_stride,
-                                     v_ptr, v_block_stride, v_token_stride, hk * v_head_stride, offs_d, offs_dv, d, dv,
-                                     scale2, False, BLOCK_N, DOT_DTYPE, PRECISION)  # fmt: skip
-    for n0 in range(full_hi, hi, BLOCK_N):
+                                     k_head, k_block_stride, k_token_stride, v_head, v_block_stride, v_token_stride,
+                                     offs_d, offs_dv, d, dv, scale2, False, BLOCK_N, DOT_DTYPE, PRECISION)  # fmt: skip
+    # then the masked blocks, before and after (the softmax's order of blocks does not matter)
+    before = (full_lo - lo) // BLOCK_N
+    for i in range(0, before + tl.cdiv(hi - full_hi, BLOCK_N)):
+        n0 = tl.where(i < before, lo + i * BLOCK_N, full_hi + (i - before) * BLOCK_N)
         m, l_sum, acc = _extend_step(q, n0, hi, key_lo, key_hi, m, l_sum, acc, table_row, page_size,
-                                     k_ptr, k_block_stride, k_token_stride, hk * k_head_stride,
-                                     v_ptr, v_block_stride, v_token_stride, hk * v_head_stride, offs_d, offs_dv, d, dv,
-                                     scale2, True, BLOCK_N, DOT_DTYPE, PRECISION)  # fmt: skip
+                                     k_head, k_block_stride, k_token_stride, v_head, v_block_stride, v_token_stride,
+                                     offs_d, offs_dv, d, dv, scale2, True, BLOCK_N, DOT_DTYPE, PRECISION)  # fmt: skip
     out = tl.where(l_sum[:, None] > 0, acc / tl.where(l_sum > 0, l_sum, 1.0)[:, None], 0.0)
     o_ptr = out_ptr + t[:, None] * out_token_stride + h * out_head_stride + offs_dv[None, :]
     tl.store(o_ptr, to_dtype(out, out_ptr.dtype.element_ty), mask=row_ok[:, None] & (offs_dv[None, :] < dv))

@@ -1,5 +1,5 @@
-"""Triton absorbed-MLA decode. Programs (sequence, block of 16 or 32 query heads, split of the sequence's keys): the heads
-share every latent row they load, so each block of keys is two small matmuls, ``Q K^T`` over [latent | rope] and
+"""Triton absorbed-MLA decode. Programs (sequence, block of 16 or 32 query heads, split of the sequence's keys): the
+heads share every latent row they load, so each block of keys is two small matmuls, ``Q K^T`` over [latent | rope] and
 ``P V`` with V the latent rows. A second kernel merges the splits by log-sum-exp. The split count comes from the
 block table's capacity (no host sync); each sequence's keys are divided evenly among the splits on the device.
 Lengths and block ids are not checked on the device (the CPU op and the reference path check them)."""
