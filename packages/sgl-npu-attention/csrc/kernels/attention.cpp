@@ -38,15 +38,36 @@ inline f32x8 reduce_add8(const f32x8* v) {
 #endif
 }
 
+// The next block's K and V rows of one head, asked for from the caches a row or two at a time while this block is
+// scored: spread so, the requests keep DRAM busy alongside the arithmetic; asked for all at once, they overflow the
+// miss buffers and stall it (decode 16x32/8x4096 with one thread: ~75 -> ~40 ms).
+struct NextRows {
+  const char* k = nullptr;
+  const char* v = nullptr;
+  int64_t k_stride = 0, v_stride = 0, k_bytes = 0, v_bytes = 0, rows = 0;
+  // Row j < rows. (The callers test j: with the test in here, GCC 12 drops the prefetches of an inlined call.)
+  void ask(int64_t j) const {
+    prefetch_bytes(k + j * k_stride, k_bytes);
+    prefetch_bytes(v + j * v_stride, v_bytes);
+  }
+  void ask_from(int64_t j) const {
+    for (; j < rows; ++j) ask(j);
+  }
+};
+
 // s[r * kBlock + j] = q_r . k_j for rows r < MR (d apart) and keys j < n (cache rows ldk apart, converted to fp32 in
 // registers); s is written for j < round_up(n, 8) (0 past n). Keys go in pairs: each K vector is loaded once for the
-// MR rows, and the eight
-// lanes of a (row, key) partial sum are reduced eight keys at a time.
+// MR rows, and the eight lanes of a (row, key) partial sum are reduced eight keys at a time. Each pair asks for two
+// of `next`'s rows.
 template <int MR, class T>
-void score_rows(const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s) {
+void score_rows(const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s, const NextRows& next) {
   f32x8 part[MR][kBlock];
   const int64_t dv8 = d / kVec * kVec, n8 = round_up(n, kVec);
   for (int64_t j = 0; j < n; j += 2) {
+    if (j + 1 < next.rows) {
+      next.ask(j);
+      next.ask(j + 1);
+    }
     const T* k0 = k + j * ldk;
     const T* k1 = j + 1 < n ? k0 + ldk : k0;
     f32x8 a0[MR], a1[MR];
@@ -67,6 +88,7 @@ void score_rows(const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, f
       if (j + 1 < kBlock) part[r][j + 1] = a1[r];
     }
   }
+  next.ask_from(std::min(round_up(n, 2), next.rows / 2 * 2));  // what the pairs did not ask for
   for (int r = 0; r < MR; ++r) {
     for (int64_t j = n; j < n8; ++j) part[r][j] = splat(0.f);
     for (int64_t j = 0; j < n8; j += kVec) store8(s + r * kBlock + j, reduce_add8(&part[r][j]));
@@ -105,23 +127,27 @@ void score_block_gemm(int64_t rows, const float* q, int64_t d, const T* k, int64
                   std::min(kTileCols, n8 - c0), nullptr);
 }
 
+// S for up to kGemmRows query rows, kScoreRows at a time; the first call asks for `next`.
 template <class T>
-void score_block(int64_t rows, const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s) {
+void score_block(int64_t rows, const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s,
+                 const NextRows& next) {
+  const NextRows none;
   for (int64_t r = 0; r < rows; r += kScoreRows) {
     const float* qr = q + r * d;
     float* sr = s + r * kBlock;
+    const NextRows& ask = r == 0 ? next : none;
     switch (std::min(kScoreRows, rows - r)) {
       case 1:
-        score_rows<1>(qr, d, k, ldk, n, sr);
+        score_rows<1>(qr, d, k, ldk, n, sr, ask);
         break;
       case 2:
-        score_rows<2>(qr, d, k, ldk, n, sr);
+        score_rows<2>(qr, d, k, ldk, n, sr, ask);
         break;
       case 3:
-        score_rows<3>(qr, d, k, ldk, n, sr);
+        score_rows<3>(qr, d, k, ldk, n, sr, ask);
         break;
       default:
-        score_rows<4>(qr, d, k, ldk, n, sr);
+        score_rows<4>(qr, d, k, ldk, n, sr, ask);
     }
   }
 }
@@ -172,17 +198,16 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     const T* k_heads = static_cast<const T*>(a.k_cache) + hk0 * a.k_head_stride;
     const T* v_heads = static_cast<const T*>(a.v_cache) + hk0 * a.v_head_stride;
     // Blocks of up to kBlock keys inside one page: their K and V rows are token_stride apart. When the task has
-    // every head of a token row (decode), a block's K rows are one span of memory (V's too), and the prefetches
-    // below walk it in address order rather than row by row per head (decode 16x32/8x4096: 27 -> 31 % of copy on
-    // average over 7 interleaved pairs of runs).
+    // every head of a token row (decode), a block's K rows are one span of memory (V's too), and each head asks for
+    // an eighth of the next block's spans in address order rather than its own rows (decode 16x32/8x4096: 27 -> 31 %
+    // of copy on average over 7 interleaved pairs of runs, when the requests came in one burst per head).
     const bool spans = heads * a.k_head_stride == a.k_token_stride && a.k_head_stride == d &&
                        heads * a.v_head_stride == a.v_token_stride && a.v_head_stride == dv;
     const int64_t k_row = a.k_token_stride * int64_t(sizeof(T)), v_row = a.v_token_stride * int64_t(sizeof(T));
+    const int64_t k_bytes = d * int64_t(sizeof(T)), v_bytes = dv * int64_t(sizeof(T));
     auto attend_block = [&](int64_t k0, int64_t n, int64_t block, int64_t offset) {
-      // The next block's rows, asked for a head's share at a time while this block's heads are scored (a burst of
-      // prefetches would overflow the miss buffers and be dropped).
       const int64_t next = k0 + n;
-      int64_t nn = 0;
+      int64_t nn = 0;  // the next block's keys
       const char *kn = nullptr, *vn = nullptr;
       if (next < last) {
         const int64_t nb = pages[next / a.page_size], no = next % a.page_size;
@@ -195,22 +220,25 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         const T* v = v_heads + h * a.v_head_stride + block * a.v_block_stride + offset * a.v_token_stride;
         float* mh = m.data() + h * rows;
         float* lh = l.data() + h * rows;
-        if (spans) {  // the next block's K and V rows are two spans: their h-th slices, in address order
-          const int64_t ks = nn * k_row / heads, vs = nn * v_row / heads;
-          prefetch_bytes(kn + h * ks, ks);
-          prefetch_bytes(vn + h * vs, vs);
-        } else {
-          for (int64_t j = 0; j < nn; ++j) {
-            prefetch_bytes(kn + j * k_row + h * a.k_head_stride * int64_t(sizeof(T)), d * int64_t(sizeof(T)));
-            prefetch_bytes(vn + j * v_row + h * a.v_head_stride * int64_t(sizeof(T)), dv * int64_t(sizeof(T)));
-          }
-        }
+        NextRows next_rows;
+        if (nn > 0 && spans)  // the h-th slices of the two spans, a row's width at a time
+          next_rows = {kn + h * nn * k_bytes, vn + h * nn * v_bytes, k_bytes, v_bytes, k_bytes, v_bytes, nn};
+        else if (nn > 0)  // head h's rows
+          next_rows = {kn + h * a.k_head_stride * int64_t(sizeof(T)),
+                       vn + h * a.v_head_stride * int64_t(sizeof(T)),
+                       k_row,
+                       v_row,
+                       k_bytes,
+                       v_bytes,
+                       nn};
         if (!v_in_place)
           for (int64_t j = 0; j < n; ++j) to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
-        if (rows >= kGemmRows)
+        if (rows >= kGemmRows) {  // prefill tiles: arithmetic enough to hide one burst
+          next_rows.ask_from(0);
           score_block_gemm(rows, qf.data() + h * rows * d, d, k, a.k_token_stride, n, scores.data(), kt.data());
-        else
-          score_block(rows, qf.data() + h * rows * d, d, k, a.k_token_stride, n, scores.data());
+        } else {
+          score_block(rows, qf.data() + h * rows * d, d, k, a.k_token_stride, n, scores.data(), next_rows);
+        }
         const int64_t n8 = round_up(n, kVec);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t t = t0 + r / group;
