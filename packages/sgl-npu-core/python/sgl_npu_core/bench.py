@@ -95,11 +95,24 @@ def device_us(fns: Sequence[Callable[[], object]], min_time_s: float = 0.2) -> l
     from triton.testing import do_bench, do_bench_cudagraph
 
     rep = max(100, 1e3 * min_time_s)
-    try:
+    if all(map(_syncless, fns)):  # a capture that fails midway leaves torch's CUDA RNG unusable: test first
         return [do_bench_cudagraph(fn, rep=rep, return_mode="median") * 1e3 for fn in fns]
-    except Exception:  # noqa: BLE001 (a capture failure: time them launched)
-        torch.cuda.synchronize()
-        return [do_bench(fn, warmup=max(25, rep / 4), rep=rep, return_mode="median") * 1e3 for fn in fns]
+    return [do_bench(fn, warmup=max(25, rep / 4), rep=rep, return_mode="median") * 1e3 for fn in fns]
+
+
+def _syncless(fn: Callable[[], object]) -> bool:
+    """Whether ``fn()`` runs without waiting on the device (what a CUDA graph cannot capture), once warm (a
+    first call may compile)."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def copy_call(nbytes: int, dtype: torch.dtype = torch.uint8) -> Callable[[], object]:
