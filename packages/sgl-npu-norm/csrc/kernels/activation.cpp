@@ -23,6 +23,15 @@ inline float swiglu_oai1(float g, float u, float alpha, float limit) {
   return (u + 1.0f) * g * sigmoid(alpha * g);
 }
 
+// The gate and up values at i of the next row (`next`: the row itself on a task's last row), asked for from the
+// caches one step at a time while this row is computed: DRAM works alongside the arithmetic (silu_and_mul and
+// swiglu_quant 4096 x 7168 bf16: 8-12 % faster, interleaved in one process).
+template <class T>
+inline void ask_next_row(const T* next, int64_t d, int64_t i) {
+  __builtin_prefetch(next + i);
+  __builtin_prefetch(next + d + i);
+}
+
 template <class T>
 void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
   const int64_t d = a.d;
@@ -32,7 +41,9 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
     T* out = static_cast<T*>(a.out) + r * a.out_stride;
     int64_t i = 0;
     if (a.kind == GluKind::silu_and_mul) {
+      const T* next = r + 1 < end ? x + a.x_stride : x;
       for (; i + 2 * kVec <= d; i += 2 * kVec) {
+        ask_next_row(next, d, i);
         const f32x8x2 g = load16(x + i), u = load16(x + d + i);
         store16(out + i, {vsilu(g.lo) * u.lo, vsilu(g.hi) * u.hi}, a.stream);
       }
@@ -77,7 +88,9 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     // y is kept in load16<T>'s order per block of 16 (the quantization below writes q back in memory order).
     f32x8 max_lo = splat(0.f), max_hi = splat(0.f);
     int64_t i = 0;
+    const T* next = r + 1 < end ? x + a.x_stride : x;
     for (; i + 2 * kVec <= d; i += 2 * kVec) {
+      ask_next_row(next, d, i);
       const f32x8x2 g = load16(x + i), u = load16(x + d + i);
       const f32x8 lo = swiglu8(g.lo, u.lo, a.do_limit, a.limit), hi = swiglu8(g.hi, u.hi, a.do_limit, a.limit);
       store8(y.data() + i, lo);

