@@ -199,12 +199,14 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     const T* v_heads = static_cast<const T*>(a.v_cache) + hk0 * a.v_head_stride;
     // Blocks of up to kBlock keys inside one page: their K and V rows are token_stride apart. When the task has
     // every head of a token row (decode), a block's K rows are one span of memory (V's too), and each head asks for
-    // an eighth of the next block's spans in address order rather than its own rows (decode 16x32/8x4096: 27 -> 31 %
-    // of copy on average over 7 interleaved pairs of runs, when the requests came in one burst per head).
+    // its share of the next block's spans in address order rather than its own rows (decode 16x32/8x4096: 27 -> 31 %
+    // of copy, measured while the requests still came in one burst per head).
     const bool spans = heads * a.k_head_stride == a.k_token_stride && a.k_head_stride == d &&
                        heads * a.v_head_stride == a.v_token_stride && a.v_head_stride == dv;
     const int64_t k_row = a.k_token_stride * int64_t(sizeof(T)), v_row = a.v_token_stride * int64_t(sizeof(T));
     const int64_t k_bytes = d * int64_t(sizeof(T)), v_bytes = dv * int64_t(sizeof(T));
+    const int64_t k_head_bytes = a.k_head_stride * int64_t(sizeof(T)),
+                  v_head_bytes = a.v_head_stride * int64_t(sizeof(T));
     auto attend_block = [&](int64_t k0, int64_t n, int64_t block, int64_t offset) {
       const int64_t next = k0 + n;
       int64_t nn = 0;  // the next block's keys
@@ -224,13 +226,7 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         if (nn > 0 && spans)  // the h-th slices of the two spans, a row's width at a time
           next_rows = {kn + h * nn * k_bytes, vn + h * nn * v_bytes, k_bytes, v_bytes, k_bytes, v_bytes, nn};
         else if (nn > 0)  // head h's rows
-          next_rows = {kn + h * a.k_head_stride * int64_t(sizeof(T)),
-                       vn + h * a.v_head_stride * int64_t(sizeof(T)),
-                       k_row,
-                       v_row,
-                       k_bytes,
-                       v_bytes,
-                       nn};
+          next_rows = {kn + h * k_head_bytes, vn + h * v_head_bytes, k_row, v_row, k_bytes, v_bytes, nn};
         if (!v_in_place)
           for (int64_t j = 0; j < n; ++j) to_fp32(v + j * a.v_token_stride, vf.data() + j * dvp, dv);
         if (rows >= kGemmRows) {  // prefill tiles: arithmetic enough to hide one burst
