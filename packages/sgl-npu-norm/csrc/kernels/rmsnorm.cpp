@@ -28,8 +28,8 @@ float sum_squares(const T* x, const T* res, T* sum, int64_t n, const T* x_next, 
   f32x8 acc[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
   int64_t i = 0;
   for (; i + 4 * kVec <= n; i += 4 * kVec) {
-    __builtin_prefetch(x_next + i);
-    if (res) __builtin_prefetch(res_next + i);
+    prefetch_bytes(x_next + i, 4 * kVec * int64_t(sizeof(T)));  // a line for bf16 / fp16, two for fp32
+    if (res) prefetch_bytes(res_next + i, 4 * kVec * int64_t(sizeof(T)));
     for (int k = 0; k < 2; ++k) {
       const int64_t j = i + 2 * k * kVec;
       f32x8x2 v = load16(x + j);
