@@ -5,8 +5,9 @@
 #       SOURCES csrc/registration.cpp csrc/ops/norm.cpp ...   # may include torch stable headers
 #       KERNELS csrc/kernels/rmsnorm.cpp ...)                  # framework-free, built once per ISA
 #
-# KERNELS are compiled once per ISA variant (`generic`, plus `avx2` = x86-64-v3 on x86-64) with
-# SGL_NPU_ISA naming the namespace; the ops pick a variant at run time (sgl_npu_core/isa.h).
+# KERNELS are compiled once per ISA variant (`generic`; on x86-64 also `avx2` = x86-64-v3 and, where the compiler
+# knows it, `avx512` = x86-64-v4 + AVX512-BF16 on 256-bit vectors) with SGL_NPU_ISA naming the namespace; the
+# ops pick a variant at run time (sgl_npu_core/isa.h).
 
 if(NOT SKBUILD)
   message(WARNING "Build sgl-npu wheels with: pip install --no-build-isolation ./packages/<wheel> (or nox -s build)")
@@ -67,7 +68,18 @@ function(sgl_npu_add_op_library target)
 
   _sgl_npu_kernel_objects(${target} generic "" ${ARG_KERNELS})
   if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
-    _sgl_npu_kernel_objects(${target} avx2 "-mavx2;-mfma;-mf16c" ${ARG_KERNELS})
+    set(avx2_flags "-mavx2;-mfma;-mf16c")
+    _sgl_npu_kernel_objects(${target} avx2 "${avx2_flags}" ${ARG_KERNELS})
     target_compile_definitions(${target} PRIVATE SGL_NPU_HAVE_AVX2=1)
+    # The kernels keep 8-wide fp32 vectors (vec.h); AVX-512 adds one-instruction bf16 rounding, masks and 32
+    # registers. 256-bit preferred so auto-vectorized loops do not move to zmm and their frequency cost.
+    set(avx512_flags ${avx2_flags} -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mprefer-vector-width=256)
+    include(CheckCXXCompilerFlag)
+    string(REPLACE ";" " " avx512_flag_string "${avx512_flags}")
+    check_cxx_compiler_flag("${avx512_flag_string}" SGL_NPU_COMPILER_HAS_AVX512_BF16)
+    if(SGL_NPU_COMPILER_HAS_AVX512_BF16)
+      _sgl_npu_kernel_objects(${target} avx512 "${avx512_flags}" ${ARG_KERNELS})
+      target_compile_definitions(${target} PRIVATE SGL_NPU_HAVE_AVX512=1)
+    endif()
   endif()
 endfunction()

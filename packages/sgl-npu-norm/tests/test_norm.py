@@ -99,6 +99,22 @@ def test_nan_payloads_stay_nan_in_bf16_outputs():
     assert torch.equal(ops.rmsnorm(x, w).isnan(), nan.expand(3, 64))
 
 
+def test_denormal_bf16_values_are_kept():
+    # AVX-512's one-instruction bf16 conversion flushes denormals to zero; the kernels must round them as torch does.
+    # Hidden 75 = 4 blocks of 16, one of 8 and a scalar tail, with a denormal in each part.
+    tiny = [3, 20, 66, 73]
+    x = torch.ones(3, 75, dtype=torch.bfloat16)
+    w = torch.ones(75)
+    w[tiny] = 2.0**-130
+    out = ops.rmsnorm(x, w)
+    assert torch.equal(out, ref.rmsnorm(x, w))
+    assert (out[:, tiny] != 0).all()
+    residual = torch.zeros(3, 75, dtype=torch.bfloat16)
+    x[:, tiny] = 2.0**-130
+    ops.fused_add_rmsnorm(x.clone(), residual, w)
+    assert torch.equal(residual, x)
+
+
 def test_multithreaded_rows_match_single_row_calls():
     x, w = _inputs((256, 2048), torch.bfloat16)
     batched = ops.rmsnorm(x, w)

@@ -16,6 +16,16 @@ constexpr int64_t kBlock = 32;     // keys per block: each V row converted to fp
 constexpr int64_t kScoreRows = 4;  // query rows scored together against each pair of keys
 constexpr int64_t kGemmRows = 24;  // from this many query rows a task scores with score_block_gemm
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+// bf16 decode scores q . k straight from the bf16 rows: one vdpbf16ps takes 16 products, K is never widened.
+constexpr bool kBf16Dot = true;
+inline f32x8 dot_pairs(f32x8 acc, const bf16_t* a, const bf16_t* b) {
+  return bitcast<f32x8>(_mm256_dpbf16_ps(bitcast<__m256>(acc), bitcast<__m256bh>(_mm256_loadu_si256((const __m256i*)a)),
+                                         bitcast<__m256bh>(_mm256_loadu_si256((const __m256i*)b))));
+}
+#else
+constexpr bool kBf16Dot = false;
+#endif
 
 // acc[0, n) = acc * scale + p * v
 void scale_add(float* acc, float scale, float p, const float* v, int64_t n) {
@@ -55,14 +65,17 @@ struct NextRows {
   }
 };
 
-// s[r * kBlock + j] = q_r . k_j for rows r < MR (d apart) and keys j < n (cache rows ldk apart, converted to fp32 in
-// registers); s is written for j < round_up(n, 8) (0 past n). Keys go in pairs: each K vector is loaded once for the
-// MR rows, and the eight lanes of a (row, key) partial sum are reduced eight keys at a time. Each pair asks for two
-// of `next`'s rows.
-template <int MR, class T>
-void score_rows(const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s, const NextRows& next) {
+// s[r * kBlock + j] = scale * q_r . k_j for rows r < MR (d apart) and keys j < n (cache rows ldk apart, converted to
+// fp32 in registers, or, for bf16 q (Q), multiplied in pairs by dot_pairs); s is written for j < round_up(n, 8) (0
+// past n). Keys go in pairs: each K vector is loaded once for the MR rows, and the eight lanes of a (row, key) partial
+// sum are reduced eight keys at a time. Each pair asks for two of `next`'s rows.
+template <int MR, class T, class Q>
+void score_rows(const Q* q, int64_t d, const T* k, int64_t ldk, int64_t n, float scale, float* s,
+                const NextRows& next) {
+  static_assert(std::is_same_v<Q, float> || (kBf16Dot && std::is_same_v<Q, bf16_t> && std::is_same_v<T, bf16_t>));
+  constexpr int64_t step = std::is_same_v<Q, float> ? kVec : 2 * kVec;
   f32x8 part[MR][kBlock];
-  const int64_t dv8 = d / kVec * kVec, n8 = round_up(n, kVec);
+  const int64_t dv8 = d / step * step, n8 = round_up(n, kVec);
   for (int64_t j = 0; j < n; j += 2) {
     if (j + 1 < next.rows) {
       next.ask(j);
@@ -73,13 +86,23 @@ void score_rows(const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, f
     f32x8 a0[MR], a1[MR];
 #pragma GCC unroll 4
     for (int r = 0; r < MR; ++r) a0[r] = a1[r] = splat(0.f);
-    for (int64_t c = 0; c < dv8; c += kVec) {
-      const f32x8 x0 = load8(k0 + c), x1 = load8(k1 + c);
+    for (int64_t c = 0; c < dv8; c += step) {
+      if constexpr (std::is_same_v<Q, float>) {
+        const f32x8 x0 = load8(k0 + c), x1 = load8(k1 + c);
 #pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) {
-        const f32x8 y = load8(q + r * d + c);
-        a0[r] += y * x0;
-        a1[r] += y * x1;
+        for (int r = 0; r < MR; ++r) {
+          const f32x8 y = load8(q + r * d + c);
+          a0[r] += y * x0;
+          a1[r] += y * x1;
+        }
+      } else {
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r) {
+          a0[r] = dot_pairs(a0[r], q + r * d + c, k0 + c);
+          a1[r] = dot_pairs(a1[r], q + r * d + c, k1 + c);
+        }
+#endif
       }
     }
 #pragma GCC unroll 4
@@ -91,10 +114,11 @@ void score_rows(const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, f
   next.ask_from(std::min(round_up(n, 2), next.rows / 2 * 2));  // what the pairs did not ask for
   for (int r = 0; r < MR; ++r) {
     for (int64_t j = n; j < n8; ++j) part[r][j] = splat(0.f);
-    for (int64_t j = 0; j < n8; j += kVec) store8(s + r * kBlock + j, reduce_add8(&part[r][j]));
+    for (int64_t j = 0; j < n8; j += kVec) store8(s + r * kBlock + j, reduce_add8(&part[r][j]) * scale);
     if (dv8 < d)
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t c = dv8; c < d; ++c) s[r * kBlock + j] += q[r * d + c] * to_float(k[j * ldk + c]);
+        for (int64_t c = dv8; c < d; ++c)
+          s[r * kBlock + j] += to_float(q[r * d + c]) * to_float(k[j * ldk + c]) * scale;
   }
 }
 
@@ -128,26 +152,26 @@ void score_block_gemm(int64_t rows, const float* q, int64_t d, const T* k, int64
 }
 
 // S for up to kGemmRows query rows, kScoreRows at a time; the first call asks for `next`.
-template <class T>
-void score_block(int64_t rows, const float* q, int64_t d, const T* k, int64_t ldk, int64_t n, float* s,
+template <class T, class Q>
+void score_block(int64_t rows, const Q* q, int64_t d, const T* k, int64_t ldk, int64_t n, float scale, float* s,
                  const NextRows& next) {
   const NextRows none;
   for (int64_t r = 0; r < rows; r += kScoreRows) {
-    const float* qr = q + r * d;
+    const Q* qr = q + r * d;
     float* sr = s + r * kBlock;
     const NextRows& ask = r == 0 ? next : none;
     switch (std::min(kScoreRows, rows - r)) {
       case 1:
-        score_rows<1>(qr, d, k, ldk, n, sr, ask);
+        score_rows<1>(qr, d, k, ldk, n, scale, sr, ask);
         break;
       case 2:
-        score_rows<2>(qr, d, k, ldk, n, sr, ask);
+        score_rows<2>(qr, d, k, ldk, n, scale, sr, ask);
         break;
       case 3:
-        score_rows<3>(qr, d, k, ldk, n, sr, ask);
+        score_rows<3>(qr, d, k, ldk, n, scale, sr, ask);
         break;
       default:
-        score_rows<4>(qr, d, k, ldk, n, sr, ask);
+        score_rows<4>(qr, d, k, ldk, n, scale, sr, ask);
     }
   }
 }
@@ -165,6 +189,7 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
   const int64_t heads = a.kv_heads_per_task, head_groups = a.kv_heads / heads, dvp = round_up(dv, kTileCols);
   std::vector<float> qf, vf(kBlock * dvp, 0.f), kt(kBlock * d), scores, oacc, m, l, rescale, row_sum;
+  std::vector<T> qt;  // the tile's queries as they are, for the bf16 decode scores (dot_pairs)
   for (int64_t task = begin; task < end; ++task) {
     const int64_t split = task % a.splits, hk0 = (task / a.splits) % head_groups * heads;
     // Tiles alternate from both ends of the list: the threads get contiguous task ranges, and a causal prefill's
@@ -179,15 +204,22 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     l.assign(heads * rows, 0.f);
     rescale.assign(round_up(rows, kVec), 0.f);  // padded for vexp
     row_sum.resize(rows);
+    const bool dot_bf16 = kBf16Dot && std::is_same_v<T, bf16_t> && rows < kGemmRows;
+    if (dot_bf16) qt.resize(heads * rows * d);
     int64_t lo = a.key_lo[t0], hi = a.key_hi[t0];  // the union of the tile's key ranges
     for (int64_t t = t0; t < t1; ++t) {
       lo = std::min(lo, a.key_lo[t]);
       hi = std::max(hi, a.key_hi[t]);
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t g = 0; g < group; ++g) {
-          float* qr = qf.data() + (h * rows + (t - t0) * group + g) * d;
-          to_fp32(static_cast<const T*>(a.q) + t * a.q_token_stride + ((hk0 + h) * group + g) * a.q_head_stride, qr, d);
-          for (int64_t i = 0; i < d; ++i) qr[i] *= a.sm_scale;
+          const int64_t i = (h * rows + (t - t0) * group + g) * d;
+          const T* src = static_cast<const T*>(a.q) + t * a.q_token_stride + ((hk0 + h) * group + g) * a.q_head_stride;
+          if (dot_bf16) {
+            std::copy(src, src + d, qt.data() + i);
+            continue;
+          }
+          to_fp32(src, qf.data() + i, d);
+          for (int64_t c = 0; c < d; ++c) qf[i + c] *= a.sm_scale;
         }
     }
     const int64_t first = lo + split * a.split_keys, last = std::min(hi, first + a.split_keys);
@@ -232,8 +264,12 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         if (rows >= kGemmRows) {  // prefill tiles: arithmetic enough to hide one burst
           next_rows.ask_from(0);
           score_block_gemm(rows, qf.data() + h * rows * d, d, k, a.k_token_stride, n, scores.data(), kt.data());
+        } else if (dot_bf16) {
+          if constexpr (kBf16Dot && std::is_same_v<T, bf16_t>)
+            score_block(rows, qt.data() + h * rows * d, d, k, a.k_token_stride, n, a.sm_scale, scores.data(),
+                        next_rows);
         } else {
-          score_block(rows, qf.data() + h * rows * d, d, k, a.k_token_stride, n, scores.data(), next_rows);
+          score_block(rows, qf.data() + h * rows * d, d, k, a.k_token_stride, n, 1.f, scores.data(), next_rows);
         }
         const int64_t n8 = round_up(n, kVec);
         for (int64_t r = 0; r < rows; ++r) {

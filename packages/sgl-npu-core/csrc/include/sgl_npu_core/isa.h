@@ -6,37 +6,53 @@
 
 namespace sgl_npu_core {
 
-// Whether the avx2 kernels run: the CPU has AVX2, FMA and F16C, and SGL_NPU_CPU_ISA=generic does not force
-// the portable ones (the tests run both this way).
-inline bool cpu_has_avx2() {
+// The kernel variants, each a superset of the one before.
+enum class CpuIsa { generic, avx2, avx512 };
+
+// The best variant this CPU runs, capped by SGL_NPU_CPU_ISA=generic|avx2 (the tests rerun the kernels that way).
+// avx2 needs AVX2, FMA and F16C; avx512 adds AVX-512 F/BW/DQ/VL and BF16 (one-instruction bf16 rounding).
+inline CpuIsa cpu_isa() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const bool ok = [] {
-    const char* forced = std::getenv("SGL_NPU_CPU_ISA");
-    if (forced != nullptr && std::strcmp(forced, "generic") == 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const CpuIsa isa = [] {
+    const char* cap = std::getenv("SGL_NPU_CPU_ISA");
+    if (cap != nullptr && std::strcmp(cap, "generic") == 0) return CpuIsa::generic;
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
+      return CpuIsa::generic;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0) return CpuIsa::avx2;
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                        __builtin_cpu_supports("avx512bf16");
+    return avx512 ? CpuIsa::avx512 : CpuIsa::avx2;
   }();
-  return ok;
+  return isa;
 #else
-  return false;
+  return CpuIsa::generic;
 #endif
 }
 
 }  // namespace sgl_npu_core
 
-// Declares `decl` in every ISA namespace this build has.
-#if defined(SGL_NPU_HAVE_AVX2)
-#define SGL_NPU_DECLARE_PER_ISA(...) \
-  namespace generic {                \
-  __VA_ARGS__;                       \
-  }                                  \
-  namespace avx2 {                   \
-  __VA_ARGS__;                       \
+// Declares `decl` in every ISA namespace this build has, and SGL_NPU_ISA_CALL picks the best one that runs.
+#define SGL_NPU_DECLARE_IN_NAMESPACE(ns, ...) \
+  namespace ns {                              \
+  __VA_ARGS__;                                \
   }
-#define SGL_NPU_ISA_CALL(fn, ...) (::sgl_npu_core::cpu_has_avx2() ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
+#if defined(SGL_NPU_HAVE_AVX512)
+#define SGL_NPU_DECLARE_PER_ISA(...)                 \
+  SGL_NPU_DECLARE_IN_NAMESPACE(generic, __VA_ARGS__) \
+  SGL_NPU_DECLARE_IN_NAMESPACE(avx2, __VA_ARGS__)    \
+  SGL_NPU_DECLARE_IN_NAMESPACE(avx512, __VA_ARGS__)
+#define SGL_NPU_ISA_CALL(fn, ...)                                                        \
+  (::sgl_npu_core::cpu_isa() == ::sgl_npu_core::CpuIsa::avx512 ? avx512::fn(__VA_ARGS__) \
+   : ::sgl_npu_core::cpu_isa() == ::sgl_npu_core::CpuIsa::avx2 ? avx2::fn(__VA_ARGS__)   \
+                                                               : generic::fn(__VA_ARGS__))
+#elif defined(SGL_NPU_HAVE_AVX2)
+#define SGL_NPU_DECLARE_PER_ISA(...)                 \
+  SGL_NPU_DECLARE_IN_NAMESPACE(generic, __VA_ARGS__) \
+  SGL_NPU_DECLARE_IN_NAMESPACE(avx2, __VA_ARGS__)
+#define SGL_NPU_ISA_CALL(fn, ...) \
+  (::sgl_npu_core::cpu_isa() != ::sgl_npu_core::CpuIsa::generic ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
 #else
-#define SGL_NPU_DECLARE_PER_ISA(...) \
-  namespace generic {                \
-  __VA_ARGS__;                       \
-  }
+#define SGL_NPU_DECLARE_PER_ISA(...) SGL_NPU_DECLARE_IN_NAMESPACE(generic, __VA_ARGS__)
 #define SGL_NPU_ISA_CALL(fn, ...) generic::fn(__VA_ARGS__)
 #endif

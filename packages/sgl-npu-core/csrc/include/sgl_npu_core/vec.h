@@ -73,7 +73,23 @@ inline __m256i bf16_in_high_half_no_nan(f32x8 v) {
   return bitcast<__m256i>(u + 0x7FFFu + ((u >> 16) & 1u));
 }
 #endif
+#if defined(__AVX512BF16__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+#define SGL_NPU_BF16_CONVERT_INSN 1
+// The hardware fp32 -> bf16 conversion rounds to nearest even and quiets NaNs exactly as the rounding above, but
+// flushes denormal inputs to zero: vectors holding one (fpclass bit 0x20) take the software rounding instead.
+inline bool no_denormal(f32x8 v) { return _mm256_fpclass_ps_mask(bitcast<__m256>(v), 0x20) == 0; }
+inline bool no_denormal(f32x8 a, f32x8 b) {
+  return (_mm256_fpclass_ps_mask(bitcast<__m256>(a), 0x20) | _mm256_fpclass_ps_mask(bitcast<__m256>(b), 0x20)) == 0;
+}
+inline __m128i bf16_convert_insn(f32x8 v) { return bitcast<__m128i>(_mm256_cvtneps_pbh(bitcast<__m256>(v))); }
+#endif
 inline void store8(bf16_t* p, f32x8 v) {
+#if defined(SGL_NPU_BF16_CONVERT_INSN)
+  if (__builtin_expect(no_denormal(v), 1)) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), bf16_convert_insn(v));
+    return;
+  }
+#endif
 #if defined(__AVX2__)
   const __m256i r = _mm256_srli_epi32(bf16_in_high_half(v), 16);
   // Every lane is <= 0xFFFF, so the saturating pack is a plain narrowing.
@@ -106,6 +122,10 @@ inline f32x8 round_to(f32x8 v) {
   if constexpr (std::is_same_v<T, float>) {
     return v;
   } else if constexpr (std::is_same_v<T, bf16_t>) {
+#if defined(SGL_NPU_BF16_CONVERT_INSN)
+    if (__builtin_expect(no_denormal(v), 1))
+      return bitcast<f32x8>(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bf16_convert_insn(v)), 16));
+#endif
 #if defined(__AVX2__)
     return bitcast<f32x8>(_mm256_and_si256(bf16_in_high_half(v), _mm256_set1_epi32(int(0xFFFF0000u))));
 #else
@@ -305,16 +325,26 @@ inline void store16(T* p, f32x8x2 v, bool stream = false) {
   if constexpr (kSplitsPairs<T>) {
     // One test for NaNs among all 16 values (unordered compare of the two halves) keeps the common case at the
     // short rounding.
-    __m256i even, odd;
-    const __m256 any_nan = _mm256_cmp_ps(bitcast<__m256>(v.lo), bitcast<__m256>(v.hi), _CMP_UNORD_Q);
-    if (__builtin_expect(_mm256_movemask_ps(any_nan) != 0, 0)) {
-      even = bf16_in_high_half(v.lo);
-      odd = bf16_in_high_half(v.hi);
-    } else {
-      even = bf16_in_high_half_no_nan(v.lo);
-      odd = bf16_in_high_half_no_nan(v.hi);
+    __m256i both;
+#if defined(SGL_NPU_BF16_CONVERT_INSN)
+    if (__builtin_expect(no_denormal(v.lo, v.hi), 1)) {
+      // evens 0..7 then odds 0..7, interleaved back to memory order by one word permute
+      const __m256i halves = bitcast<__m256i>(_mm256_cvtne2ps_pbh(bitcast<__m256>(v.hi), bitcast<__m256>(v.lo)));
+      both = _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), halves);
+    } else
+#endif
+    {
+      __m256i even, odd;
+      const __m256 any_nan = _mm256_cmp_ps(bitcast<__m256>(v.lo), bitcast<__m256>(v.hi), _CMP_UNORD_Q);
+      if (__builtin_expect(_mm256_movemask_ps(any_nan) != 0, 0)) {
+        even = bf16_in_high_half(v.lo);
+        odd = bf16_in_high_half(v.hi);
+      } else {
+        even = bf16_in_high_half_no_nan(v.lo);
+        odd = bf16_in_high_half_no_nan(v.hi);
+      }
+      both = _mm256_blend_epi16(_mm256_srli_epi32(even, 16), odd, 0xAA);
     }
-    const __m256i both = _mm256_blend_epi16(_mm256_srli_epi32(even, 16), odd, 0xAA);
     if (stream) {
       _mm_stream_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(both));
       _mm_stream_si128(reinterpret_cast<__m128i*>(p) + 1, _mm256_extracti128_si256(both, 1));
