@@ -244,6 +244,17 @@ def test_head_norm_rope(dtype, norm, rope, positions):
     assert_close(out, ref.head_norm_rope(x, *args))
 
 
+@pytest.mark.parametrize("tile_elements", [32, 64, 4096])  # 1, 2 and all (masked) tokens per program
+def test_head_norm_rope_token_tiles(monkeypatch, tile_elements):
+    monkeypatch.setattr(kernels.rope, "TILE_ELEMENTS", tile_elements)
+    x = torch.randn(5, 3, 32, dtype=torch.bfloat16)
+    weight, cos, sin = torch.randn(32), torch.randn(9, 16), torch.randn(9, 16)
+    args = (weight, None, 1e-6, False, True, None, cos, sin, torch.tensor([8, 1, 0, 4, 2]), 16, True, False)
+    out = torch.empty_like(x)
+    kernels.head_norm_rope(x, *args, out)
+    assert_close(out, ref.head_norm_rope(x, *args))
+
+
 @pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
 def test_head_norm_rope_in_place(neox):
     x = torch.randn(4, 3, 32, dtype=torch.bfloat16)

@@ -1,4 +1,4 @@
-"""Triton QK-norm + RoPE primitive (``head_norm_rope``): one program per (token, head).
+"""Triton QK-norm + RoPE primitive (``head_norm_rope``): one program per head of a block of tokens.
 
 Each program loads its head and, for the rotated dims, the partner of every element (``j +- rope_dim/2`` for
 NeoX, ``j ^ 1`` for GPT-J), normalizes both the same way, and writes ``y * C + y_partner * S``; see
@@ -13,74 +13,98 @@ from sgl_npu_core.triton_utils import num_warps, to_dtype
 
 from .. import _meta
 
+# Elements per program (tokens x head width). One (token, head) per program left the GPU mostly idle (H200,
+# Qwen3-8B split op at 4096 tokens: 114 us, torch.compile 58 us; 512: 60 us). Tiles past 512 gain nothing without
+# positions and lose with them (apply_rope Qwen3-8B: 51 us at 512, 110 us at 2048): see benchmarks/tune_rope_triton.py.
+TILE_ELEMENTS = 512
+
 
 @triton.jit
-def _normed(v, rstd, w_row, b_row, idx, mask, dtype: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-            GEMMA: tl.constexpr):  # fmt: skip
+def _normed(v, rstd, w, b, dtype: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     """v * rstd * w (+ b), rounded to ``dtype`` (as the unfused norm stores it), back in fp32."""
     v = v * rstd
     if HAS_W:
-        w = tl.load(w_row + idx, mask=mask, other=0.0).to(tl.float32)
-        if GEMMA:
-            w = w + 1.0
         v = v * w
     if HAS_B:
-        v = v + tl.load(b_row + idx, mask=mask, other=0.0).to(tl.float32)
+        v = v + b
     return to_dtype(v, dtype).to(tl.float32)
+
+
+@triton.jit
+def _param(row, idx, mask, GEMMA: tl.constexpr):
+    """A per-channel parameter at ``idx`` as a [1, BLOCK] fp32 row (Gemma's weights: 1 + w)."""
+    v = tl.load(row + idx, mask=mask, other=0.0).to(tl.float32)
+    if GEMMA:
+        v = v + 1.0
+    return v[None, :]
 
 
 @triton.jit
 def _head_norm_rope_kernel(
     x_ptr, x_token_stride, x_head_stride, out_ptr, out_token_stride, out_head_stride,
     w_ptr, b_ptr, param_head_stride, rstd_ptr, cos_ptr, sin_ptr, table_stride, table_rows, pos_ptr,
-    width, eps, rope_dim,
-    BLOCK: tl.constexpr, NORM: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, GEMMA: tl.constexpr,
-    HAS_RSTD: tl.constexpr, ROPE: tl.constexpr, NEOX: tl.constexpr, FULL_WIDTH: tl.constexpr, HAS_POS: tl.constexpr,
+    tokens, width, eps, rope_dim,
+    BLOCK_T: tl.constexpr, BLOCK: tl.constexpr, NORM: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+    GEMMA: tl.constexpr, HAS_RSTD: tl.constexpr, ROPE: tl.constexpr, NEOX: tl.constexpr, FULL_WIDTH: tl.constexpr,
+    HAS_POS: tl.constexpr,
 ):  # fmt: skip
-    t = tl.program_id(0).to(tl.int64)
+    """One head of BLOCK_T tokens per program: a [BLOCK_T, BLOCK] tile, the per-channel parameters and table
+    columns loaded once for all of its rows."""
+    toks = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     h = tl.program_id(1).to(tl.int64)
     cols = tl.arange(0, BLOCK)
-    mask = cols < width
+    col_ok = cols < width
+    tok_ok = toks < tokens
+    mask = tok_ok[:, None] & col_ok[None, :]
     dtype = out_ptr.dtype.element_ty
-    x_row = x_ptr + t * x_token_stride + h * x_head_stride
-    y = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+    x_rows = x_ptr + toks[:, None] * x_token_stride + h * x_head_stride
+    y = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     half = rope_dim // 2
     in_rope = cols < rope_dim
     if NEOX:
         partner = tl.where(cols < half, cols + half, cols - half)
     else:
         partner = cols ^ 1
+    rope_ok = col_ok & in_rope
     if ROPE:  # everything is loaded before the store, so out may be x
-        yp = tl.load(x_row + partner, mask=mask & in_rope, other=0.0).to(tl.float32)
+        yp = tl.load(x_rows + partner[None, :], mask=tok_ok[:, None] & rope_ok[None, :], other=0.0).to(tl.float32)
     if NORM:
         if HAS_RSTD:
-            rstd = tl.load(rstd_ptr + t)
+            rstd = tl.load(rstd_ptr + toks, mask=tok_ok, other=0.0)[:, None]
         else:
-            rstd = tl.rsqrt(tl.sum(y * y, axis=0) / width + eps)
+            rstd = tl.rsqrt(tl.sum(y * y, axis=1) / width + eps)[:, None]
         w_row = w_ptr + h * param_head_stride
         b_row = b_ptr + h * param_head_stride
-        y = _normed(y, rstd, w_row, b_row, cols, mask, dtype, HAS_W, HAS_B, GEMMA)
+        w = _param(w_row, cols, col_ok, GEMMA) if HAS_W else y
+        b = _param(b_row, cols, col_ok, False) if HAS_B else y
+        y = _normed(y, rstd, w, b, dtype, HAS_W, HAS_B)
         if ROPE:
-            yp = _normed(yp, rstd, w_row, b_row, partner, mask & in_rope, dtype, HAS_W, HAS_B, GEMMA)
+            wp = _param(w_row, partner, rope_ok, GEMMA) if HAS_W else y
+            bp = _param(b_row, partner, rope_ok, False) if HAS_B else y
+            yp = _normed(yp, rstd, wp, bp, dtype, HAS_W, HAS_B)
     if ROPE:
-        row = t
+        row = toks
         if HAS_POS:  # the CPU kernel raises on positions outside the tables; on a device they are clamped
-            row = tl.minimum(tl.maximum(tl.load(pos_ptr + t).to(tl.int64), 0), table_rows - 1)
+            row = tl.load(pos_ptr + toks, mask=tok_ok, other=0).to(tl.int64)
+            row = tl.minimum(tl.maximum(row, 0), table_rows - 1)
         if FULL_WIDTH:
             k = cols
         elif NEOX:
             k = cols % tl.maximum(half, 1)
         else:
             k = cols // 2
-        c = tl.load(cos_ptr + row * table_stride + k, mask=mask & in_rope, other=0.0).to(tl.float32)
-        s = tl.load(sin_ptr + row * table_stride + k, mask=mask & in_rope, other=0.0).to(tl.float32)
+        at = row[:, None] * table_stride + k[None, :]
+        table_mask = tok_ok[:, None] & rope_ok[None, :]
+        c = tl.load(cos_ptr + at, mask=table_mask, other=0.0).to(tl.float32)
+        s = tl.load(sin_ptr + at, mask=table_mask, other=0.0).to(tl.float32)
         if NEOX:
             first = cols < half
         else:
             first = (cols % 2) == 0
-        s = tl.where(first, -s, s)
-        y = tl.where(in_rope, y * c + yp * s, y)
-    tl.store(out_ptr + t * out_token_stride + h * out_head_stride + cols, to_dtype(y, dtype), mask=mask)
+        s = tl.where(first[None, :], -s, s)
+        y = tl.where(in_rope[None, :], y * c + yp * s, y)
+    out_rows = out_ptr + toks[:, None] * out_token_stride + h * out_head_stride
+    tl.store(out_rows + cols[None, :], to_dtype(y, dtype), mask=mask)
 
 
 def head_norm_rope(*args) -> None:
@@ -98,15 +122,16 @@ def launch_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, si
     rope = rope_dim > 0
     has_w, has_b = norm and weight is not None, norm and bias is not None
     block = triton.next_power_of_2(width)
-    _head_norm_rope_kernel[(tokens, heads)](
+    block_t = min(triton.next_power_of_2(tokens), max(1, TILE_ELEMENTS // block))
+    _head_norm_rope_kernel[(triton.cdiv(tokens, block_t), heads)](
         src, src.stride(0), src.stride(1), out, out.stride(0), out.stride(1),
         weight if has_w else out, bias if has_b else out, 0 if size == width else width,
         rstd if rstd is not None else out,
         cos if rope else out, sin if rope else out, cos.stride(0) if rope else 0, cos.shape[0] if rope else 1,
         positions if rope and positions is not None else out,
-        width, float(eps), rope_dim,
-        BLOCK=block, NORM=bool(norm), HAS_W=has_w, HAS_B=has_b, GEMMA=bool(gemma), HAS_RSTD=rstd is not None,
-        ROPE=rope, NEOX=bool(neox), FULL_WIDTH=bool(neox and full_width),
+        tokens, width, float(eps), rope_dim,
+        BLOCK_T=block_t, BLOCK=block, NORM=bool(norm), HAS_W=has_w, HAS_B=has_b, GEMMA=bool(gemma),
+        HAS_RSTD=rstd is not None, ROPE=rope, NEOX=bool(neox), FULL_WIDTH=bool(neox and full_width),
         HAS_POS=rope and positions is not None,
-        num_warps=num_warps(block),
+        num_warps=num_warps(block_t * block),
     )  # fmt: skip
