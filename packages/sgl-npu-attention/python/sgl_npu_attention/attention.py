@@ -4,6 +4,7 @@ prefix, causal)."""
 from __future__ import annotations
 
 import torch
+from sgl_npu_core.memory import empty
 
 _decode_attention = torch.ops.sgl_npu_attention.decode_attention.default
 _extend_attention = torch.ops.sgl_npu_attention.extend_attention.default
@@ -29,7 +30,7 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, 
     parts merged by log-sum-exp, so a batch of one still uses every core.
     """
     if out is None:
-        out = torch.empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
+        out = empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
     sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
     _decode_attention(q, k_cache, v_cache, block_table, seq_lens, float(sm_scale), sinks, int(sliding_window), out)
     return out
@@ -49,7 +50,7 @@ def extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, s
     out : optional preallocated [T, Hq, Dv]
     """
     if out is None:
-        out = torch.empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
+        out = empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
     sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
     _extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, float(sm_scale), bool(causal), sinks,
                       int(sliding_window), out)  # fmt: skip

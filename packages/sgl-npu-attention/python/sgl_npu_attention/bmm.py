@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from sgl_npu_core.memory import empty
 
 _batch_matmul_transpose = torch.ops.sgl_npu_attention.batch_matmul_transpose.default
 
@@ -19,6 +20,6 @@ def batch_matmul_transpose(a, b, out=None) -> torch.Tensor:
     Products are accumulated in fp32 and rounded once to the output dtype.
     """
     if out is None:
-        out = torch.empty(a.shape[0], a.shape[1], b.shape[-1], dtype=a.dtype, device=a.device)
+        out = empty(a.shape[0], a.shape[1], b.shape[-1], dtype=a.dtype, device=a.device)
     _batch_matmul_transpose(a, b, out)
     return out

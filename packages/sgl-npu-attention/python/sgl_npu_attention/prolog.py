@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from sgl_npu_core.memory import empty
 
 from . import _meta
 from .reference import rope_half
@@ -17,8 +18,8 @@ EPS = 1e-6
 
 def _quantize(x, gamma, beta, quant_mode, quant_scale, quant_offset):
     """int8 codes of (the RMSNorm of) x and their per-row scale, by the C++ row kernel."""
-    codes = torch.empty(x.shape, dtype=torch.int8, device=x.device)
-    row_scale = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    codes = empty(x.shape, dtype=torch.int8, device=x.device)
+    row_scale = empty(x.shape[0], dtype=torch.float32, device=x.device)
     if quant_mode == "per_tensor_quant_asymm":
         quant_scale, quant_offset = quant_scale.float().reshape(1), quant_offset.float().reshape(1)
     else:
@@ -30,7 +31,7 @@ def _quantize(x, gamma, beta, quant_mode, quant_scale, quant_offset):
 def _int8_matmul(codes, weight, descale, row_scale, bias, dtype):
     # Exact integer sums read straight from the int8 weights: a float GEMM would first convert them, which costs
     # more than the whole op at decode sizes (and torch._int_mm is far slower on CPU).
-    out = torch.empty(codes.shape[0], weight.shape[0], dtype=dtype, device=codes.device)
+    out = empty(codes.shape[0], weight.shape[0], dtype=dtype, device=codes.device)
     _int8_mm(codes, weight, descale, row_scale, bias, out)
     return out
 
@@ -80,9 +81,9 @@ def mla_preprocess(hiddenState, gamma0, beta0, wdqkv, descale0, gamma1, beta1, w
     n, dtype = hiddenState.shape[0], hiddenState.dtype
     heads, nope, kv_lora, rope = wuk.shape[0], wuk.shape[1], gamma2.shape[0], cos.shape[-1]
     if q_out0 is None:
-        q_out0 = torch.empty(n, heads, kv_lora, dtype=dtype, device=hiddenState.device)
+        q_out0 = empty(n, heads, kv_lora, dtype=dtype, device=hiddenState.device)
     if q_out1 is None:
-        q_out1 = torch.empty(n, heads, rope, dtype=dtype, device=hiddenState.device)
+        q_out1 = empty(n, heads, rope, dtype=dtype, device=hiddenState.device)
     symm = quant_mode == "per_token_quant_symm"
     codes, scale = _quantize(hiddenState, None, None, quant_mode, quant_scale0, quant_offset0)
     mm1 = _int8_matmul(codes, wdqkv, descale0, scale, None if symm else bias0, dtype)

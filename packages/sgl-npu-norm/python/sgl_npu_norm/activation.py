@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from sgl_npu_core.memory import empty
 
 _silu_and_mul = torch.ops.sgl_npu_norm.silu_and_mul.default
 _swiglu_oai = torch.ops.sgl_npu_norm.swiglu_oai.default
@@ -10,7 +11,7 @@ _swiglu_quant = torch.ops.sgl_npu_norm.swiglu_quant.default
 
 
 def _half_width(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.empty((*x.shape[:-1], x.shape[-1] // 2), dtype=dtype, device=x.device)
+    return empty((*x.shape[:-1], x.shape[-1] // 2), dtype=dtype, device=x.device)
 
 
 def silu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ order it returns them). NeoX = rotate-half on ``[x1 | x2]``; GPT-J = pairs ``(x[
 from __future__ import annotations
 
 import torch
+from sgl_npu_core.memory import empty
 
 from . import _meta
 from .reference import mrope_axes
@@ -29,7 +30,7 @@ def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[to
     t = like.shape[0]
     shapes = [(t, w) if isinstance(w, int) else (t, *w) for w in widths]
     if out is None:
-        return [torch.empty(s, dtype=like.dtype, device=like.device) for s in shapes]
+        return [empty(s, dtype=like.dtype, device=like.device) for s in shapes]
     _meta.check(len(out) == len(shapes), f"out must hold {len(shapes)} tensors ({', '.join(names)}), got {len(out)}")
     for o, shape, name in zip(out, shapes, names, strict=True):
         _meta.check(tuple(o.shape) == shape, f"out {name} must have shape {list(shape)}, got {list(o.shape)}")
@@ -56,7 +57,7 @@ def _split_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, weights, biases, 
     """One call of the fused op; returns its outputs (q, k, v[, gate]), allocated unless ``out`` holds them."""
     if out is None:
         widths = [q_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim] + [q_heads * head_dim] * q_gate
-        out = [torch.empty(qkv.shape[0], w, dtype=qkv.dtype, device=qkv.device) for w in widths]
+        out = [empty(qkv.shape[0], w, dtype=qkv.dtype, device=qkv.device) for w in widths]
     _meta.check(len(out) == 3 + q_gate, f"out must hold {3 + q_gate} tensors (q, k, v{', gate' if q_gate else ''})")
     norm = eps is not None
     _split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, *weights, *biases, eps if norm else 0.0, gemma,
