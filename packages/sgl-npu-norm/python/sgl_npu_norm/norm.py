@@ -17,8 +17,6 @@ def _norm_out(x: torch.Tensor, quant_scale, out):
     return empty_like(x, torch.int8 if quant_scale is not None else x.dtype)
 
 
-
-
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None) -> torch.Tensor:
     """``out = x * rsqrt(mean(x^2, -1) + eps) * weight``.
 
