@@ -244,9 +244,11 @@ def test_head_norm_rope(dtype, norm, rope, positions):
     assert_close(out, ref.head_norm_rope(x, *args))
 
 
-@pytest.mark.parametrize("tile_elements", [32, 64, 4096])  # 1, 2 and all (masked) tokens per program
-def test_head_norm_rope_token_tiles(monkeypatch, tile_elements):
+# (tokens, heads) per program: (1, 1), (2, 2 then 1), (all 5 and 3 masked, 3)
+@pytest.mark.parametrize("tile_elements,min_programs", [(32, 1024), (64, 4), (4096, 1)])
+def test_head_norm_rope_token_tiles(monkeypatch, tile_elements, min_programs):
     monkeypatch.setattr(kernels.rope, "TILE_ELEMENTS", tile_elements)
+    monkeypatch.setattr(kernels.rope, "MIN_PROGRAMS", min_programs)
     x = torch.randn(5, 3, 32, dtype=torch.bfloat16)
     weight, cos, sin = torch.randn(32), torch.randn(9, 16), torch.randn(9, 16)
     args = (weight, None, 1e-6, False, True, None, cos, sin, torch.tensor([8, 1, 0, 4, 2]), 16, True, False)

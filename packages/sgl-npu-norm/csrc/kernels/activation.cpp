@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -11,11 +12,17 @@ using namespace sgl_npu_core;
 
 namespace {
 
-// (up + 1) * gate * sigmoid(alpha * gate) after gate = min(gate, limit), up = clamp(up, +-limit).
-inline f32x8 swiglu_oai8(f32x8 g, f32x8 u, float alpha, float limit) {
-  g = vmin(g, splat(limit));
-  u = vclamp(u, -limit, limit);
-  return (u + 1.0f) * g * vsigmoid(g * alpha);
+// The activations take N vectors at a time (see vexp_n): N = 4 for whole blocks of 32 values, 1 for the rest.
+// (up + 1) * gate * sigmoid(alpha * gate) after gate = min(gate, limit), up = clamp(up, +-limit); into g.
+template <int N>
+inline void swiglu_oai_n(f32x8* g, const f32x8* u, float alpha, float limit) {
+  f32x8 s[N];
+  for (int k = 0; k < N; ++k) {
+    g[k] = vmin(g[k], splat(limit));
+    s[k] = g[k] * alpha;
+  }
+  vsigmoid_n<N>(s);
+  for (int k = 0; k < N; ++k) g[k] = (vclamp(u[k], -limit, limit) + 1.0f) * g[k] * s[k];
 }
 inline float swiglu_oai1(float g, float u, float alpha, float limit) {
   g = g < limit ? g : limit;
@@ -42,17 +49,25 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
     int64_t i = 0;
     if (a.kind == GluKind::silu_and_mul) {
       const T* next = r + 1 < end ? x + a.x_stride : x;
-      for (; i + 2 * kVec <= d; i += 2 * kVec) {
+      for (; i + 4 * kVec <= d; i += 4 * kVec) {
         ask_next_row(next, d, i);
+        ask_next_row(next, d, i + 2 * kVec);
+        const f32x8x2 g0 = load16(x + i), g1 = load16(x + i + 2 * kVec);
+        const f32x8x2 u0 = load16(x + d + i), u1 = load16(x + d + i + 2 * kVec);
+        f32x8 s[4] = {g0.lo, g0.hi, g1.lo, g1.hi};
+        vsilu_n<4>(s);
+        store16(out + i, {s[0] * u0.lo, s[1] * u0.hi}, a.stream);
+        store16(out + i + 2 * kVec, {s[2] * u1.lo, s[3] * u1.hi}, a.stream);
+      }
+      for (; i + 2 * kVec <= d; i += 2 * kVec) {
         const f32x8x2 g = load16(x + i), u = load16(x + d + i);
         store16(out + i, {vsilu(g.lo) * u.lo, vsilu(g.hi) * u.hi}, a.stream);
       }
       for (; i + kVec <= d; i += kVec) store(out + i, vsilu(load8(x + i)) * load8(x + d + i));
       for (; i < d; ++i) out[i] = from_float<T>(silu(to_float(x[i])) * to_float(x[d + i]));
     } else {
-      for (; i + kVec <= d; i += kVec) {
-        f32x8 g, u;
-        if constexpr (kSplitsPairs<T>) {  // the (gate, up) pairs come apart in the load itself
+      auto gate_up = [x](int64_t i, f32x8& g, f32x8& u) {  // the (gate, up) pairs of outputs [i, i + 8)
+        if constexpr (kSplitsPairs<T>) {                   // they come apart in the load itself
           const f32x8x2 v = load16(x + 2 * i);
           g = v.lo, u = v.hi;
         } else {
@@ -60,7 +75,18 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
           g = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
           u = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
         }
-        store(out + i, swiglu_oai8(g, u, a.alpha, a.limit));
+      };
+      for (; i + 4 * kVec <= d; i += 4 * kVec) {
+        f32x8 g[4], u[4];
+        for (int k = 0; k < 4; ++k) gate_up(i + k * kVec, g[k], u[k]);
+        swiglu_oai_n<4>(g, u, a.alpha, a.limit);
+        for (int k = 0; k < 4; ++k) store(out + i + k * kVec, g[k]);
+      }
+      for (; i + kVec <= d; i += kVec) {
+        f32x8 g, u;
+        gate_up(i, g, u);
+        swiglu_oai_n<1>(&g, &u, a.alpha, a.limit);
+        store(out + i, g);
       }
       for (; i < d; ++i)
         out[i] = from_float<T>(swiglu_oai1(to_float(x[2 * i]), to_float(x[2 * i + 1]), a.alpha, a.limit));
@@ -68,13 +94,11 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
   }
 }
 
-inline f32x8 swiglu8(f32x8 g, f32x8 u, bool do_limit, float limit) {
-  f32x8 s = vsilu(g);
-  if (do_limit) {
-    s = vmin(s, splat(limit));
-    u = vclamp(u, -limit, limit);
-  }
-  return s * u;
+// silu(gate) * up, both clamped to limit first when do_limit (silu from above, up on both sides); into g.
+template <int N>
+inline void swiglu_n(f32x8* g, const f32x8* u, bool do_limit, float limit) {
+  vsilu_n<N>(g);
+  for (int k = 0; k < N; ++k) g[k] = do_limit ? vmin(g[k], splat(limit)) * vclamp(u[k], -limit, limit) : g[k] * u[k];
 }
 
 template <class T>
@@ -86,24 +110,35 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     const T* x = static_cast<const T*>(a.x) + r * a.x_stride;
     int8_t* q = a.q + r * a.q_stride;
     // y is kept in load16<T>'s order per block of 16 (the quantization below writes q back in memory order).
-    f32x8 max_lo = splat(0.f), max_hi = splat(0.f);
+    f32x8 max4[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
     int64_t i = 0;
     const T* next = r + 1 < end ? x + a.x_stride : x;
-    for (; i + 2 * kVec <= d; i += 2 * kVec) {
-      ask_next_row(next, d, i);
-      const f32x8x2 g = load16(x + i), u = load16(x + d + i);
-      const f32x8 lo = swiglu8(g.lo, u.lo, a.do_limit, a.limit), hi = swiglu8(g.hi, u.hi, a.do_limit, a.limit);
-      store8(y.data() + i, lo);
-      store8(y.data() + i + kVec, hi);
-      max_lo = vmax(max_lo, vabs(lo));
-      max_hi = vmax(max_hi, vabs(hi));
-    }
+    // N vectors (N / 2 blocks of 16 in load16's order) from i on: the activation into y, the running max.
+    auto step = [&](auto n) {
+      constexpr int N = decltype(n)::value;
+      f32x8 g[N], u[N];
+      for (int k = 0; k < N; k += 2) {
+        ask_next_row(next, d, i + k * kVec);
+        const f32x8x2 gk = load16(x + i + k * kVec), uk = load16(x + d + i + k * kVec);
+        g[k] = gk.lo, g[k + 1] = gk.hi, u[k] = uk.lo, u[k + 1] = uk.hi;
+      }
+      swiglu_n<N>(g, u, a.do_limit, a.limit);
+      for (int k = 0; k < N; ++k) {
+        store8(y.data() + i + k * kVec, g[k]);
+        max4[k] = vmax(max4[k], vabs(g[k]));
+      }
+      i += N * kVec;
+    };
+    while (i + 4 * kVec <= d) step(std::integral_constant<int, 4>());
+    if (i + 2 * kVec <= d) step(std::integral_constant<int, 2>());
     for (; i + kVec <= d; i += kVec) {
-      f32x8 v = swiglu8(load8(x + i), load8(x + d + i), a.do_limit, a.limit);
-      store8(y.data() + i, v);
-      max_lo = vmax(max_lo, vabs(v));
+      f32x8 g = load8(x + i);
+      const f32x8 u = load8(x + d + i);
+      swiglu_n<1>(&g, &u, a.do_limit, a.limit);
+      store8(y.data() + i, g);
+      max4[0] = vmax(max4[0], vabs(g));
     }
-    float max_abs = reduce_max(vmax(max_lo, max_hi));
+    float max_abs = reduce_max(vmax(vmax(max4[0], max4[1]), vmax(max4[2], max4[3])));
     for (; i < d; ++i) {
       float s = silu(to_float(x[i])), u = to_float(x[d + i]);
       if (a.do_limit) {

@@ -247,23 +247,29 @@ inline void store16_int8_rint(int8_t* p, f32x8 lo, f32x8 hi) {
 }
 inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// exp(x) = 2^n * 2^f, n = round(x log2 e), f = x log2 e - n in [-1/2, 1/2] (log2 e split in two so f is exact
-// to a few ulp), 2^f by a degree-5 polynomial: ~3e-7 relative on [-87, 88], saturating outside. n is rounded
-// with the 1.5 * 2^23 trick, which also leaves n in the low bits for building 2^n.
+// exp of N vectors in place: exp(x) = 2^n * 2^f, n = round(x log2 e), f = x log2 e - n in [-1/2, 1/2] (log2 e
+// split in two so f is exact to a few ulp), 2^f by a degree-5 polynomial: ~3e-7 relative on [-87, 88], saturating
+// outside. n is rounded with the 1.5 * 2^23 trick, which also leaves n in the low bits for building 2^n.
+// Each step is taken for all N vectors before the next, so the instruction stream holds N independent chains side by
+// side: one vector's ~15-deep chain leaves the out-of-order window mostly waiting (silu_and_mul with N = 4 runs
+// 1.2-1.33x faster than one vector at a time, 2026-11-27). GCC unrolls the constant-count loops over k.
+template <int N>
+inline void vexp_n(f32x8* v) {
+  f32x8 shifted[N], f[N], p[N];
+  for (int k = 0; k < N; ++k) v[k] = vclamp(v[k], -87.33654f, 88.37626f);
+  for (int k = 0; k < N; ++k) shifted[k] = v[k] * 1.44269502162933349609375f + 12582912.0f;
+  for (int k = 0; k < N; ++k) f[k] = v[k] * 1.44269502162933349609375f - (shifted[k] - 12582912.0f);
+  for (int k = 0; k < N; ++k) f[k] = v[k] * 1.925963033500011079e-8f + f[k];  // log2 e - its fp32 value above
+  for (int k = 0; k < N; ++k) p[k] = splat(1.3266970636323094e-3f) * f[k] + 9.675459936261177e-3f;
+  for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 5.550742521882057e-2f;
+  for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 2.4022121727466583e-1f;
+  for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 6.931469440460205e-1f;
+  for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 1.0f;
+  for (int k = 0; k < N; ++k) v[k] = p[k] * bitcast<f32x8>((bitcast<u32x8>(shifted[k]) << 23) + (127u << 23));
+}
 inline f32x8 vexp(f32x8 x) {
-  x = vclamp(x, -87.33654f, 88.37626f);
-  const f32x8 shifted = x * 1.44269502162933349609375f + 12582912.0f;
-  const f32x8 n = shifted - 12582912.0f;
-  f32x8 f = x * 1.44269502162933349609375f - n;
-  f = x * 1.925963033500011079e-8f + f;  // log2 e - its fp32 value above
-  f32x8 p = splat(1.3266970636323094e-3f);
-  p = p * f + 9.675459936261177e-3f;
-  p = p * f + 5.550742521882057e-2f;
-  p = p * f + 2.4022121727466583e-1f;
-  p = p * f + 6.931469440460205e-1f;
-  p = p * f + 1.0f;
-  const u32x8 two_n = (bitcast<u32x8>(shifted) << 23) + (127u << 23);
-  return p * bitcast<f32x8>(two_n);
+  vexp_n<1>(&x);
+  return x;
 }
 // 1 / d to about 1 ulp: the 12-bit hardware estimate and one Newton step (a quarter of a division's cost).
 // For d beyond ~8.5e37 the estimate underflows and the result is 0; d must be finite.
@@ -275,8 +281,25 @@ inline f32x8 vrcp(f32x8 d) {
   return 1.0f / d;
 #endif
 }
-// vexp saturates, so 1 + exp(-x) stays finite and vrcp applies.
-inline f32x8 vsigmoid(f32x8 x) { return vrcp(1.0f + vexp(-x)); }
+// sigmoid of N vectors in place (vexp saturates, so 1 + exp(-x) stays finite and vrcp applies), chains side by side.
+template <int N>
+inline void vsigmoid_n(f32x8* v) {
+  for (int k = 0; k < N; ++k) v[k] = -v[k];
+  vexp_n<N>(v);
+  for (int k = 0; k < N; ++k) v[k] = vrcp(1.0f + v[k]);
+}
+inline f32x8 vsigmoid(f32x8 x) {
+  vsigmoid_n<1>(&x);
+  return x;
+}
+// x * sigmoid(x) of N vectors in place.
+template <int N>
+inline void vsilu_n(f32x8* v) {
+  f32x8 s[N];
+  for (int k = 0; k < N; ++k) s[k] = v[k];
+  vsigmoid_n<N>(s);
+  for (int k = 0; k < N; ++k) v[k] = v[k] * s[k];
+}
 inline f32x8 vsilu(f32x8 x) { return x * vsigmoid(x); }
 
 // y / s correctly rounded, for a scalar s > 0 with r = 1.0f / s (correctly rounded, so s must not be tiny

@@ -17,6 +17,10 @@ from .. import _meta
 # Qwen3-8B split op at 4096 tokens: 114 us, torch.compile 58 us; 512: 60 us). Tiles past 512 gain nothing without
 # positions and lose with them (apply_rope Qwen3-8B: 51 us at 512, 110 us at 2048): see benchmarks/tune_rope_triton.py.
 TILE_ELEMENTS = 512
+# Programs to keep: when the tokens' blocks times the heads give more, heads are looped inside a program, which
+# reads its tokens' cos/sin rows once for all of them (H200, 4096 tokens, Qwen3-8B: apply_rope 51 -> 29 us,
+# positions variant 86 -> 61 us; 1024 or 256 programs were slower than 4096).
+MIN_PROGRAMS = 4096
 
 
 @triton.jit
@@ -43,22 +47,20 @@ def _param(row, idx, mask, GEMMA: tl.constexpr):
 def _head_norm_rope_kernel(
     x_ptr, x_token_stride, x_head_stride, out_ptr, out_token_stride, out_head_stride,
     w_ptr, b_ptr, param_head_stride, rstd_ptr, cos_ptr, sin_ptr, table_stride, table_rows, pos_ptr,
-    tokens, width, eps, rope_dim,
+    tokens, heads, heads_per_program, width, eps, rope_dim,
     BLOCK_T: tl.constexpr, BLOCK: tl.constexpr, NORM: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
     GEMMA: tl.constexpr, HAS_RSTD: tl.constexpr, ROPE: tl.constexpr, NEOX: tl.constexpr, FULL_WIDTH: tl.constexpr,
     HAS_POS: tl.constexpr,
 ):  # fmt: skip
-    """One head of BLOCK_T tokens per program: a [BLOCK_T, BLOCK] tile, the per-channel parameters and table
-    columns loaded once for all of its rows."""
+    """``heads_per_program`` heads of BLOCK_T tokens per program, a [BLOCK_T, BLOCK] tile at a time: the tokens'
+    cos/sin rows (and rstd) are loaded once for all of those heads."""
     toks = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
-    h = tl.program_id(1).to(tl.int64)
+    h0 = tl.program_id(1) * heads_per_program
     cols = tl.arange(0, BLOCK)
     col_ok = cols < width
     tok_ok = toks < tokens
     mask = tok_ok[:, None] & col_ok[None, :]
     dtype = out_ptr.dtype.element_ty
-    x_rows = x_ptr + toks[:, None] * x_token_stride + h * x_head_stride
-    y = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     half = rope_dim // 2
     in_rope = cols < rope_dim
     if NEOX:
@@ -66,22 +68,6 @@ def _head_norm_rope_kernel(
     else:
         partner = cols ^ 1
     rope_ok = col_ok & in_rope
-    if ROPE:  # everything is loaded before the store, so out may be x
-        yp = tl.load(x_rows + partner[None, :], mask=tok_ok[:, None] & rope_ok[None, :], other=0.0).to(tl.float32)
-    if NORM:
-        if HAS_RSTD:
-            rstd = tl.load(rstd_ptr + toks, mask=tok_ok, other=0.0)[:, None]
-        else:
-            rstd = tl.rsqrt(tl.sum(y * y, axis=1) / width + eps)[:, None]
-        w_row = w_ptr + h * param_head_stride
-        b_row = b_ptr + h * param_head_stride
-        w = _param(w_row, cols, col_ok, GEMMA) if HAS_W else y
-        b = _param(b_row, cols, col_ok, False) if HAS_B else y
-        y = _normed(y, rstd, w, b, dtype, HAS_W, HAS_B)
-        if ROPE:
-            wp = _param(w_row, partner, rope_ok, GEMMA) if HAS_W else y
-            bp = _param(b_row, partner, rope_ok, False) if HAS_B else y
-            yp = _normed(yp, rstd, wp, bp, dtype, HAS_W, HAS_B)
     if ROPE:
         row = toks
         if HAS_POS:  # the CPU kernel raises on positions outside the tables; on a device they are clamped
@@ -102,9 +88,30 @@ def _head_norm_rope_kernel(
         else:
             first = (cols % 2) == 0
         s = tl.where(first[None, :], -s, s)
-        y = tl.where(in_rope[None, :], y * c + yp * s, y)
-    out_rows = out_ptr + toks[:, None] * out_token_stride + h * out_head_stride
-    tl.store(out_rows + cols[None, :], to_dtype(y, dtype), mask=mask)
+    if HAS_RSTD:
+        rstd = tl.load(rstd_ptr + toks, mask=tok_ok, other=0.0)[:, None]
+    for h in range(h0, tl.minimum(h0 + heads_per_program, heads)):  # h * head strides: small, int32 is enough
+        x_rows = x_ptr + toks[:, None] * x_token_stride + h * x_head_stride
+        y = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if ROPE:  # everything is loaded before the store, so out may be x
+            yp = tl.load(x_rows + partner[None, :], mask=tok_ok[:, None] & rope_ok[None, :], other=0.0)
+            yp = yp.to(tl.float32)
+        if NORM:
+            if not HAS_RSTD:
+                rstd = tl.rsqrt(tl.sum(y * y, axis=1) / width + eps)[:, None]
+            w_row = w_ptr + h * param_head_stride
+            b_row = b_ptr + h * param_head_stride
+            w = _param(w_row, cols, col_ok, GEMMA) if HAS_W else y
+            b = _param(b_row, cols, col_ok, False) if HAS_B else y
+            y = _normed(y, rstd, w, b, dtype, HAS_W, HAS_B)
+            if ROPE:
+                wp = _param(w_row, partner, rope_ok, GEMMA) if HAS_W else y
+                bp = _param(b_row, partner, rope_ok, False) if HAS_B else y
+                yp = _normed(yp, rstd, wp, bp, dtype, HAS_W, HAS_B)
+        if ROPE:
+            y = tl.where(in_rope[None, :], y * c + yp * s, y)
+        out_rows = out_ptr + toks[:, None] * out_token_stride + h * out_head_stride
+        tl.store(out_rows + cols[None, :], to_dtype(y, dtype), mask=mask)
 
 
 def head_norm_rope(*args) -> None:
@@ -123,13 +130,16 @@ def launch_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, si
     has_w, has_b = norm and weight is not None, norm and bias is not None
     block = triton.next_power_of_2(width)
     block_t = min(triton.next_power_of_2(tokens), max(1, TILE_ELEMENTS // block))
-    _head_norm_rope_kernel[(triton.cdiv(tokens, block_t), heads)](
+    token_blocks = triton.cdiv(tokens, block_t)
+    # Heads share a program once there are enough programs without it (each reads its tokens' table rows once).
+    heads_per_program = max(1, min(heads, token_blocks * heads // MIN_PROGRAMS))
+    _head_norm_rope_kernel[(token_blocks, triton.cdiv(heads, heads_per_program))](
         src, src.stride(0), src.stride(1), out, out.stride(0), out.stride(1),
         weight if has_w else out, bias if has_b else out, 0 if size == width else width,
         rstd if rstd is not None else out,
         cos if rope else out, sin if rope else out, cos.stride(0) if rope else 0, cos.shape[0] if rope else 1,
         positions if rope and positions is not None else out,
-        tokens, width, float(eps), rope_dim,
+        tokens, heads, heads_per_program, width, float(eps), rope_dim,
         BLOCK_T=block_t, BLOCK=block, NORM=bool(norm), HAS_W=has_w, HAS_B=has_b, GEMMA=bool(gemma),
         HAS_RSTD=rstd is not None, ROPE=rope, NEOX=bool(neox), FULL_WIDTH=bool(neox and full_width),
         HAS_POS=rope and positions is not None,
