@@ -1,3 +1,5 @@
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,3 +39,10 @@ def test_large_cpu_tensors_take_the_advice():
     t = torch.empty(8 << 20, dtype=torch.uint8)
     assert memory.advise_huge_pages(t)
     assert memory.advise_huge_pages(t[1:].contiguous())  # any alignment: the aligned interior
+
+
+def test_the_advice_can_be_turned_off():
+    code = "import torch; from sgl_npu_core import memory; print(memory.advise_huge_pages(torch.empty(8 << 20)))"
+    env = {**os.environ, "SGL_NPU_HUGE_PAGES": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]

@@ -6,11 +6,15 @@ with ``MADV_HUGEPAGE`` before that write (Linux transparent huge pages in ``madv
 2 MB-aligned part of it faults once per 2 MB instead (rmsnorm 4096 x 7168 bf16 with a fresh output: 29 -> 9.5 ms
 here, 4.9 ms into a preallocated one). torch's own allocator does the same for every allocation when the process
 starts with ``THP_MEM_ALLOC_ENABLE=1``.
+
+The kernel may compact memory to find a free 2 MB page (THP ``defrag`` = ``madvise``, the usual default): the first
+calls of a process were seen taking 2-5x their steady time here. ``SGL_NPU_HUGE_PAGES=0`` turns the advice off.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 import torch
@@ -32,7 +36,7 @@ def _load_madvise():
     return fn
 
 
-_madvise = _load_madvise()
+_madvise = _load_madvise() if os.environ.get("SGL_NPU_HUGE_PAGES", "1") != "0" else None
 
 
 def advise_huge_pages(t: torch.Tensor) -> bool:
