@@ -1,5 +1,5 @@
-// Register-tiled fp32 building blocks shared by the kernels: row conversion to fp32 and a rank-k update of a
-// tile of up to 6 x 16 outputs (12 accumulators). Inside the ISA namespace: each ISA build has its own copy.
+// Register-tiled fp32 building blocks shared by the kernels: row conversion to fp32, softmax weights and a rank-k
+// update of a tile of up to 6 x 16 outputs (12 accumulators). Inside the ISA namespace: each ISA build has its own copy.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -19,6 +19,28 @@ inline void to_fp32(const T* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + kVec <= n; i += kVec) store8(dst + i, load8(src + i));
   for (; i < n; ++i) dst[i] = to_float(src[i]);
+}
+
+// The softmax weights of a block: each of the n vectors v_j at base + j * stride (floats) becomes exp(v_j - m), four
+// at a time through vexp_n (independent chains side by side); returns their sum, added in j order.
+inline f32x8 exp_shifted_sum(float* base, int64_t stride, int64_t n, f32x8 m) {
+  f32x8 sum = splat(0.f);
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    f32x8 p[4];
+    for (int k = 0; k < 4; ++k) p[k] = load8(base + (j + k) * stride) - m;
+    vexp_n<4>(p);
+    for (int k = 0; k < 4; ++k) {
+      store8(base + (j + k) * stride, p[k]);
+      sum += p[k];
+    }
+  }
+  for (; j < n; ++j) {
+    const f32x8 p = vexp(load8(base + j * stride) - m);
+    store8(base + j * stride, p);
+    sum += p;
+  }
+  return sum;
 }
 
 // r[0..8) transposed in place: afterwards r[i][j] is what r[j][i] was.
