@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -293,13 +292,7 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
           f32x8 mx = load8(s);
           for (int64_t j = kVec; j < n8; j += kVec) mx = vmax(mx, load8(s + j));
           const float m_old = mh[r], m_new = std::max(m_old, reduce_max(mx));
-          f32x8 sum = std::getenv("EXPV")[0] == '1' ? splat(0.f) : exp_shifted_sum(s, kVec, n8 / kVec, splat(m_new));
-          if (std::getenv("EXPV")[0] == '1')
-          for (int64_t j = 0; j < n8; j += kVec) {
-            const f32x8 p = vexp(load8(s + j) - m_new);
-            store8(s + j, p);
-            sum += p;
-          }
+          f32x8 sum = exp_shifted_sum(s, kVec, n8 / kVec, splat(m_new));
           if (masked) {  // vexp saturates: a masked key would weigh ~1e-38
             sum = splat(0.f);
             for (int64_t j = 0; j < n8; ++j)

@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -47,13 +46,7 @@ void mla_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         const f32x8 m_old = load8(m.data() + h);
         f32x8 m_new = m_old;
         for (int64_t j = 0; j < n; ++j) m_new = vmax(m_new, load8(st.data() + j * hp + h));
-        f32x8 sum = std::getenv("EXPV")[0] == '1' ? splat(0.f) : exp_shifted_sum(st.data() + h, hp, n, m_new);
-        if (std::getenv("EXPV")[0] == '1')
-        for (int64_t j = 0; j < n; ++j) {
-          const f32x8 p = vexp(load8(st.data() + j * hp + h) - m_new);
-          store8(st.data() + j * hp + h, p);
-          sum += p;
-        }
+        const f32x8 sum = exp_shifted_sum(st.data() + h, hp, n, m_new);
         const f32x8 r = vexp(m_old - m_new);  // ~1e-38 on the first block, where O and l are still 0
         store8(rescale.data() + h, r);
         store8(l.data() + h, load8(l.data() + h) * r + sum);

@@ -1,5 +1,6 @@
 // Register-tiled fp32 building blocks shared by the kernels: row conversion to fp32, softmax weights and a rank-k
-// update of a tile of up to 6 x 16 outputs (12 accumulators). Inside the ISA namespace: each ISA build has its own copy.
+// update of a tile of up to 6 x 16 outputs (12 accumulators). Inside the ISA namespace: each ISA build has its own
+// copy.
 #pragma once
 #include <algorithm>
 #include <cstdint>
