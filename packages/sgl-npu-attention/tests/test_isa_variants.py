@@ -1,22 +1,16 @@
-"""The CPU kernels this machine does not pick by itself: the decode, extend, MLA and prolog tests again, in a
-process where SGL_NPU_CPU_ISA caps the variant the ops take (generic: what other architectures run; avx2: what
-x86-64 CPUs without AVX512-BF16 run). Where the cap is what runs anyway, this repeats the main run."""
+"""The CPU kernels this machine does not pick by itself: the decode, extend, MLA and prolog tests again,
+in a process whose ops take at most each capped variant (generic: what other architectures run; avx2: x86-64
+without AVX512-BF16)."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from sgl_npu_core.testing import CAPPED_ISAS, run_tests_with_isa_cap
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2"])
+@pytest.mark.skipif(bool(os.environ.get("SGL_NPU_CPU_ISA")), reason="this process already runs with a capped ISA")
+@pytest.mark.parametrize("isa", CAPPED_ISAS)
 def test_kernel_tests_pass_with_a_capped_isa(isa):
-    if os.environ.get("SGL_NPU_CPU_ISA"):
-        pytest.skip("this process already runs with a capped ISA")
-    env = {**os.environ, "SGL_NPU_CPU_ISA": isa}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
-    cmd += ["test_decode.py", "test_extend.py", "test_mla.py", "test_prolog.py"]
-    done = subprocess.run(cmd, cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and " failed" not in done.stdout
+    files = ["test_decode.py", "test_extend.py", "test_mla.py", "test_prolog.py"]
+    run_tests_with_isa_cap(Path(__file__).parent, files, isa)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 #: Default (atol, rtol) for outputs computed in fp32 and rounded once to the dtype.
@@ -70,3 +75,18 @@ def assert_codes_close(actual: torch.Tensor, expected: torch.Tensor, *, max_mism
     assert diff.numel() == 0 or diff.max() <= 1, f"{name}: max diff {diff.max()}"
     wrong = int((diff != 0).sum())
     assert wrong <= max(1, int(diff.numel() * max_mismatch)), f"{name}: {wrong} of {diff.numel()} codes differ"
+
+
+# The kernel variants below the best one an x86-64 CPU may run (sgl_npu_core/isa.h): what other machines take.
+CAPPED_ISAS = ["generic", "avx2"]
+
+
+def run_tests_with_isa_cap(test_dir: Path, files: list[str], isa: str) -> None:
+    """Runs pytest on ``files`` of ``test_dir`` in a process whose ops take at most the ``isa`` kernel variant
+    (``SGL_NPU_CPU_ISA``) and fails with the end of its output unless they all pass. Where the cap is what runs
+    anyway, this repeats the main run."""
+    env = {**os.environ, "SGL_NPU_CPU_ISA": isa}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files]
+    done = subprocess.run(cmd, cwd=test_dir, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
