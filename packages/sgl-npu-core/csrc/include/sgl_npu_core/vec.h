@@ -315,7 +315,10 @@ inline void vsilu_n(f32x8* v) {
   vsigmoid_n<N, kBf16>(s);
   for (int k = 0; k < N; ++k) v[k] = v[k] * s[k];
 }
-inline f32x8 vsilu(f32x8 x) { return x * vsigmoid(x); }
+inline f32x8 vsilu(f32x8 x) {
+  vsilu_n<1>(&x);
+  return x;
+}
 
 // y / s correctly rounded, for a scalar s > 0 with r = 1.0f / s (correctly rounded, so s must not be tiny
 // enough for r to overflow): Markstein's correction of y * r, with the residual y - q s exact in an fma.

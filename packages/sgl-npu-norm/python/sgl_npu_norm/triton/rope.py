@@ -68,6 +68,7 @@ def _head_norm_rope_kernel(
     else:
         partner = cols ^ 1
     rope_ok = col_ok & in_rope
+    rope_mask = tok_ok[:, None] & rope_ok[None, :]  # the rotated dims of the block's tokens
     if ROPE:
         row = toks
         if HAS_POS:  # the CPU kernel raises on positions outside the tables; on a device they are clamped
@@ -80,9 +81,8 @@ def _head_norm_rope_kernel(
         else:
             k = cols // 2
         at = row[:, None] * table_stride + k[None, :]
-        table_mask = tok_ok[:, None] & rope_ok[None, :]
-        c = tl.load(cos_ptr + at, mask=table_mask, other=0.0).to(tl.float32)
-        s = tl.load(sin_ptr + at, mask=table_mask, other=0.0).to(tl.float32)
+        c = tl.load(cos_ptr + at, mask=rope_mask, other=0.0).to(tl.float32)
+        s = tl.load(sin_ptr + at, mask=rope_mask, other=0.0).to(tl.float32)
         if NEOX:
             first = cols < half
         else:
@@ -94,8 +94,7 @@ def _head_norm_rope_kernel(
         x_rows = x_ptr + toks[:, None] * x_token_stride + h * x_head_stride
         y = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         if ROPE:  # everything is loaded before the store, so out may be x
-            yp = tl.load(x_rows + partner[None, :], mask=tok_ok[:, None] & rope_ok[None, :], other=0.0)
-            yp = yp.to(tl.float32)
+            yp = tl.load(x_rows + partner[None, :], mask=rope_mask, other=0.0).to(tl.float32)
         if NORM:
             if not HAS_RSTD:
                 rstd = tl.rsqrt(tl.sum(y * y, axis=1) / width + eps)[:, None]
