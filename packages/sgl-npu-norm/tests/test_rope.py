@@ -173,6 +173,20 @@ def test_tp_rmsnorm_rope_single_rank(dtype):
     assert_close(got[0], ref.norm_rope_heads(q_norm, cos, sin).flatten(1))
 
 
+def test_denormal_normed_values_are_kept():
+    # The normed head is rounded to bf16 before the rotation; AVX-512's one-instruction rounding would flush the
+    # denormal ones (weight 2^-130) to zero. Identity rotation (cos 1, sin 0), so q = k = the rounded normed head.
+    tiny = [1, 18, 30]
+    qkv = torch.ones(2, 96, dtype=torch.bfloat16)
+    w = torch.ones(32, dtype=torch.bfloat16)
+    w[tiny] = 2.0**-130
+    cos, sin = torch.ones(2, 32, dtype=torch.bfloat16), torch.zeros(2, 32, dtype=torch.bfloat16)
+    args = (qkv, sin, cos, 32, 32, 32, 1e-6, w, w)
+    got, want = ops.split_qkv_rmsnorm_rope(*args), ref.split_qkv_rmsnorm_rope(*args)
+    _check_all(got, want, exact=(0, 1, 2))
+    assert (got[0][:, tiny] != 0).all()
+
+
 def test_out_tuple_is_written_and_returned():
     qkv = torch.randn(2, 3 * 64, dtype=torch.bfloat16)
     cos, sin = _full_tables(2, 64, torch.bfloat16)

@@ -16,36 +16,11 @@ constexpr int64_t kBlock = 32;     // keys per block: each V row converted to fp
 constexpr int64_t kScoreRows = 4;  // query rows scored together against each pair of keys
 constexpr int64_t kGemmRows = 24;  // from this many query rows a task scores with score_block_gemm
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-#if defined(__AVX512BF16__) && defined(__AVX512VL__)
-// bf16 decode scores q . k straight from the bf16 rows: one vdpbf16ps takes 16 products, K is never widened.
-constexpr bool kBf16Dot = true;
-inline f32x8 dot_pairs(f32x8 acc, const bf16_t* a, const bf16_t* b) {
-  return bitcast<f32x8>(_mm256_dpbf16_ps(bitcast<__m256>(acc), bitcast<__m256bh>(_mm256_loadu_si256((const __m256i*)a)),
-                                         bitcast<__m256bh>(_mm256_loadu_si256((const __m256i*)b))));
-}
-#else
-constexpr bool kBf16Dot = false;
-#endif
-
 // acc[0, n) = acc * scale + p * v
 void scale_add(float* acc, float scale, float p, const float* v, int64_t n) {
   int64_t i = 0;
   for (; i + kVec <= n; i += kVec) store8(acc + i, load8(acc + i) * scale + load8(v + i) * p);
   for (; i < n; ++i) acc[i] = acc[i] * scale + v[i] * p;
-}
-
-// The lane sums of v[0, 8) as one vector.
-inline f32x8 reduce_add8(const f32x8* v) {
-#if defined(__AVX__)
-  auto m = [](f32x8 x) { return bitcast<__m256>(x); };
-  const __m256 e = _mm256_hadd_ps(_mm256_hadd_ps(m(v[0]), m(v[1])), _mm256_hadd_ps(m(v[2]), m(v[3])));
-  const __m256 f = _mm256_hadd_ps(_mm256_hadd_ps(m(v[4]), m(v[5])), _mm256_hadd_ps(m(v[6]), m(v[7])));
-  return bitcast<f32x8>(_mm256_add_ps(_mm256_permute2f128_ps(e, f, 0x20), _mm256_permute2f128_ps(e, f, 0x31)));
-#else
-  f32x8 r;
-  for (int i = 0; i < kVec; ++i) r[i] = reduce_add(v[i]);
-  return r;
-#endif
 }
 
 // The next block's K and V rows of one head, asked for from the caches a row or two at a time while this block is

@@ -103,9 +103,46 @@ void rotate_store(const HeadNormRopeArgs& a, const Normed<T>& y, const float* c_
 // rstd[h] from head h's sum of squares for token t: 1 without a norm, the given per-token rstd, or
 // 1 / sqrt(mean + eps). Taken for every head of a token before any second pass: one head's sum -> sqrt -> division
 // chain is long, and the heads' chains are independent, so they overlap here instead of each stalling its head.
+// rstd holds a sum per head, padded to a whole vector (heads_rstd_buffer).
 inline void heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<float>& rstd) {
-  for (float& v : rstd)
-    v = !a.norm ? 1.f : a.rstd ? a.rstd[t * a.rstd_stride] : 1.0f / std::sqrt(v / float(a.width) + a.eps);
+  if (!a.norm || a.rstd) {
+    std::fill(rstd.begin(), rstd.end(), a.norm ? a.rstd[t * a.rstd_stride] : 1.f);
+    return;
+  }
+  // Eight heads per step, rounded as the scalar formula (division and square root are correctly rounded).
+  for (size_t h = 0; h < rstd.size(); h += kVec)
+    store8(rstd.data() + h, splat(1.f) / vsqrt(load8(rstd.data() + h) / float(a.width) + a.eps));
+}
+inline std::vector<float> heads_rstd_buffer(const HeadNormRopeArgs& a) {
+  return std::vector<float>((a.heads + kVec - 1) / kVec * kVec, 0.f);
+}
+
+// A bf16 head's sum of squares (w a multiple of 16), lane by lane. The paired bf16 products (vdpbf16ps) count
+// denormal values as zero, as fp32 squares of them would round anyway; the sum itself is flushed below 2^-126,
+// which only an eps far below any real one could tell apart.
+inline f32x8 head_squares(const bf16_t* x, int64_t w, bool paired) {
+  f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
+  int64_t j = 0;
+#if defined(SGL_NPU_BF16_DOT)
+  {
+    if (paired) {
+      for (; j + 4 * kVec <= w; j += 4 * kVec) {
+        acc0 = dot_pairs(acc0, x + j, x + j);
+        acc1 = dot_pairs(acc1, x + j + 2 * kVec, x + j + 2 * kVec);
+      }
+      if (j < w) acc0 = dot_pairs(acc0, x + j, x + j);
+      return acc0 + acc1;
+    }
+  }
+#else
+  (void)paired;
+#endif
+  for (; j < w; j += 2 * kVec) {
+    const f32x8x2 v = load16(x + j);
+    acc0 += v.lo * v.lo;
+    acc1 += v.hi * v.hi;
+  }
+  return acc0 + acc1;
 }
 
 // Head h's weight or bias (null without a norm or without the parameter).
@@ -120,7 +157,8 @@ template <class C, bool kStream>
 void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   using T = bf16_t;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
-  std::vector<float> buf(2 * r), rstd(a.heads);
+  std::vector<float> buf(2 * r), rstd = heads_rstd_buffer(a);
+  const bool paired = a.eps >= 0x1p-100f;  // see head_squares
   float *c_tab = buf.data(), *s_tab = c_tab + r;
   auto table = [](const float* tab, int64_t j) { return f32x8x2{load8(tab + j), load8(tab + j + kVec)}; };
   // a * c + b * s, lane by lane
@@ -135,24 +173,26 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
     }
     auto head_x = [&](int64_t h) { return static_cast<const T*>(a.x) + t * a.x_token_stride + h * a.x_head_stride; };
     if (a.norm && !a.rstd)
-      for (int64_t h = 0; h < a.heads; ++h) {
-        const T* x = head_x(h);
-        // The next token's head h, a head at a time: DRAM works alongside the arithmetic (split_qkv_rmsnorm_rope
-        // 4096 x Qwen3-8B bf16: ~7 % faster, interleaved in one process).
-        if (t + 1 < end) prefetch_bytes(x + a.x_token_stride, w * int64_t(sizeof(T)));
-        f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
-        for (int64_t j = 0; j < w; j += 2 * kVec) {
-          const f32x8x2 v = load16(x + j);
-          acc0 += v.lo * v.lo;
-          acc1 += v.hi * v.hi;
+      for (int64_t h0 = 0; h0 < a.heads; h0 += kVec) {  // eight heads' sums reduced together
+        f32x8 sums[kVec];
+        for (int64_t i = 0; i < kVec; ++i) {
+          if (h0 + i >= a.heads) {
+            sums[i] = splat(0.f);
+            continue;
+          }
+          sums[i] = head_squares(head_x(h0 + i), w, paired);
         }
-        rstd[h] = reduce_add(acc0 + acc1);
+        store8(rstd.data() + h0, reduce_add8(sums));
       }
     heads_rstd(a, t, rstd);
     for (int64_t h = 0; h < a.heads; ++h) {
       const T* x = head_x(h);
       T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
       const float rstd_h = rstd[h];
+      // The next token's head, one head per head written: the requests spread over the whole token's arithmetic
+      // keep DRAM busy alongside it (split_qkv_rmsnorm_rope 4096 x Qwen3-8B bf16, interleaved in one process:
+      // 1.14-1.25x over asking for them all during the sums, which fills the miss buffers and stalls).
+      if (t + 1 < end) prefetch_bytes(x + a.x_token_stride, w * int64_t(sizeof(T)));
       const float *wp = head_param(a, a.weight, h), *bp = head_param(a, a.bias, h);
       // x may be out: every block is read before it (or its rotation partner) is written.
       auto normed = [&](int64_t j) {
@@ -161,7 +201,7 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
         v = {v.lo * rstd_h, v.hi * rstd_h};
         if (wp) v = {v.lo * load8(wp + j), v.hi * load8(wp + j + kVec)};
         if (bp) v = {v.lo + load8(bp + j), v.hi + load8(bp + j + kVec)};
-        return f32x8x2{round_to<T>(v.lo), round_to<T>(v.hi)};
+        return round16_to<T>(v);
       };
       int64_t j = 0;
       if (r && a.neox) {
@@ -197,7 +237,7 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   }
   const int64_t w = a.width;
   // Every head of a token as fp32 with its sum of squares first, then each head's second pass (see heads_rstd).
-  std::vector<float> buf(a.heads * w + 2 * a.rope_dim), rstd(a.heads, 1.f);
+  std::vector<float> buf(a.heads * w + 2 * a.rope_dim), rstd = heads_rstd_buffer(a);
   float* c_tab = buf.data() + a.heads * w;
   float* s_tab = c_tab + a.rope_dim;
   for (int64_t t = begin; t < end; ++t) {

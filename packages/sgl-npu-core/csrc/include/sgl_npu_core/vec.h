@@ -78,8 +78,9 @@ inline __m256i bf16_in_high_half_no_nan(f32x8 v) {
 // The hardware fp32 -> bf16 conversion rounds to nearest even and quiets NaNs exactly as the rounding above, but
 // flushes denormal inputs to zero: vectors holding one (fpclass bit 0x20) take the software rounding instead.
 inline bool no_denormal(f32x8 v) { return _mm256_fpclass_ps_mask(bitcast<__m256>(v), 0x20) == 0; }
-inline bool no_denormal(f32x8 a, f32x8 b) {
-  return (_mm256_fpclass_ps_mask(bitcast<__m256>(a), 0x20) | _mm256_fpclass_ps_mask(bitcast<__m256>(b), 0x20)) == 0;
+inline bool no_denormal(f32x8 a, f32x8 b) {  // one mask test, no move to a general register
+  return _kortestz_mask8_u8(_mm256_fpclass_ps_mask(bitcast<__m256>(a), 0x20),
+                            _mm256_fpclass_ps_mask(bitcast<__m256>(b), 0x20));
 }
 inline __m128i bf16_convert_insn(f32x8 v) { return bitcast<__m128i>(_mm256_cvtneps_pbh(bitcast<__m256>(v))); }
 #endif
@@ -182,6 +183,40 @@ inline float reduce_add(f32x8 v) {
   for (int i = 0; i < kVec; ++i) s += v[i];
   return s;
 }
+// The lane sums of v[0, 8) as one vector (lane i: the sum of v[i]).
+inline f32x8 reduce_add8(const f32x8* v) {
+#if defined(__AVX__)
+  auto m = [](f32x8 x) { return bitcast<__m256>(x); };
+  const __m256 e = _mm256_hadd_ps(_mm256_hadd_ps(m(v[0]), m(v[1])), _mm256_hadd_ps(m(v[2]), m(v[3])));
+  const __m256 f = _mm256_hadd_ps(_mm256_hadd_ps(m(v[4]), m(v[5])), _mm256_hadd_ps(m(v[6]), m(v[7])));
+  return bitcast<f32x8>(_mm256_add_ps(_mm256_permute2f128_ps(e, f, 0x20), _mm256_permute2f128_ps(e, f, 0x31)));
+#else
+  f32x8 r;
+  for (int i = 0; i < kVec; ++i) r[i] = reduce_add(v[i]);
+  return r;
+#endif
+}
+// Correctly rounded square root, lane by lane.
+inline f32x8 vsqrt(f32x8 v) {
+#if defined(__AVX__)
+  return bitcast<f32x8>(_mm256_sqrt_ps(bitcast<__m256>(v)));
+#else
+  for (int i = 0; i < kVec; ++i) v[i] = std::sqrt(v[i]);
+  return v;
+#endif
+}
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+// acc + the products of 16 bf16 values of a and b, added in pairs (one vdpbf16ps): bf16 products are exact in fp32,
+// so this is a dot product without widening either side. Denormal inputs count as zero.
+#define SGL_NPU_BF16_DOT 1
+constexpr bool kBf16Dot = true;
+inline f32x8 dot_pairs(f32x8 acc, const bf16_t* a, const bf16_t* b) {
+  return bitcast<f32x8>(_mm256_dpbf16_ps(bitcast<__m256>(acc), bitcast<__m256bh>(_mm256_loadu_si256((const __m256i*)a)),
+                                         bitcast<__m256bh>(_mm256_loadu_si256((const __m256i*)b))));
+}
+#else
+constexpr bool kBf16Dot = false;
+#endif
 inline float reduce_max(f32x8 v) {
   float m = v[0];
   for (int i = 1; i < kVec; ++i) m = v[i] > m ? v[i] : m;
@@ -360,6 +395,14 @@ inline f32x8x2 load16(const T* p) {
   return {load8(p), load8(p + kVec)};
 }
 // Non-temporal when `stream` (p 16-byte aligned; see store8_stream).
+#if defined(SGL_NPU_BF16_CONVERT_INSN)
+// 16 values in load16<bf16_t>'s order as bf16 in memory order, by the conversion instruction (no denormals).
+inline __m256i bf16_pack16_insn(f32x8x2 v) {
+  // evens 0..7 then odds 0..7, interleaved back to memory order by one word permute
+  const __m256i halves = bitcast<__m256i>(_mm256_cvtne2ps_pbh(bitcast<__m256>(v.hi), bitcast<__m256>(v.lo)));
+  return _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), halves);
+}
+#endif
 template <class T>
 inline void store16(T* p, f32x8x2 v, bool stream = false) {
 #if defined(__AVX2__)
@@ -369,9 +412,7 @@ inline void store16(T* p, f32x8x2 v, bool stream = false) {
     __m256i both;
 #if defined(SGL_NPU_BF16_CONVERT_INSN)
     if (__builtin_expect(no_denormal(v.lo, v.hi), 1)) {
-      // evens 0..7 then odds 0..7, interleaved back to memory order by one word permute
-      const __m256i halves = bitcast<__m256i>(_mm256_cvtne2ps_pbh(bitcast<__m256>(v.hi), bitcast<__m256>(v.lo)));
-      both = _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), halves);
+      both = bf16_pack16_insn(v);
     } else
 #endif
     {
@@ -402,6 +443,20 @@ inline void store16(T* p, f32x8x2 v, bool stream = false) {
     store8(p, v.lo);
     store8(p + kVec, v.hi);
   }
+}
+// round_to<T> of 16 values in load16<T>'s order: for bf16, one conversion and one permute for both halves.
+template <class T>
+inline f32x8x2 round16_to(f32x8x2 v) {
+#if defined(SGL_NPU_BF16_CONVERT_INSN)
+  if constexpr (kSplitsPairs<T>) {
+    if (__builtin_expect(no_denormal(v.lo, v.hi), 1)) {
+      const __m256i both = bf16_pack16_insn(v);
+      return {bitcast<f32x8>(_mm256_slli_epi32(both, 16)),
+              bitcast<f32x8>(_mm256_and_si256(both, _mm256_set1_epi32(int(0xFFFF0000u))))};
+    }
+  }
+#endif
+  return {round_to<T>(v.lo), round_to<T>(v.hi)};
 }
 template <class T>
 inline void store16_int8_rint(int8_t* p, f32x8x2 v) {
