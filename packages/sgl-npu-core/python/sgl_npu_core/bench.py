@@ -41,6 +41,7 @@ def time_us_alternating(
     fns: Sequence[Callable[[], object]],
     *,
     warmup: int = 3,
+    min_warmup: int = 0,
     min_iters: int = 5,
     min_time_s: float = 0.2,
     block_s: float = 0.05,
@@ -55,7 +56,7 @@ def time_us_alternating(
     functions evicted (skipped for calls over 10 ms, which stream their data from memory anyway).
 
     Warm-up stops early once it has taken ``min_time_s`` (a compile, or a call slow enough not to need more
-    warming). Blocks last ``block_s`` (at least one call); rounds go on until every function has ``min_iters``
+    warming), but not before ``min_warmup`` calls. Blocks last ``block_s`` (at least one call); rounds go on until every function has ``min_iters``
     samples and ``min_time_s`` seconds per function have passed, so fast ops get many samples and a 300 ms op
     only ``min_iters``. The median ignores occasional stalls.
 
@@ -65,9 +66,9 @@ def time_us_alternating(
         return device_us(fns, min_time_s)
     for fn in fns:
         start = time.perf_counter()
-        for _ in range(warmup):
+        for i in range(max(warmup, min_warmup)):
             fn()
-            if time.perf_counter() - start >= min_time_s:
+            if i + 1 >= min_warmup and time.perf_counter() - start >= min_time_s:
                 break
     samples: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
@@ -344,8 +345,14 @@ class Report:
 
 
 # What the columns of a run_suite report mean.
+# Untimed fresh-output calls before the fresh timing: a serving process's steady state. A new process's first
+# calls also wait while the kernel compacts memory into the 2 MB pages its outputs ask for (sgl_npu_core.memory).
+FRESH_WARMUP_CALLS = 16
+
 SUITE_NOTES = [
-    "µs (out=): preallocated outputs; µs (fresh): outputs allocated by the call (page faults included).",
+    "µs (out=): preallocated outputs; µs (fresh): outputs allocated by the call (page faults included), timed "
+    f"after {FRESH_WARMUP_CALLS} untimed calls (a new process's first calls with fresh outputs of 4 MB and more "
+    "are slower while the kernel compacts memory for 2 MB pages: see design.md).",
     "MB: reads + writes of the data tensors, each counted once; % copy: GB/s over that of `dst.copy_(src)` "
     "moving the same bytes, timed in turn with the kernel (call for call, so both see the machine's drift).",
     "eager / compile: the PyTorch reference called as a user calls it, eagerly and through "
@@ -379,7 +386,7 @@ def measure(
     turn with ``case.out``: the yardsticks of % copy and % GEMM."""
     gemm, gemm_flops = gemm_call() if case.flops is not None else (None, None)
     us, copy_us, *gemm_us = time_us_alternating([case.out, copy] + ([gemm] if gemm else []), **timing)
-    us_fresh = None if case.fresh is None else time_us(case.fresh, **timing)
+    us_fresh = None if case.fresh is None else time_us(case.fresh, **{"min_warmup": FRESH_WARMUP_CALLS, **timing})
     eager_us = compile_us = None
     if refs:
         eager_us = time_us(lambda: case.reference(*case.args), **timing)
