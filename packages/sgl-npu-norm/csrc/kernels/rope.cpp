@@ -103,7 +103,7 @@ void rotate_store(const HeadNormRopeArgs& a, const Normed<T>& y, const float* c_
 // rstd[h] from head h's sum of squares for token t: 1 without a norm, the given per-token rstd, or
 // 1 / sqrt(mean + eps). Taken for every head of a token before any second pass: one head's sum -> sqrt -> division
 // chain is long, and the heads' chains are independent, so they overlap here instead of each stalling its head.
-// rstd holds a sum per head, padded to a whole vector (heads_rstd_buffer).
+// rstd holds the sums, padded to whole vectors (heads_rstd_buffer).
 inline void heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<float>& rstd) {
   if (!a.norm || a.rstd) {
     std::fill(rstd.begin(), rstd.end(), a.norm ? a.rstd[t * a.rstd_stride] : 1.f);
@@ -124,15 +124,13 @@ inline f32x8 head_squares(const bf16_t* x, int64_t w, bool paired) {
   f32x8 acc0 = splat(0.f), acc1 = splat(0.f);
   int64_t j = 0;
 #if defined(SGL_NPU_BF16_DOT)
-  {
-    if (paired) {
-      for (; j + 4 * kVec <= w; j += 4 * kVec) {
-        acc0 = dot_pairs(acc0, x + j, x + j);
-        acc1 = dot_pairs(acc1, x + j + 2 * kVec, x + j + 2 * kVec);
-      }
-      if (j < w) acc0 = dot_pairs(acc0, x + j, x + j);
-      return acc0 + acc1;
+  if (paired) {
+    for (; j + 4 * kVec <= w; j += 4 * kVec) {
+      acc0 = dot_pairs(acc0, x + j, x + j);
+      acc1 = dot_pairs(acc1, x + j + 2 * kVec, x + j + 2 * kVec);
     }
+    if (j < w) acc0 = dot_pairs(acc0, x + j, x + j);
+    return acc0 + acc1;
   }
 #else
   (void)paired;
