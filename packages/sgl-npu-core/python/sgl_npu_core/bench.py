@@ -56,9 +56,9 @@ def time_us_alternating(
     functions evicted (skipped for calls over 10 ms, which stream their data from memory anyway).
 
     Warm-up stops early once it has taken ``min_time_s`` (a compile, or a call slow enough not to need more
-    warming), but not before ``min_warmup`` calls. Blocks last ``block_s`` (at least one call); rounds go on until every function has ``min_iters``
-    samples and ``min_time_s`` seconds per function have passed, so fast ops get many samples and a 300 ms op
-    only ``min_iters``. The median ignores occasional stalls.
+    warming), but not before ``min_warmup`` calls. Blocks last ``block_s`` (at least one call); rounds go on
+    until every function has ``min_iters`` samples and ``min_time_s`` seconds per function have passed, so fast
+    ops get many samples and a 300 ms op only ``min_iters``. The median ignores occasional stalls.
 
     On a GPU (``bench_*.py --device cuda``) each function is timed in turn by :func:`device_us`.
     """
