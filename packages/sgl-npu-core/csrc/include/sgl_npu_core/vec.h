@@ -394,7 +394,6 @@ inline f32x8x2 load16(const T* p) {
 #endif
   return {load8(p), load8(p + kVec)};
 }
-// Non-temporal when `stream` (p 16-byte aligned; see store8_stream).
 #if defined(SGL_NPU_BF16_CONVERT_INSN)
 // 16 values in load16<bf16_t>'s order as bf16 in memory order, by the conversion instruction (no denormals).
 inline __m256i bf16_pack16_insn(f32x8x2 v) {
@@ -403,6 +402,7 @@ inline __m256i bf16_pack16_insn(f32x8x2 v) {
   return _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), halves);
 }
 #endif
+// Non-temporal when `stream` (p 16-byte aligned; see store8_stream).
 template <class T>
 inline void store16(T* p, f32x8x2 v, bool stream = false) {
 #if defined(__AVX2__)
