@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -24,16 +25,16 @@ void scale_add(float* acc, float scale, float p, const float* v, int64_t n) {
 }
 
 // The next block's K and V rows of one head, asked for from the caches a row or two at a time while this block is
-// scored: spread so, the requests keep DRAM busy alongside the arithmetic; asked for all at once, they overflow the
-// miss buffers and stall it (decode 16x32/8x4096 with one thread: ~75 -> ~40 ms).
+// scored: spread so, the requests keep DRAM busy alongside the arithmetic (decode 16x32/8x4096 bf16, two threads:
+// 1.5x faster than without them) where all at once they would overflow the miss buffers.
 struct NextRows {
   const char* k = nullptr;
   const char* v = nullptr;
   int64_t k_stride = 0, v_stride = 0, k_bytes = 0, v_bytes = 0, rows = 0;
-  // Row j < rows. (The callers test j: with the test in here, GCC 12 drops the prefetches of an inlined call.)
+  // Row j < rows, into L2 (a block of every head's rows comes between the request and the use).
   void ask(int64_t j) const {
-    prefetch_bytes(k + j * k_stride, k_bytes);
-    prefetch_bytes(v + j * v_stride, v_bytes);
+    prefetch_bytes<2>(k + j * k_stride, k_bytes);
+    prefetch_bytes<2>(v + j * v_stride, v_bytes);
   }
   void ask_from(int64_t j) const {
     for (; j < rows; ++j) ask(j);
@@ -96,6 +97,108 @@ void score_rows(const Q* q, int64_t d, const T* k, int64_t ldk, int64_t n, float
           s[r * kBlock + j] += to_float(q[r * d + c]) * to_float(k[j * ldk + c]) * scale;
   }
 }
+
+#if defined(SGL_NPU_BF16_DOT) && defined(SGL_NPU_BF16_CONVERT_INSN)
+#define SGL_NPU_PAIRS_PV 1
+// For rows i < MR: c[i][0, 16) = c[i] * c_scale[i] + sum_j p[i][j] v_j over keys j < n, with P rounded to bf16 and
+// stored as pairs (words[i * ldw + j / 2] holds keys j and j + 1, the odd key past n weighing 0) and V rows (bf16)
+// ldv apart. Two keys' rows are interleaved (one unpack per 8 columns) and weighed by one vdpbf16ps: half the
+// instructions of widening every V value and one FMA per key. The unpacks leave columns 0-3 | 8-11 in one
+// accumulator and 4-7 | 12-15 in the other, which the 128-bit lane swaps on load and store undo.
+template <int MR, int NC>
+void tile16_pairs(const uint32_t* words, int64_t ldw, int64_t n, const bf16_t* v, int64_t ldv, float* c, int64_t ldc,
+                  const float* c_scale) {
+  __m256 lo[NC][MR], hi[NC][MR];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    const __m256 scale = _mm256_set1_ps(c_scale[i]);
+#pragma GCC unroll 2
+    for (int p = 0; p < NC; ++p) {
+      const float* ci = c + i * ldc + p * kTileCols;
+      const __m256 a = _mm256_loadu_ps(ci), b = _mm256_loadu_ps(ci + kVec);
+      lo[p][i] = _mm256_mul_ps(_mm256_permute2f128_ps(a, b, 0x20), scale);
+      hi[p][i] = _mm256_mul_ps(_mm256_permute2f128_ps(a, b, 0x31), scale);
+    }
+  }
+  for (int64_t j = 0; j < n; j += 2) {
+    __m256bh even[NC], odd[NC];
+#pragma GCC unroll 2
+    for (int p = 0; p < NC; ++p) {
+      const bf16_t* vj = v + j * ldv + p * kTileCols;
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vj));
+      const __m256i x1 =
+          j + 1 < n ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vj + ldv)) : _mm256_setzero_si256();
+      even[p] = bitcast<__m256bh>(_mm256_unpacklo_epi16(x0, x1));
+      odd[p] = bitcast<__m256bh>(_mm256_unpackhi_epi16(x0, x1));
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256bh w = bitcast<__m256bh>(_mm256_set1_epi32(int(words[i * ldw + j / 2])));
+#pragma GCC unroll 2
+      for (int p = 0; p < NC; ++p) {
+        lo[p][i] = _mm256_dpbf16_ps(lo[p][i], w, even[p]);
+        hi[p][i] = _mm256_dpbf16_ps(hi[p][i], w, odd[p]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int p = 0; p < NC; ++p) {
+      float* ci = c + i * ldc + p * kTileCols;
+      _mm256_storeu_ps(ci, _mm256_permute2f128_ps(lo[p][i], hi[p][i], 0x20));
+      _mm256_storeu_ps(ci + kVec, _mm256_permute2f128_ps(lo[p][i], hi[p][i], 0x31));
+    }
+}
+
+// tile16_pairs for a run-time row count 1..6 over `cols` columns (a multiple of 16): up to four rows two panels at a
+// time, so that 16 accumulators (independent chains) cover vdpbf16ps's latency; one panel at a time above.
+void tile16_pairs_rows(int64_t mr, const uint32_t* words, int64_t ldw, int64_t n, const bf16_t* v, int64_t ldv,
+                       float* c, int64_t ldc, int64_t cols, const float* c_scale) {
+  int64_t col = 0;
+  auto panels = [&](auto rows, auto width) {
+    constexpr int MR = decltype(rows)::value, NC = decltype(width)::value;
+    for (; col + NC * kTileCols <= cols; col += NC * kTileCols)
+      tile16_pairs<MR, NC>(words, ldw, n, v + col, ldv, c + col, ldc, c_scale);
+  };
+  auto rows_of = [&](auto rows) {
+    if constexpr (decltype(rows)::value <= 4) panels(rows, std::integral_constant<int, 2>{});
+    panels(rows, std::integral_constant<int, 1>{});
+  };
+  switch (mr) {
+    case 1:
+      return rows_of(std::integral_constant<int, 1>{});
+    case 2:
+      return rows_of(std::integral_constant<int, 2>{});
+    case 3:
+      return rows_of(std::integral_constant<int, 3>{});
+    case 4:
+      return rows_of(std::integral_constant<int, 4>{});
+    case 5:
+      return rows_of(std::integral_constant<int, 5>{});
+    default:
+      return rows_of(std::integral_constant<int, 6>{});
+  }
+}
+
+// p[0, n8) rounded to bf16 into words (pairs of keys), n8 a multiple of 8; returns the sum of the rounded values, so
+// that the row's weights and its denominator agree.
+inline f32x8 round_weights(const float* p, int64_t n8, uint32_t* words) {
+  f32x8 sum = splat(0.f);
+  for (int64_t j = 0; j < n8; j += kVec) {
+    const __m128i b = bf16_convert_insn(load8(p + j));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(words + j / 2), b);
+    sum += bitcast<f32x8>(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
+  }
+  return sum;
+}
+#endif
+
+#if defined(SGL_NPU_PAIRS_PV)
+constexpr bool kPairsPV = true;
+#else
+constexpr bool kPairsPV = false;
+#endif
 
 // S for tiles of many query rows (prefill): K^T of the block in fp32 once, then register-tiled 6 x 16 products
 // (tile16), where score_rows would reduce lanes for every (row, key).
@@ -164,7 +267,8 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
   const int64_t heads = a.kv_heads_per_task, head_groups = a.kv_heads / heads, dvp = round_up(dv, kTileCols);
   std::vector<float> qf, vf(kBlock * dvp, 0.f), kt(kBlock * d), scores, oacc, m, l, rescale, row_sum;
-  std::vector<T> qt;  // the tile's queries as they are, for the bf16 decode scores (dot_pairs)
+  std::vector<uint32_t> words;  // P as bf16 pairs (tile16_pairs)
+  std::vector<T> qt;            // the tile's queries as they are, for the bf16 decode scores (dot_pairs)
   for (int64_t task = begin; task < end; ++task) {
     const int64_t split = task % a.splits, hk0 = (task / a.splits) % head_groups * heads;
     // Tiles alternate from both ends of the list: the threads get contiguous task ranges, and a causal prefill's
@@ -201,6 +305,9 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     // Decode-sized tiles read V rows straight from the cache in P V (widened as loaded) when they are whole
     // 16-column panels; bigger tiles reuse each row across many more query rows and convert it once.
     const bool v_in_place = rows < kGemmRows && dv % kTileCols == 0;
+    // bf16 decode tiles weigh V rows two keys at a time (tile16_pairs)
+    const bool pairs = kPairsPV && std::is_same_v<T, bf16_t> && v_in_place;
+    if (pairs) words.resize(rows * kBlock / 2);
     const int32_t* pages = a.block_table + a.query_req[t0] * a.block_table_stride;
     const T* k_heads = static_cast<const T*>(a.k_cache) + hk0 * a.k_head_stride;
     const T* v_heads = static_cast<const T*>(a.v_cache) + hk0 * a.v_head_stride;
@@ -257,6 +364,7 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
             std::fill(s, s + n8, 0.f);
             rescale[r] = 0.f;  // exp(0): the row stays as it is
             row_sum[r] = 0.f;
+            if (pairs) std::fill(words.data() + r * kBlock / 2, words.data() + (r + 1) * kBlock / 2, 0u);
             continue;
           }
           const bool masked = j_lo > 0 || j_hi < n8;
@@ -274,6 +382,9 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
               if (j < j_lo || j >= j_hi) s[j] = 0.f;
             for (int64_t j = 0; j < n8; j += kVec) sum += load8(s + j);
           }
+#if defined(SGL_NPU_PAIRS_PV)
+          if (pairs) sum = round_weights(s, n8, words.data() + r * kBlock / 2);
+#endif
           rescale[r] = m_old - m_new;  // exponentiated below, eight rows at a time
           mh[r] = m_new;
           row_sum[r] = reduce_add(sum);
@@ -283,6 +394,15 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         for (int64_t r = 0; r < rows; r += kVec) store8(rescale.data() + r, vexp(load8(rescale.data() + r)));
         for (int64_t r = 0; r < rows; ++r) lh[r] = lh[r] * rescale[r] + row_sum[r];
         float* oh = oacc.data() + h * rows * dvp;
+#if defined(SGL_NPU_PAIRS_PV)
+        if constexpr (std::is_same_v<T, bf16_t>)
+          if (pairs) {
+            for (int64_t r = 0; r < rows; r += kTileRows)
+              tile16_pairs_rows(std::min(kTileRows, rows - r), words.data() + r * kBlock / 2, kBlock / 2, n, v,
+                                a.v_token_stride, oh + r * dvp, dvp, dv, rescale.data() + r);
+            continue;
+          }
+#endif
         for (int64_t r = 0; r < rows; r += kTileRows)
           for (int64_t c = 0; c < dvp; c += kTileCols) {
             const int64_t mr = std::min(kTileRows, rows - r);
