@@ -103,100 +103,25 @@ void score_rows(const Q* q, int64_t d, const T* k, int64_t ldk, int64_t n, float
 
 #if defined(SGL_NPU_BF16_DOT) && defined(SGL_NPU_BF16_CONVERT_INSN)
 #define SGL_NPU_PAIRS_PV 1
-// For rows i < MR and NC panels of 16 columns: c[i][0, 16 NC) = c[i] * c_scale[i] + sum_j p[i][j] v_j over keys
-// j < n, with P rounded to bf16 and stored as pairs (words[i * ldw + j / 2] holds keys j and j + 1, the odd key past
-// n weighing 0) and V rows (bf16) ldv apart. Two keys' rows are interleaved (one unpack per 8 columns) and weighed by
-// one vdpbf16ps: half the instructions of widening every V value and one FMA per key. The unpacks leave columns
-// 0-3 | 8-11 in one accumulator and 4-7 | 12-15 in the other, which the 128-bit lane swaps on load and store undo.
-// Asks for next's V rows [ask_lo, ask_hi), spread evenly over the key pairs.
-template <int MR, int NC>
-void tile16_pairs(const uint32_t* words, int64_t ldw, int64_t n, const bf16_t* v, int64_t ldv, float* c, int64_t ldc,
-                  const float* c_scale, const NextRows& next, int64_t ask_lo, int64_t ask_hi) {
-  __m256 lo[NC][MR], hi[NC][MR];
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
-    const __m256 scale = _mm256_set1_ps(c_scale[i]);
-#pragma GCC unroll 2
-    for (int p = 0; p < NC; ++p) {
-      const float* ci = c + i * ldc + p * kTileCols;
-      const __m256 a = _mm256_loadu_ps(ci), b = _mm256_loadu_ps(ci + kVec);
-      lo[p][i] = _mm256_mul_ps(_mm256_permute2f128_ps(a, b, 0x20), scale);
-      hi[p][i] = _mm256_mul_ps(_mm256_permute2f128_ps(a, b, 0x31), scale);
-    }
+// Asks for next's V rows [row, row + count) one at a time, spread evenly over `calls` calls (the key pairs of a
+// tile16_pairs).
+struct SpreadAsks {
+  const NextRows& next;
+  int64_t row, count, calls;
+  int64_t owed = 0;  // count * (calls made) - calls * (rows asked for)
+  // Inlined: a call here would spill tile16_pairs's accumulators every pair.
+  __attribute__((always_inline)) void operator()() {
+    for (owed += count; owed >= calls; owed -= calls) next.ask_v(row++);
   }
-  const int64_t pairs = (n + 1) / 2, asks = ask_hi - ask_lo;
-  int64_t owed = 0;  // asks * (pairs done) - pairs * (rows asked for): one more row each time it reaches pairs
-  for (int64_t j = 0; j < n; j += 2) {
-    for (owed += asks; owed >= pairs; owed -= pairs) next.ask_v(ask_lo++);
-    __m256bh even[NC], odd[NC];
-#pragma GCC unroll 2
-    for (int p = 0; p < NC; ++p) {
-      const bf16_t* vj = v + j * ldv + p * kTileCols;
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vj));
-      const __m256i x1 =
-          j + 1 < n ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vj + ldv)) : _mm256_setzero_si256();
-      even[p] = bitcast<__m256bh>(_mm256_unpacklo_epi16(x0, x1));
-      odd[p] = bitcast<__m256bh>(_mm256_unpackhi_epi16(x0, x1));
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      const __m256bh w = bitcast<__m256bh>(_mm256_set1_epi32(int(words[i * ldw + j / 2])));
-#pragma GCC unroll 2
-      for (int p = 0; p < NC; ++p) {
-        lo[p][i] = _mm256_dpbf16_ps(lo[p][i], w, even[p]);
-        hi[p][i] = _mm256_dpbf16_ps(hi[p][i], w, odd[p]);
-      }
-    }
-  }
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
-    for (int p = 0; p < NC; ++p) {
-      float* ci = c + i * ldc + p * kTileCols;
-      _mm256_storeu_ps(ci, _mm256_permute2f128_ps(lo[p][i], hi[p][i], 0x20));
-      _mm256_storeu_ps(ci + kVec, _mm256_permute2f128_ps(lo[p][i], hi[p][i], 0x31));
-    }
-}
+};
 
-// tile16_pairs for a run-time row count 1..6 over `cols` columns (a multiple of 16): up to four rows two panels at a
-// time, so that 16 accumulators (independent chains) cover vdpbf16ps's latency; one panel at a time above. Each call
-// asks for its share of next's V rows.
-void tile16_pairs_rows(int64_t mr, const uint32_t* words, int64_t ldw, int64_t n, const bf16_t* v, int64_t ldv,
-                       float* c, int64_t ldc, int64_t cols, const float* c_scale, const NextRows& next) {
-  int64_t col = 0;
-  auto panels = [&](auto rows, auto width) {
-    constexpr int MR = decltype(rows)::value, NC = decltype(width)::value;
-    for (; col + NC * kTileCols <= cols; col += NC * kTileCols)
-      tile16_pairs<MR, NC>(words, ldw, n, v + col, ldv, c + col, ldc, c_scale, next, next.rows * col / cols,
-                           next.rows * (col + NC * kTileCols) / cols);
-  };
-  auto rows_of = [&](auto rows) {
-    if constexpr (decltype(rows)::value <= 4) panels(rows, std::integral_constant<int, 2>{});
-    panels(rows, std::integral_constant<int, 1>{});
-  };
-  switch (mr) {
-    case 1:
-      return rows_of(std::integral_constant<int, 1>{});
-    case 2:
-      return rows_of(std::integral_constant<int, 2>{});
-    case 3:
-      return rows_of(std::integral_constant<int, 3>{});
-    case 4:
-      return rows_of(std::integral_constant<int, 4>{});
-    case 5:
-      return rows_of(std::integral_constant<int, 5>{});
-    default:
-      return rows_of(std::integral_constant<int, 6>{});
-  }
-}
-
-// p[0, n8) rounded to bf16 into words (pairs of keys), n8 a multiple of 8; returns the sum of the rounded values, so
-// that the row's weights and its denominator agree.
-inline f32x8 round_weights(const float* p, int64_t n8, uint32_t* words) {
+// p[0, n8) rounded to bf16 (n8 a multiple of 8); returns the sum of the rounded values, so that the row's weights and
+// its denominator agree.
+inline f32x8 round_weights(const float* p, int64_t n8, bf16_t* rounded) {
   f32x8 sum = splat(0.f);
   for (int64_t j = 0; j < n8; j += kVec) {
     const __m128i b = bf16_convert_insn(load8(p + j));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(words + j / 2), b);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(rounded + j), b);
     sum += bitcast<f32x8>(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
   }
   return sum;
@@ -276,8 +201,8 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
   const int64_t group = a.q_heads / a.kv_heads, d = a.head_dim, dv = a.head_dim_v, stride = dv + 2;
   const int64_t heads = a.kv_heads_per_task, head_groups = a.kv_heads / heads, dvp = round_up(dv, kTileCols);
   std::vector<float> qf, vf(kBlock * dvp, 0.f), kt(kBlock * d), scores, oacc, m, l, rescale, row_sum;
-  std::vector<uint32_t> words;  // P as bf16 pairs (tile16_pairs)
-  std::vector<T> qt;            // the tile's queries as they are, for the bf16 decode scores (dot_pairs)
+  std::vector<bf16_t> p16;  // P rounded to bf16 (tile16_pairs)
+  std::vector<T> qt;        // the tile's queries as they are, for the bf16 decode scores (dot_pairs)
   for (int64_t task = begin; task < end; ++task) {
     const int64_t split = task % a.splits, hk0 = (task / a.splits) % head_groups * heads;
     // Tiles alternate from both ends of the list: the threads get contiguous task ranges, and a causal prefill's
@@ -316,7 +241,7 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
     const bool v_in_place = rows < kGemmRows && dv % kTileCols == 0;
     // bf16 decode tiles weigh V rows two keys at a time (tile16_pairs)
     const bool pairs = kPairsPV && std::is_same_v<T, bf16_t> && v_in_place;
-    if (pairs) words.resize(rows * kBlock / 2);
+    if (pairs) p16.resize(rows * kBlock);
     const int32_t* pages = a.block_table + a.query_req[t0] * a.block_table_stride;
     const T* k_heads = static_cast<const T*>(a.k_cache) + hk0 * a.k_head_stride;
     const T* v_heads = static_cast<const T*>(a.v_cache) + hk0 * a.v_head_stride;
@@ -374,7 +299,7 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
             std::fill(s, s + n8, 0.f);
             rescale[r] = 0.f;  // exp(0): the row stays as it is
             row_sum[r] = 0.f;
-            if (pairs) std::fill(words.data() + r * kBlock / 2, words.data() + (r + 1) * kBlock / 2, 0u);
+            if (pairs) std::fill(p16.data() + r * kBlock, p16.data() + (r + 1) * kBlock, bf16_t{});
             continue;
           }
           const bool masked = j_lo > 0 || j_hi < n8;
@@ -393,7 +318,7 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
             for (int64_t j = 0; j < n8; j += kVec) sum += load8(s + j);
           }
 #if defined(SGL_NPU_PAIRS_PV)
-          if (pairs) sum = round_weights(s, n8, words.data() + r * kBlock / 2);
+          if (pairs) sum = round_weights(s, n8, p16.data() + r * kBlock);
 #endif
           rescale[r] = m_old - m_new;  // exponentiated below, eight rows at a time
           mh[r] = m_new;
@@ -408,9 +333,14 @@ void partial_tasks(const AttentionArgs& a, int64_t begin, int64_t end) {
         if constexpr (std::is_same_v<T, bf16_t>)
           if (pairs) {
             const NextRows none;
-            for (int64_t r = 0; r < rows; r += kTileRows)
-              tile16_pairs_rows(std::min(kTileRows, rows - r), words.data() + r * kBlock / 2, kBlock / 2, n, v,
-                                a.v_token_stride, oh + r * dvp, dvp, dv, rescale.data() + r, r == 0 ? next_rows : none);
+            for (int64_t r = 0; r < rows; r += kTileRows) {
+              const NextRows& ask = r == 0 ? next_rows : none;  // the first row tile's calls ask for the V rows
+              tile16_pairs_rows(std::min(kTileRows, rows - r), p16.data() + r * kBlock, kBlock, n, v, a.v_token_stride,
+                                oh + r * dvp, dvp, dv, rescale.data() + r, [&](int64_t col, int64_t width) {
+                                  const int64_t first = ask.rows * col / dv;
+                                  return SpreadAsks{ask, first, ask.rows * (col + width) / dv - first, (n + 1) / 2};
+                                });
+            }
             continue;
           }
 #endif

@@ -4,6 +4,8 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "sgl_npu_core/vec.h"
 
@@ -139,5 +141,94 @@ inline void tile16_rows(int64_t mr, const float* a, int64_t a_row, int64_t a_ste
       return tile16<6>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale);
   }
 }
+
+#if defined(SGL_NPU_BF16_DOT)
+// For rows i < MR and NC panels of 16 columns: c[i][0, 16 NC) = (c_scale ? c[i] * c_scale[i] : 0) +
+// sum_k a[i][k] b_k[0, 16 NC) over k < kn, A and B in bf16: A's rows lda values apart (lda even), B's rows ldb apart.
+// Two rows of B are interleaved (one unpack per 8 columns) and weighed by a pair of A's values (one 32-bit broadcast)
+// in one vdpbf16ps: half the instructions of widening every B value for one FMA per k. The unpacks leave columns
+// 0-3 | 8-11 in one accumulator and 4-7 | 12-15 in the other, which the 128-bit lane swaps on load and store undo.
+// For an odd kn, a[i][kn] is read and meets a zero row (it must be finite). between() runs before each pair of k.
+template <int MR, int NC, class Between>
+inline void tile16_pairs(const bf16_t* a, int64_t lda, int64_t kn, const bf16_t* b, int64_t ldb, float* c, int64_t ldc,
+                         const float* c_scale, Between&& between) {
+  __m256 lo[NC][MR], hi[NC][MR];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int p = 0; p < NC; ++p) {
+      lo[p][i] = hi[p][i] = _mm256_setzero_ps();
+      if (c_scale == nullptr) continue;
+      const float* ci = c + i * ldc + p * kTileCols;
+      const __m256 x = _mm256_loadu_ps(ci), y = _mm256_loadu_ps(ci + kVec), scale = _mm256_set1_ps(c_scale[i]);
+      lo[p][i] = _mm256_mul_ps(_mm256_permute2f128_ps(x, y, 0x20), scale);
+      hi[p][i] = _mm256_mul_ps(_mm256_permute2f128_ps(x, y, 0x31), scale);
+    }
+  for (int64_t k = 0; k < kn; k += 2) {
+    between();
+    __m256bh even[NC], odd[NC];
+#pragma GCC unroll 2
+    for (int p = 0; p < NC; ++p) {
+      const bf16_t* bk = b + k * ldb + p * kTileCols;
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bk));
+      const __m256i x1 =
+          k + 1 < kn ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bk + ldb)) : _mm256_setzero_si256();
+      even[p] = bitcast<__m256bh>(_mm256_unpacklo_epi16(x0, x1));
+      odd[p] = bitcast<__m256bh>(_mm256_unpackhi_epi16(x0, x1));
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      int32_t pair;
+      std::memcpy(&pair, a + i * lda + k, sizeof pair);
+      const __m256bh w = bitcast<__m256bh>(_mm256_set1_epi32(pair));
+#pragma GCC unroll 2
+      for (int p = 0; p < NC; ++p) {
+        lo[p][i] = _mm256_dpbf16_ps(lo[p][i], w, even[p]);
+        hi[p][i] = _mm256_dpbf16_ps(hi[p][i], w, odd[p]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int p = 0; p < NC; ++p) {
+      float* ci = c + i * ldc + p * kTileCols;
+      _mm256_storeu_ps(ci, _mm256_permute2f128_ps(lo[p][i], hi[p][i], 0x20));
+      _mm256_storeu_ps(ci + kVec, _mm256_permute2f128_ps(lo[p][i], hi[p][i], 0x31));
+    }
+}
+
+// tile16_pairs for a run-time row count 1..6 over `cols` columns (a multiple of 16): up to four rows two panels at a
+// time, so that 16 accumulators (independent chains) cover vdpbf16ps's latency; one panel at a time above. The call
+// for columns [col, col + width) runs make_between(col, width)() before each pair of k.
+template <class MakeBetween>
+inline void tile16_pairs_rows(int64_t mr, const bf16_t* a, int64_t lda, int64_t kn, const bf16_t* b, int64_t ldb,
+                              float* c, int64_t ldc, int64_t cols, const float* c_scale, MakeBetween&& make_between) {
+  int64_t col = 0;
+  auto panels = [&](auto rows, auto panel_count) {
+    constexpr int MR = decltype(rows)::value, NC = decltype(panel_count)::value;
+    for (; col + NC * kTileCols <= cols; col += NC * kTileCols)
+      tile16_pairs<MR, NC>(a, lda, kn, b + col, ldb, c + col, ldc, c_scale, make_between(col, NC * kTileCols));
+  };
+  auto rows_of = [&](auto rows) {
+    if constexpr (decltype(rows)::value <= 4) panels(rows, std::integral_constant<int, 2>{});
+    panels(rows, std::integral_constant<int, 1>{});
+  };
+  switch (mr) {
+    case 1:
+      return rows_of(std::integral_constant<int, 1>{});
+    case 2:
+      return rows_of(std::integral_constant<int, 2>{});
+    case 3:
+      return rows_of(std::integral_constant<int, 3>{});
+    case 4:
+      return rows_of(std::integral_constant<int, 4>{});
+    case 5:
+      return rows_of(std::integral_constant<int, 5>{});
+    default:
+      return rows_of(std::integral_constant<int, 6>{});
+  }
+}
+#endif
 
 }  // namespace sgl_npu_attention::SGL_NPU_ISA
