@@ -22,8 +22,10 @@ def _tol(dtype):
 
 
 # (M tokens, B heads, K, N): W_UK absorption (128 -> 512) and W_UV (512 -> 128) at decode and prefill sizes, and
-# sizes that leave partial 6-row groups, 16-column panels and K blocks
-SHAPES = [(1, 16, 128, 512), (16, 8, 512, 128), (37, 3, 33, 17), (5, 2, 300, 40), (130, 1, 64, 48), (1, 1, 1, 1)]
+# sizes that leave partial 6-row groups, 16-column panels and K blocks; (60, 16, 300, 48): bf16 tasks of 60 rows (6-row
+# tiles of pairs), K in passes of 256 + 44, a 32-column strip and a 16-column one
+SHAPES = [(1, 16, 128, 512), (16, 8, 512, 128), (37, 3, 33, 17), (5, 2, 300, 40), (130, 1, 64, 48), (1, 1, 1, 1),
+          (60, 16, 300, 48)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -49,11 +51,15 @@ def test_empty_reduction_gives_zeros():
     assert (ops.batch_matmul_transpose(a, b) == 0).all()
 
 
-def test_exact_on_integers():
-    # small integers: every summation order gives the exact result, so the output must equal it exactly
-    a = torch.randint(-3, 4, (20, 5, 70)).float()
-    b = torch.randint(-3, 4, (5, 70, 33)).float()
-    want = torch.einsum("mhk,hkn->mhn", a.double(), b.double()).float()
+@pytest.mark.parametrize("shape", [(20, 5, 70, 33), (30, 4, 300, 64)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_exact_on_integers(dtype, shape):
+    # small integers: every summation order gives the exact fp32 sum, so the output must be it rounded once to the
+    # dtype (30x4x300x64 in bf16: pairs of k by vdpbf16ps, 6-row tiles, K in two passes)
+    m, heads, k, n = shape
+    a = torch.randint(-3, 4, (m, heads, k)).to(dtype)
+    b = torch.randint(-3, 4, (heads, k, n)).to(dtype)
+    want = torch.einsum("mhk,hkn->mhn", a.double(), b.double()).to(dtype)
     assert torch.equal(ops.batch_matmul_transpose(a, b), want)
 
 
