@@ -46,3 +46,44 @@ def test_the_advice_can_be_turned_off():
     env = {**os.environ, "SGL_NPU_HUGE_PAGES": "0"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+# Over glibc's largest mmap threshold (32 MB): without the pool every such tensor is a new mapping, zero-filled by the
+# kernel, so finding an earlier tensor's values in a new one shows that the pool handed its memory out again.
+POOLED = (33 << 20) // 2
+
+
+def test_fresh_outputs_reuse_the_memory_of_dropped_ones():
+    a = memory.empty(POOLED, dtype=torch.bfloat16).fill_(7.0)
+    b = memory.empty(POOLED, dtype=torch.bfloat16)  # a is alive: other memory
+    assert b.data_ptr() != a.data_ptr()
+    b.fill_(3.0)
+    del a
+    c = memory.empty_like(b).view(-1)  # a's memory, as a left it
+    assert c.eq(7.0).all()
+    tail = c[1:]  # a view keeps it in use after c is gone
+    del c
+    d = memory.empty((POOLED,), dtype=torch.bfloat16)
+    assert d.data_ptr() not in (tail.data_ptr() - 2, b.data_ptr())
+    e = memory.empty(POOLED // 2, dtype=torch.float32)  # same bytes, another dtype: any free block of the size
+    assert e.shape == (POOLED // 2,) and e.dtype == torch.float32
+    memory.release_pool()
+
+
+def test_released_or_disabled_pool_gives_new_memory():
+    code = (
+        "import torch; from sgl_npu_core import memory\n"
+        f"a = memory.empty({POOLED}, dtype=torch.bfloat16).fill_(7.0); del a\n"
+        "{release}\n"
+        f"print(int(memory.empty({POOLED}, dtype=torch.bfloat16).eq(7.0).any()))"
+    )
+    cases = [("", {}, "1"), ("memory.release_pool()", {}, "0"), ("", {"SGL_NPU_OUTPUT_POOL_MB": "0"}, "0")]
+    for release, env, want in cases:
+        done = subprocess.run(
+            [sys.executable, "-c", code.format(release=release)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.stdout.strip() == want, (release, env, done.stderr[-2000:])

@@ -345,14 +345,15 @@ class Report:
 
 
 # What the columns of a run_suite report mean.
-# Untimed fresh-output calls before the fresh timing: a serving process's steady state. A new process's first
-# calls also wait while the kernel compacts memory into the 2 MB pages its outputs ask for (sgl_npu_core.memory).
+# Untimed fresh-output calls before the fresh timing: a serving process's steady state, where outputs of 4 MB and
+# more reuse the memory of dropped ones (sgl_npu_core.memory's pool) and the first calls' page faults are over.
 FRESH_WARMUP_CALLS = 16
 
 SUITE_NOTES = [
-    "µs (out=): preallocated outputs; µs (fresh): outputs allocated by the call (page faults included), timed "
-    f"after {FRESH_WARMUP_CALLS} untimed calls (a new process's first calls with fresh outputs of 4 MB and more "
-    "are slower while the kernel compacts memory for 2 MB pages: see design.md).",
+    "µs (out=): preallocated outputs; µs (fresh): outputs allocated by the call, each dropped before the next call, "
+    f"timed after {FRESH_WARMUP_CALLS} untimed calls: outputs of 4 MB and more come from the ops' pool of dropped "
+    "outputs' memory (`sgl_npu_core.memory`, already faulted in; smaller ones from torch's allocator); the "
+    "references' outputs come from torch's allocator.",
     "MB: reads + writes of the data tensors, each counted once; % copy: GB/s over that of `dst.copy_(src)` "
     "moving the same bytes, timed in turn with the kernel (call for call, so both see the machine's drift).",
     "eager / compile: the PyTorch reference called as a user calls it, eagerly and through "

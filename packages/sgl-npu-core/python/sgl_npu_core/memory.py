@@ -11,6 +11,14 @@ The kernel compacts memory to find free 2 MB pages (THP ``defrag`` = ``madvise``
 process's own freed outputs supply them: split_qkv_rmsnorm_rope of 4096 Qwen3-8B tokens with fresh outputs took
 55-96 ms for its first 8-12 calls in a new process, then 12 ms (24-30 ms every call without the advice).
 ``SGL_NPU_HUGE_PAGES=0`` turns the advice off.
+
+Faulting the pages in is still the larger part of a fresh output's cost (split_qkv_rmsnorm_rope, 4096 Qwen3-8B
+tokens: 4 ms into preallocated outputs, 11-20 ms into fresh ones in the same run), and a large allocation is a new
+mapping every time (glibc maps anything over 32 MB afresh and unmaps it when freed). So, as torch's CUDA caching
+allocator does for device memory, fresh outputs of MIN_BYTES or more come from a pool: the memory of an output
+whose every tensor is gone (its storage's use count back to the pool's own reference) is handed out again to the
+next output of the same byte size, already faulted in. The pool holds at most ``SGL_NPU_OUTPUT_POOL_MB`` (default
+1024) and keeps nothing with 0; :func:`release_pool` gives back what no tensor uses.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 
 import torch
+from torch._guards import detect_fake_mode
 
 HUGE_PAGE = 2 << 20
 MIN_BYTES = 4 << 20  # smaller tensors hold at most a page or two of 2 MB
@@ -58,12 +68,82 @@ def _fresh(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+_use_count = getattr(torch._C, "_storage_Use_Count", None)  # absent: no pool
+
+
+class _OutputPool:
+    """Byte blocks of dropped fresh outputs, reused by the next output of the same size (see the module docstring)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.blocks: list[tuple[torch.Tensor, int]] = []  # (uint8 block, its use count when only the pool holds it)
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _count(block: torch.Tensor) -> int:
+        return _use_count(block.untyped_storage()._cdata)
+
+    def _held(self) -> int:
+        return sum(block.numel() for block, _ in self.blocks)
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        with self.lock:
+            for i, (block, idle) in enumerate(self.blocks):
+                if block.numel() == nbytes and self._count(block) == idle:
+                    self.blocks.append(self.blocks.pop(i))  # most recently used last
+                    return block
+            block = torch.empty(nbytes, dtype=torch.uint8, device="cpu")
+            advise_huge_pages(block)
+            if nbytes <= self.capacity:
+                for old, idle in list(self.blocks):  # least recently used first
+                    if self._held() + nbytes <= self.capacity:
+                        break
+                    if self._count(old) == idle:
+                        self.blocks.remove((old, idle))
+                if self._held() + nbytes <= self.capacity:
+                    self.blocks.append((block, self._count(block)))
+            return block
+
+    def release(self) -> None:
+        with self.lock:
+            self.blocks = [(block, idle) for block, idle in self.blocks if self._count(block) != idle]
+
+
+_pool = _OutputPool(int(os.environ.get("SGL_NPU_OUTPUT_POOL_MB", "1024")) << 20)
+
+
+def release_pool() -> None:
+    """Frees the pooled memory of fresh outputs that no tensor uses any more."""
+    _pool.release()
+
+
+def _pooled(shape, dtype: torch.dtype, device) -> torch.Tensor | None:
+    """A tensor on pooled memory, or None where the pool does not apply (not the CPU, small, tracing, no pool)."""
+    if _use_count is None or _pool.capacity == 0 or torch.compiler.is_compiling() or detect_fake_mode() is not None:
+        return None
+    device = torch.device(device) if device is not None else torch.get_default_device()
+    if device.type != "cpu":
+        return None
+    shape = torch.Size(shape)
+    nbytes = shape.numel() * dtype.itemsize
+    if nbytes < MIN_BYTES:
+        return None
+    return _pool.take(nbytes).view(dtype).view(shape)
+
+
 def empty(*size, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
-    """``torch.empty(*size, dtype=dtype, device=device)``; a CPU tensor of MIN_BYTES or more asks for 2 MB pages."""
-    return _fresh(torch.empty(*size, dtype=dtype, device=device))
+    """``torch.empty(*size, dtype=dtype, device=device)``; a CPU tensor of MIN_BYTES or more comes from the pool, on
+    2 MB pages."""
+    shape = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
+    pooled = _pooled(shape, dtype, device)
+    return pooled if pooled is not None else _fresh(torch.empty(*size, dtype=dtype, device=device))
 
 
 def empty_like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A contiguous tensor of x's shape and device (x's dtype unless given), as :func:`empty`. ``empty_like`` costs
     ~3 µs here against ~7 µs for ``torch.empty(shape, ...)``: the one for the ops' per-token calls."""
+    if x.numel() * (dtype or x.dtype).itemsize >= MIN_BYTES and x.device.type == "cpu":
+        pooled = _pooled(x.shape, dtype or x.dtype, x.device)
+        if pooled is not None:
+            return pooled
     return _fresh(torch.empty_like(x, dtype=dtype, memory_format=torch.contiguous_format))
