@@ -70,14 +70,16 @@ def test_fresh_outputs_reuse_the_memory_of_dropped_ones():
     memory.release_pool()
 
 
-def test_released_or_disabled_pool_gives_new_memory():
+def test_released_evicted_or_disabled_pool_gives_new_memory():
     code = (
         "import torch; from sgl_npu_core import memory\n"
         f"a = memory.empty({POOLED}, dtype=torch.bfloat16).fill_(7.0); del a\n"
         "{release}\n"
         f"print(int(memory.empty({POOLED}, dtype=torch.bfloat16).eq(7.0).any()))"
     )
+    other_size = f"memory.empty({POOLED + 1024}, dtype=torch.bfloat16)"  # over 40 MB with a's: evicts a's block
     cases = [("", {}, "1"), ("memory.release_pool()", {}, "0"), ("", {"SGL_NPU_OUTPUT_POOL_MB": "0"}, "0")]
+    cases += [(other_size, {"SGL_NPU_OUTPUT_POOL_MB": "40"}, "0"), (other_size, {}, "1")]
     for release, env, want in cases:
         done = subprocess.run(
             [sys.executable, "-c", code.format(release=release)],
