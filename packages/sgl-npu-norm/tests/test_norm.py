@@ -23,6 +23,12 @@ def test_rmsnorm(shape, dtype):
     assert_close(ops.gemma_rmsnorm(x, w), ref.gemma_rmsnorm(x, w))
 
 
+def test_rmsnorm_output_over_the_streaming_threshold():
+    # an output of 8 MB and more is written around the caches (should_stream): the same values
+    x, w = _inputs((600, 7168), torch.bfloat16)
+    assert_close(ops.rmsnorm(x, w), ref.rmsnorm(x, w))
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_rmsnorm_fp32_weight_out_and_strided_rows(dtype):
     base = torch.randn(6, 300, dtype=dtype)
