@@ -130,7 +130,10 @@ void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end) {
 void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add, DType order) {
   SGL_NPU_DISPATCH_FLOAT(dtype, [&] {
     const scalar_t* s = static_cast<const scalar_t*>(src);
-    for (int64_t i = 0; i < n; ++i) dst[i] = to_float(s[i]) + add;
+    int64_t i = 0;
+    // Eight at a time: GCC converts a scalar fp16 through a library call (~5 us for a 7168-wide weight).
+    for (; i + kVec <= n; i += kVec) store8(dst + i, load8(s + i) + add);
+    for (; i < n; ++i) dst[i] = to_float(s[i]) + add;
   });
   SGL_NPU_DISPATCH_FLOAT(order, [&] { permute16<scalar_t>(dst, n); });
 }
