@@ -54,11 +54,12 @@ template <>
 inline fp16_t from_float<fp16_t>(float f) {
 #if defined(__F16C__)
   return fp16_t{uint16_t(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT))};
-#endif
+#else
   _Float16 h = _Float16(f);
   fp16_t r;
   std::memcpy(&r.bits, &h, 2);
   return r;
+#endif
 }
 
 // Calls `body` with `scalar_t` bound to the storage type of `dtype`.
