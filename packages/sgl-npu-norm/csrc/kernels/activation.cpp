@@ -168,13 +168,13 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     // a scale so small that 1 / scale overflows (max|y| < ~1e-36) takes true divisions.
     const float inv = 1.0f / scale;
     const bool fast = std::isfinite(inv);
-    auto code = [&](f32x8 v) {  // floor(v / scale + 0.5), integral and within what the int8 packs saturate
-      return vfloor(vclamp((fast ? vdiv_by(v, scale, inv) : v / scale) + 0.5f, -129.f, 128.f));
+    auto shifted = [&](int64_t j) {  // v / scale + 0.5, whose floor is the code
+      const f32x8 v = load8(y.data() + j);
+      return (fast ? vdiv_by(v, scale, inv) : v / scale) + 0.5f;
     };
     int64_t j = 0;
-    for (; j + 2 * kVec <= d; j += 2 * kVec)
-      store16_int8_rint<T>(q + j, {code(load8(y.data() + j)), code(load8(y.data() + j + kVec))});
-    for (; j + kVec <= d; j += kVec) store8_int8(q + j, code(load8(y.data() + j)));
+    for (; j + 2 * kVec <= d; j += 2 * kVec) store16_int8_floor<T>(q + j, {shifted(j), shifted(j + kVec)});
+    for (; j + kVec <= d; j += kVec) store8_int8(q + j, vfloor(vclamp(shifted(j), -129.f, 128.f)));
     for (; j < d; ++j) q[j] = int8_t(clampf(std::floor(y[j] / scale + 0.5f), -128.f, 127.f));
   }
 }

@@ -479,6 +479,22 @@ inline void store16_int8_rint(int8_t* p, f32x8x2 v) {
 #endif
   store16_int8_rint(p, v.lo, v.hi);
 }
+// floor(v) saturated to int8 for 16 values in load16<T>'s order (NaN -> -128), stored in memory order.
+template <class T>
+inline void store16_int8_floor(int8_t* p, f32x8x2 v) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  // One conversion that rounds down (embedded rounding, zmm only) and one saturating narrowing, against a floor, a
+  // clamp and the packs per half (swiglu_quant 4096 x 7168: 1.04-1.08x).
+  __m512 x = _mm512_insertf32x8(_mm512_castps256_ps512(bitcast<__m256>(v.lo)), bitcast<__m256>(v.hi), 1);
+  x = _mm512_min_ps(_mm512_set1_ps(128.f), x);  // +inf saturates up; a NaN stays one (min returns its 2nd operand)
+  __m512i c = _mm512_cvt_roundps_epi32(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);  // NaN, -inf: INT_MIN
+  if constexpr (kSplitsPairs<T>)  // evens 0..7 then odds 0..7 -> memory order
+    c = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), c);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtsepi32_epi8(c));
+#else
+  store16_int8_rint<T>(p, {vfloor(vclamp(v.lo, -129.f, 128.f)), vfloor(vclamp(v.hi, -129.f, 128.f))});
+#endif
+}
 // v[0, n16) rearranged in place into load16<T>'s order, block of 16 by block (n16 = n rounded down to 16); the
 // tail stays as it is. Nothing to do where load16<T> keeps memory order.
 template <class T>
