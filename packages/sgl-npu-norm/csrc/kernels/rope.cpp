@@ -42,6 +42,35 @@ void fill_tables(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c
   }
 }
 
+// fill_tables + permute16<bf16_t> for NeoX tables whose halves are whole blocks of 16 (tokens16): each block of 16
+// table values loaded once and split into its even and odd values, where the scalar loops convert and move one
+// value at a time (alternated in one process, 4096 tokens: pos_cache 1.06-1.07x, split and gate 1.03-1.05x).
+template <class C>
+void fill_tables16_neox(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c_tab, float* s_tab) {
+  const int64_t half = a.rope_dim / 2;
+  if (a.positions && token + 1 < end) {
+    const int64_t next = table_row(a, token + 1) * a.table_stride, width = (a.full_width ? a.rope_dim : half);
+    prefetch_bytes(static_cast<const C*>(a.cos) + next, width * int64_t(sizeof(C)));
+    prefetch_bytes(static_cast<const C*>(a.sin) + next, width * int64_t(sizeof(C)));
+  }
+  const int64_t row = table_row(a, token) * a.table_stride, second = a.full_width ? half : 0;
+  const C* cos = static_cast<const C*>(a.cos) + row;
+  const C* sin = static_cast<const C*>(a.sin) + row;
+  auto evens_odds = [](const C* p) {  // 16 values in load16<bf16_t>'s order
+    const f32x8 lo = load8(p), hi = load8(p + kVec);
+    return f32x8x2{__builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14),
+                   __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15)};
+  };
+  for (int64_t j = 0; j < half; j += 2 * kVec) {
+    const f32x8x2 c = evens_odds(cos + j), s = evens_odds(sin + j);
+    const f32x8x2 c2 = evens_odds(cos + second + j), s2 = evens_odds(sin + second + j);
+    store8(c_tab + j, c.lo), store8(c_tab + j + kVec, c.hi);
+    store8(s_tab + j, -s.lo), store8(s_tab + j + kVec, -s.hi);
+    store8(c_tab + half + j, c2.lo), store8(c_tab + half + j + kVec, c2.hi);
+    store8(s_tab + half + j, s2.lo), store8(s_tab + half + j + kVec, s2.hi);
+  }
+}
+
 // The normed value of a head's dims [j, j+8) (or of one dim): y * rstd * w + b rounded to T, as the unfused
 // norm would store it; y itself without a norm.
 template <class T>
@@ -164,7 +193,9 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
     return f32x8x2{x.lo * c.lo + y.lo * s.lo, x.hi * c.hi + y.hi * s.hi};
   };
   for (int64_t t = begin; t < end; ++t) {
-    if (r) {
+    if (r && a.neox) {
+      fill_tables16_neox<C>(a, t, end, c_tab, s_tab);
+    } else if (r) {
       fill_tables<C>(a, t, end, c_tab, s_tab);
       permute16<T>(c_tab, r);
       permute16<T>(s_tab, r);
