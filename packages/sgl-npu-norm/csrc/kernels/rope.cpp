@@ -58,6 +58,7 @@ void fill_tables16_neox(const HeadNormRopeArgs& a, int64_t token, int64_t end, f
   const C* sin = static_cast<const C*>(a.sin) + row;
   auto evens_odds = [](const C* p) {  // 16 values in load16<bf16_t>'s order
     const f32x8 lo = load8(p), hi = load8(p + kVec);
+    if constexpr (!kSplitsPairs<bf16_t>) return f32x8x2{lo, hi};  // memory order there
     return f32x8x2{__builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14),
                    __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15)};
   };
