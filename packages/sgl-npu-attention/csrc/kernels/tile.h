@@ -122,24 +122,32 @@ inline void tile16(const float* a, int64_t a_row, int64_t a_step, int64_t kn, co
   }
 }
 
+// fn(std::integral_constant<int, MR>{}) for a run-time row count mr in 1..6 (6 above): the register tiles' rows
+// are template constants.
+template <class F>
+inline void with_tile_rows(int64_t mr, F&& fn) {
+  switch (mr) {
+    case 1:
+      return fn(std::integral_constant<int, 1>{});
+    case 2:
+      return fn(std::integral_constant<int, 2>{});
+    case 3:
+      return fn(std::integral_constant<int, 3>{});
+    case 4:
+      return fn(std::integral_constant<int, 4>{});
+    case 5:
+      return fn(std::integral_constant<int, 5>{});
+    default:
+      return fn(std::integral_constant<int, 6>{});
+  }
+}
+
 // tile16 for a run-time row count 1..6.
 template <class B = float>
 inline void tile16_rows(int64_t mr, const float* a, int64_t a_row, int64_t a_step, int64_t kn, const B* b, int64_t ldb,
                         float* c, int64_t ldc, int64_t nc, const float* c_scale) {
-  switch (mr) {
-    case 1:
-      return tile16<1>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale);
-    case 2:
-      return tile16<2>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale);
-    case 3:
-      return tile16<3>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale);
-    case 4:
-      return tile16<4>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale);
-    case 5:
-      return tile16<5>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale);
-    default:
-      return tile16<6>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale);
-  }
+  with_tile_rows(mr,
+                 [&](auto rows) { tile16<decltype(rows)::value>(a, a_row, a_step, kn, b, ldb, c, ldc, nc, c_scale); });
 }
 
 #if defined(SGL_NPU_BF16_DOT)
@@ -210,24 +218,10 @@ inline void tile16_pairs_rows(int64_t mr, const bf16_t* a, int64_t lda, int64_t 
     for (; col + NC * kTileCols <= cols; col += NC * kTileCols)
       tile16_pairs<MR, NC>(a, lda, kn, b + col, ldb, c + col, ldc, c_scale, make_between(col, NC * kTileCols));
   };
-  auto rows_of = [&](auto rows) {
+  with_tile_rows(mr, [&](auto rows) {
     if constexpr (decltype(rows)::value <= 4) panels(rows, std::integral_constant<int, 2>{});
     panels(rows, std::integral_constant<int, 1>{});
-  };
-  switch (mr) {
-    case 1:
-      return rows_of(std::integral_constant<int, 1>{});
-    case 2:
-      return rows_of(std::integral_constant<int, 2>{});
-    case 3:
-      return rows_of(std::integral_constant<int, 3>{});
-    case 4:
-      return rows_of(std::integral_constant<int, 4>{});
-    case 5:
-      return rows_of(std::integral_constant<int, 5>{});
-    default:
-      return rows_of(std::integral_constant<int, 6>{});
-  }
+  });
 }
 #endif
 

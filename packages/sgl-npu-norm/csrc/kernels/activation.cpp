@@ -77,14 +77,8 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
       for (; i < d; ++i) out[i] = from_float<T>(silu(to_float(x[i])) * to_float(x[d + i]));
     } else {
       auto gate_up = [x](int64_t i, f32x8& g, f32x8& u) {  // the (gate, up) pairs of outputs [i, i + 8)
-        if constexpr (kSplitsPairs<T>) {                   // they come apart in the load itself
-          const f32x8x2 v = load16(x + 2 * i);
-          g = v.lo, u = v.hi;
-        } else {
-          const f32x8 lo = load8(x + 2 * i), hi = load8(x + 2 * i + kVec);
-          g = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
-          u = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
-        }
+        const f32x8x2 v = load16_evens_odds(x + 2 * i);
+        g = v.lo, u = v.hi;
       };
       for (; i + 4 * kVec <= d; i += 4 * kVec) {
         f32x8 g[4], u[4];

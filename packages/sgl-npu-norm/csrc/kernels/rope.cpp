@@ -21,13 +21,18 @@ inline int64_t table_row(const HeadNormRopeArgs& a, int64_t token) {
 // Per-token rotation tables C and S over rope_dim dims (see HeadNormRopeArgs), the sign folded into S. Asks for
 // the next token's rows too: gathered at positions, they are random reads of a cache far bigger than the caches.
 template <class C>
+void ask_next_table_rows(const HeadNormRopeArgs& a, int64_t token, int64_t end) {
+  if (!a.positions || token + 1 >= end) return;
+  const int64_t next = table_row(a, token + 1) * a.table_stride;
+  const int64_t bytes = (a.full_width ? a.rope_dim : a.rope_dim / 2) * int64_t(sizeof(C));
+  prefetch_bytes(static_cast<const C*>(a.cos) + next, bytes);
+  prefetch_bytes(static_cast<const C*>(a.sin) + next, bytes);
+}
+
+template <class C>
 void fill_tables(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c_tab, float* s_tab) {
-  const int64_t half = a.rope_dim / 2, width = (a.full_width ? a.rope_dim : half) * int64_t(sizeof(C));
-  if (a.positions && token + 1 < end) {
-    const int64_t next = table_row(a, token + 1) * a.table_stride;
-    prefetch_bytes(static_cast<const C*>(a.cos) + next, width);
-    prefetch_bytes(static_cast<const C*>(a.sin) + next, width);
-  }
+  const int64_t half = a.rope_dim / 2;
+  ask_next_table_rows<C>(a, token, end);
   const int64_t row = table_row(a, token);
   const C* cos = static_cast<const C*>(a.cos) + row * a.table_stride;
   const C* sin = static_cast<const C*>(a.sin) + row * a.table_stride;
@@ -48,19 +53,13 @@ void fill_tables(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c
 template <class C>
 void fill_tables16_neox(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c_tab, float* s_tab) {
   const int64_t half = a.rope_dim / 2;
-  if (a.positions && token + 1 < end) {
-    const int64_t next = table_row(a, token + 1) * a.table_stride, width = (a.full_width ? a.rope_dim : half);
-    prefetch_bytes(static_cast<const C*>(a.cos) + next, width * int64_t(sizeof(C)));
-    prefetch_bytes(static_cast<const C*>(a.sin) + next, width * int64_t(sizeof(C)));
-  }
+  ask_next_table_rows<C>(a, token, end);
   const int64_t row = table_row(a, token) * a.table_stride, second = a.full_width ? half : 0;
   const C* cos = static_cast<const C*>(a.cos) + row;
   const C* sin = static_cast<const C*>(a.sin) + row;
-  auto evens_odds = [](const C* p) {  // 16 values in load16<bf16_t>'s order
-    const f32x8 lo = load8(p), hi = load8(p + kVec);
-    if constexpr (!kSplitsPairs<bf16_t>) return f32x8x2{lo, hi};  // memory order there
-    return f32x8x2{__builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14),
-                   __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15)};
+  auto evens_odds = [](const C* p) {  // 16 values in load16<bf16_t>'s order (memory order where it keeps that)
+    if constexpr (kSplitsPairs<bf16_t>) return load16_evens_odds(p);
+    return f32x8x2{load8(p), load8(p + kVec)};
   };
   for (int64_t j = 0; j < half; j += 2 * kVec) {
     const f32x8x2 c = evens_odds(cos + j), s = evens_odds(sin + j);

@@ -401,6 +401,15 @@ inline f32x8x2 load16(const T* p) {
 #endif
   return {load8(p), load8(p + kVec)};
 }
+// 16 values of T at p split into the even- and the odd-indexed ones (pairs such as gate / up come apart; also
+// load16<bf16_t>'s order for values of another type).
+template <class T>
+inline f32x8x2 load16_evens_odds(const T* p) {
+  if constexpr (kSplitsPairs<T>) return load16(p);  // the load itself splits them
+  const f32x8 lo = load8(p), hi = load8(p + kVec);
+  return {__builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14),
+          __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15)};
+}
 #if defined(SGL_NPU_BF16_CONVERT_INSN)
 // 16 values in load16<bf16_t>'s order as bf16 in memory order, by the conversion instruction (no denormals).
 inline __m256i bf16_pack16_insn(f32x8x2 v) {
