@@ -39,6 +39,24 @@ def test_rmsnorm_fp32_weight_out_and_strided_rows(dtype):
     assert_close(out, ref.rmsnorm(x, w))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_weight_and_bias_in_any_dtype_give_the_same_outputs(dtype):
+    # Parameters of x's own dtype are read as they are, any other mix through fp32 copies: the same arithmetic.
+    # 4108 columns: whole blocks of 16, then the 8-wide and the one-by-one tails.
+    x, w = _inputs((3, 4108), dtype)
+    bias, residual, scale = torch.randn(4108, dtype=dtype), torch.randn(3, 4108, dtype=dtype), torch.rand(4108) * 60
+    want = ops.rmsnorm_bias(x, w, bias)
+    want_q = ops.rmsnorm_bias(x, w, bias, 1e-6, scale)
+    want_out, want_added = ops.add_rmsnorm_bias(x, residual, w, bias)
+    assert_close(want, ref.rmsnorm_bias(x, w, bias))
+    for w2, b2 in [(w.float(), bias.float()), (w, bias.float()), (w.float(), bias)]:
+        assert torch.equal(ops.rmsnorm_bias(x, w2, b2), want)
+        assert torch.equal(ops.rmsnorm_bias(x, w2, b2, 1e-6, scale), want_q)
+        out, added = ops.add_rmsnorm_bias(x, residual, w2, b2)
+        assert torch.equal(out, want_out) and torch.equal(added, want_added)
+    assert torch.equal(ops.rmsnorm(x, w.float()), ops.rmsnorm(x, w))
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("gemma", [False, True])

@@ -23,8 +23,10 @@ struct NormArgs {
   int64_t residual_stride;
   void* sum;  // required with residual
   int64_t sum_stride;
-  const float* weight;
+  const float* weight;        // fp32 (see ChannelParam), or null with weight_same
   const float* bias;          // optional
+  const void* weight_same;    // the weight in the dtype of x, read as it is (see ChannelParam)
+  const void* bias_same;      // optional, likewise; set with weight_same
   const float* quant_scale;   // optional
   const float* quant_offset;  // optional
   void* out;

@@ -10,6 +10,14 @@ using namespace sgl_npu_core;
 
 namespace {
 
+// The dtype weight and bias are read in: that of x where both have it (bf16 / fp16, not Gemma's 1 + w), else none
+// (fp32 copies). See ChannelParam.
+std::optional<DType> param_dtype(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b, bool gemma) {
+  const ScalarType t = x.scalar_type();
+  const bool same = !gemma && t != ScalarType::Float && w.scalar_type() == t && (!b || b->scalar_type() == t);
+  return same ? std::optional<DType>(float_dtype(x, "x")) : std::nullopt;
+}
+
 // Fills the parts of NormArgs shared by every RMSNorm op and checks `out` against `x`.
 struct NormCall {
   NormArgs args{};
@@ -18,8 +26,8 @@ struct NormCall {
 
   NormCall(const Tensor& x, const Rows& xr, const Tensor& w, const std::optional<Tensor>& b, double eps, bool gemma,
            const std::optional<Tensor>& qs, const std::optional<Tensor>& qo, const Tensor& out)
-      : weight(w, xr.cols, "weight", gemma ? 1.f : 0.f, float_dtype(x, "x")),
-        bias(b, xr.cols, "bias", 0.f, float_dtype(x, "x")),
+      : weight(w, xr.cols, "weight", gemma ? 1.f : 0.f, float_dtype(x, "x"), param_dtype(x, w, b, gemma)),
+        bias(b, xr.cols, "bias", 0.f, float_dtype(x, "x"), param_dtype(x, w, b, gemma)),
         quant_scale(qs, xr.cols, "quant_scale", 0.f, float_dtype(x, "x")),
         quant_offset(qo, xr.cols, "quant_offset", 0.f, float_dtype(x, "x")),
         rows(xr.rows) {
@@ -38,6 +46,8 @@ struct NormCall {
     args.x_stride = xr.row_stride;
     args.weight = weight.get();
     args.bias = bias.get();
+    args.weight_same = weight.same();
+    args.bias_same = bias.same();
     args.quant_scale = quant_scale.get();
     args.quant_offset = quant_offset.get();
     args.out = out.mutable_data_ptr();
