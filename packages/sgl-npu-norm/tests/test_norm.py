@@ -83,6 +83,21 @@ def test_add_rmsnorm_bias(shape, dtype, with_bias):
     assert_close(out, want_out)
 
 
+def test_add_rmsnorm_bias_takes_its_outputs_as_a_pair():
+    x, w = _inputs((3, 64), torch.bfloat16)
+    residual = torch.randn(3, 64, dtype=torch.bfloat16)
+    pair = (torch.empty(3, 64, dtype=torch.bfloat16), torch.empty(3, 64, dtype=torch.bfloat16))
+    out, added = ops.add_rmsnorm_bias(x, residual, w, out=pair)
+    assert out is pair[0] and added is pair[1]
+    want_out, want_added = ref.add_rmsnorm_bias(x, residual, w)
+    assert_close(out, want_out)
+    assert_close(added, want_added, atol=0, rtol=0)
+    with pytest.raises(RuntimeError, match="out must be the pair"):
+        ops.add_rmsnorm_bias(x, residual, w, out=pair[:1])
+    with pytest.raises(RuntimeError, match="out must be the pair"):
+        ops.add_rmsnorm_bias(x, residual, w, out=pair, added=pair[1])
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("with_offset", [False, True])
 def test_quantized_outputs(dtype, with_offset):

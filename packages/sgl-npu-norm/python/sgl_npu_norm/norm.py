@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from sgl_npu_core.memory import empty_like
 
+from . import _meta
+
 _rmsnorm = torch.ops.sgl_npu_norm.rmsnorm.default
 _add_rmsnorm = torch.ops.sgl_npu_norm.add_rmsnorm.default
 _fused_add_rmsnorm = torch.ops.sgl_npu_norm.fused_add_rmsnorm.default
@@ -51,7 +53,11 @@ def add_rmsnorm_bias(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``added = x + residual`` (rounded to the dtype), ``out = rmsnorm(added) * weight (+ bias)``, int8 as in
     :func:`rmsnorm_bias` when ``quant_scale`` is given. Returns ``(out, added)``; both accept preallocated
-    tensors."""
+    tensors, as ``out=`` and ``added=`` or as the pair ``out=(out, added)`` (the form of the other ops with two
+    outputs)."""
+    if isinstance(out, (tuple, list)):
+        _meta.check(len(out) == 2 and added is None, "out must be the pair (out, added), with added not given apart")
+        out, added = out
     out = _norm_out(x, quant_scale, out)
     added = empty_like(x, x.dtype) if added is None else added
     _add_rmsnorm(x, residual, weight, bias, eps, False, quant_scale, quant_offset, out, added)
