@@ -55,12 +55,27 @@ def test_malformed_input_names_the_argument(case, device):
         fn(device)
 
 
-@pytest.mark.parametrize("group_list,group_list_type", [([3, 2], 1), ([2, 5], 0), ([-1, 2], 1), ([3, 1], 0)])
+BIG = 2**63 - 1  # counts whose int64 sum wraps: to -1, and to INT64_MIN
+
+
+@pytest.mark.parametrize(
+    "group_list,group_list_type",
+    [([3, 2], 1), ([2, 5], 0), ([-1, 2], 1), ([3, 1], 0), ([1, BIG, BIG], 1), ([1, BIG], 1)],
+)
 def test_group_list_beyond_rows_or_malformed(group_list, group_list_type):
     q = torch.full((4, 32), 5, dtype=torch.int8)
     with pytest.raises(RuntimeError, match="group_list"):
         ops.swiglu_quant(_x(4, 64), torch.tensor(group_list), group_list_type, out=(q, torch.empty(4)))
     assert (q == 5).all()  # checked before anything is written
+
+
+def test_head_counts_whose_width_wraps_are_refused():
+    # 4 * (2**62 + 16) wraps to 64, qkv's width: the check must not take the wrapped product
+    qkv, out = torch.randn(1, 64), (torch.empty(1, 64), torch.empty(1, 0), torch.empty(1, 0))
+    with pytest.raises(RuntimeError, match="must fit in qkv"):
+        ops.split_qkv_rmsnorm_mrope(qkv, None, None, torch.randn(3, 1, 64), num_q_heads=4, num_kv_heads=0,
+                                    head_size=2**62 + 16, eps=None, mrope_section=[16, 8, 8], is_interleaved=False,
+                                    out=out)  # fmt: skip
 
 
 def test_weight_on_another_device():

@@ -56,6 +56,9 @@ int64_t grouped_rows(const Tensor& group_list, int64_t group_list_type, int64_t 
                                       : static_cast<const int64_t*>(group_list.const_data_ptr())[e * stride];
     if (group_list_type == 1) {
       STD_TORCH_CHECK(v >= 0, "group_list counts must be >= 0, got ", v, " at ", e);
+      // compared before the sum, which could wrap past INT64_MAX to a count that passes the check below
+      STD_TORCH_CHECK(v <= rows - total, "group_list sums to more rows (", total, " + ", v, ") than x has (", rows,
+                      ")");
       total += v;
     } else {
       STD_TORCH_CHECK(v >= prev, "group_list (cumulative) must be non-decreasing, got ", v, " after ", prev);

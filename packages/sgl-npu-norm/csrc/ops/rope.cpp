@@ -204,6 +204,10 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   STD_TORCH_CHECK(head_dim > 0 && q_heads >= 0 && kv_heads >= 0, "head_dim must be > 0 and head counts >= 0");
   STD_TORCH_CHECK(qkv.dim() == 2, "qkv must be [tokens, hidden], got ", qkv.dim(), " dims");
   const int64_t tokens = qkv.size(0);
+  // Head counts bounded by qkv's width first: their products with head_dim could wrap into a width that passes.
+  const int64_t most_heads = qkv.size(1) / head_dim;
+  STD_TORCH_CHECK(q_heads <= most_heads && kv_heads <= most_heads, "q_heads (", q_heads, ") and kv_heads (", kv_heads,
+                  ") of head_dim ", head_dim, " must fit in qkv's ", qkv.size(1), " columns");
   const int64_t q_hidden = q_heads * head_dim, kv_hidden = kv_heads * head_dim;
   const int64_t q_width = q_gate ? 2 * q_hidden : q_hidden;
   const int64_t qkv_stride = check_matrix(qkv, tokens, q_width + 2 * kv_hidden, "qkv");
