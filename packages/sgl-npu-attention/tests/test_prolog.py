@@ -173,3 +173,13 @@ def test_device_path_matches_the_cpu_ops(mode, monkeypatch):
     args[15][0] = -1
     with pytest.raises(RuntimeError, match="slotmapping"):
         ops.mla_preprocess(*args, quant_mode=mode)
+
+
+@pytest.mark.parametrize("bad", [0.0, float("inf"), float("nan")])
+@pytest.mark.parametrize("position", [16, 19], ids=["quant_scale0", "quant_scale1"])
+def test_per_tensor_scales_must_be_finite_and_nonzero(bad, position):
+    # codes are round(x / scale + offset): such a scale would make NaN codes
+    args = _inputs(torch.bfloat16, "per_tensor_quant_asymm")
+    args[position] = torch.tensor([bad], dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="quant_scale must be finite and nonzero"):
+        ops.mla_preprocess(*args, quant_mode="per_tensor_quant_asymm")

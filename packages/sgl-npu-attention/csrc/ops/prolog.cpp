@@ -1,5 +1,6 @@
 // mla_preprocess's row-wise stages (the GEMMs run as torch matmuls in the Python op).
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/kernels.h"
 #include "ops/ops.h"
@@ -88,6 +89,9 @@ void mla_quant_rows(const Tensor& x, const std::optional<Tensor>& gamma, const s
   if (a.per_tensor) {
     a.scale = scalar_param(*quant_scale, "quant_scale");
     a.offset = scalar_param(*quant_offset, "quant_offset");
+    // codes are round(x / scale + offset): a zero, infinite or NaN scale would give NaN codes (undefined as int8)
+    STD_TORCH_CHECK(std::isfinite(a.scale) && a.scale != 0.f, "quant_scale must be finite and nonzero, got ", a.scale);
+    STD_TORCH_CHECK(std::isfinite(a.offset), "quant_offset must be finite, got ", a.offset);
   }
   check_cpu(codes, "codes");
   check_dtype(codes, ScalarType::Char, "codes");
