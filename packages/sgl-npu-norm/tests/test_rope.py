@@ -139,6 +139,19 @@ def test_apply_rope_with_cos_sin_cache_inplace(dtype, rope_dim, neox):
     _check_all((query, key), want)
 
 
+@pytest.mark.parametrize("gap", [0, 64], ids=["adjacent", "apart"])
+def test_apply_rope_on_query_and_key_split_from_one_row(gap):
+    # q and k split from one qkv row are rotated by one call when k's columns follow q's; v is left alone
+    tokens, head = 5, 64
+    qkv = torch.randn(tokens, 6 * head + gap, dtype=torch.bfloat16)
+    query, key, v = qkv[:, : 4 * head], qkv[:, 4 * head + gap : 5 * head + gap], qkv[:, 5 * head + gap :]
+    v_before, cache, positions = v.clone(), _cache(20, 32), torch.randint(0, 20, (tokens,))
+    want = ref.apply_rope_with_cos_sin_cache(positions, query.clone(), key.clone(), head, cache, True)
+    ops.apply_rope_with_cos_sin_cache_inplace(positions, query, key, head, cache, True)
+    _check_all((query, key), want)
+    assert torch.equal(v, v_before)
+
+
 @pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_fused_rope_qk_mqa(dtype, neox):

