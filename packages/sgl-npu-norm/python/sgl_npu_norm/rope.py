@@ -66,6 +66,14 @@ def _split_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, weights, biases, 
     return tuple(out)
 
 
+def _cache_halves(cos_sin_cache: torch.Tensor, rope_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cos and sin columns of ``cos_sin_cache``'s first ``rope_dim`` (rows ``[cos half | sin half]``): one
+    chunk where that is the whole width (~1 µs less than two slices, at decode sizes a tenth of the call)."""
+    if rope_dim == cos_sin_cache.shape[-1] and rope_dim % 2 == 0:
+        return cos_sin_cache.chunk(2, -1)
+    return cos_sin_cache[:, : rope_dim // 2], cos_sin_cache[:, rope_dim // 2 : rope_dim]
+
+
 def _heads_of(head_dim: int, *hidden: int) -> list[int]:
     _meta.check(head_dim > 0, f"head_dim must be > 0, got {head_dim}")
     for h in hidden:
@@ -91,7 +99,7 @@ def split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cos_sin_cache, q_hidden_siz
     q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
     rope_dim = cos_sin_cache.shape[-1] if rope_dim is None else rope_dim
     _meta.check(0 < rope_dim <= cos_sin_cache.shape[-1], f"rope_dim must be in (0, {cos_sin_cache.shape[-1]}]")
-    cos, sin = cos_sin_cache[:, : rope_dim // 2], cos_sin_cache[:, rope_dim // 2 : rope_dim]
+    cos, sin = _cache_halves(cos_sin_cache, rope_dim)
     return _split_norm_rope(qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (q_bias, k_bias), eps,
                             False, None, cos, sin, positions, rope_dim, is_neox_style, False, out)  # fmt: skip
 
@@ -137,7 +145,7 @@ def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_
     ``cos_sin_cache [max_pos, rope_dim]`` rows (``[cos half | sin half]``) at ``positions``; dims beyond
     ``rope_dim`` of each head pass through (the sgl-kernel / flashinfer entry point)."""
     rope_dim = cos_sin_cache.shape[-1]
-    cos, sin = cos_sin_cache[:, : rope_dim // 2], cos_sin_cache[:, rope_dim // 2 :]
+    cos, sin = _cache_halves(cos_sin_cache, rope_dim)
     q_heads, k_heads = _heads_of(head_size, query.shape[-1], key.shape[-1])
     both = _adjacent_heads(query, key, head_size, q_heads + k_heads)
     for t in (query, key) if both is None else (both,):
