@@ -172,3 +172,44 @@ def test_positions_outside_the_cache_leave_outputs_untouched():
     with pytest.raises(RuntimeError, match="positions"):
         ops.apply_rope_with_cos_sin_cache_inplace(torch.tensor([0, 1, 99]), query, key, 64, cache)
     assert torch.equal(query, before[0]) and torch.equal(key, before[1])
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_outputs_that_overlap_themselves_are_refused(device):
+    # an expand()ed output would be written by several threads at once: garbage, where torch's own ops raise
+    bf = torch.bfloat16
+    q, k = torch.randn(4, 2, 64, dtype=bf, device=device), torch.randn(4, 1, 64, dtype=bf, device=device)
+    cos_sin = torch.randn(4, 64, dtype=bf, device=device)
+    k_out = torch.empty(4, 1, 64, dtype=bf, device=device)
+    for q_out in (torch.empty(1, 2, 64, dtype=bf, device=device).expand(4, 2, 64),  # tokens on one row
+                  torch.empty(4, 1, 64, dtype=bf, device=device).expand(4, 2, 64)):  # heads on one head  # fmt: skip
+        with pytest.raises(RuntimeError, match="must not overlap itself"):
+            ops.fused_rope_qk_mqa(q, k, cos_sin, 64, out=(q_out, k_out))
+    qkv, sin, cos = (
+        torch.randn(4, 256, device=device),
+        torch.randn(4, 64, device=device),
+        torch.randn(4, 64, device=device),
+    )
+    outs = (
+        torch.empty(1, 128, device=device).expand(4, 128),
+        torch.empty(4, 64, device=device),
+        torch.empty(4, 64, device=device),
+    )
+    with pytest.raises(RuntimeError, match="must not overlap itself"):
+        ops.split_qkv_rmsnorm_rope(qkv, sin, cos, 128, 64, 64, out=outs)
+    query = torch.randn(1, 128, device=device).expand(4, 128)
+    key, cache = torch.randn(4, 64, device=device), torch.randn(20, 64, device=device)
+    with pytest.raises(RuntimeError, match="must not overlap itself"):
+        ops.apply_rope_with_cos_sin_cache_inplace(
+            torch.zeros(4, dtype=torch.long, device=device), query, key, 64, cache
+        )
+
+
+def test_outputs_of_any_stride_order_are_taken():
+    # tokens need not be the outer dim: [T, H, D] views of [H, T, D] tensors are distinct memory
+    query = torch.randn(3, 5, 64, dtype=torch.bfloat16).transpose(0, 1)  # [5 tokens, 3 heads, 64]
+    q_out = torch.empty(3, 5, 64, dtype=torch.bfloat16).transpose(0, 1)
+    key, cos_sin = torch.randn(5, 1, 64, dtype=torch.bfloat16), torch.randn(5, 64, dtype=torch.bfloat16)
+    got = ops.fused_rope_qk_mqa(query, key, cos_sin, 64, out=(q_out, torch.empty(5, 1, 64, dtype=torch.bfloat16)))
+    assert got[0] is q_out
+    assert torch.equal(q_out, ops.fused_rope_qk_mqa(query.contiguous(), key, cos_sin, 64)[0])

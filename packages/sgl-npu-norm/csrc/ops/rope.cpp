@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "kernels/kernels.h"
 #include "ops/channel_param.h"
@@ -25,6 +26,19 @@ Heads as_heads(const Tensor& t, const char* name) {
   STD_TORCH_CHECK(t.size(2) > 0, name, " must have a non-empty head_dim");
   check_last_dim_contiguous(t, name);
   return Heads{t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1)};
+}
+
+// An output [T, H, W] (W contiguous) whose elements are all distinct memory: with the two outer dims ordered by
+// stride, the inner one's items must not overlap and the outer one's must clear all of them. An expand()ed output
+// would otherwise be written by several threads at once.
+void check_disjoint(const Heads& h, const char* name) {
+  struct Dim {
+    int64_t size, stride;
+  } a{h.tokens, h.token_stride}, b{h.heads, h.head_stride};
+  if (a.stride > b.stride) std::swap(a, b);
+  const int64_t inner = a.size > 1 ? (a.size - 1) * a.stride + h.width : h.width;
+  STD_TORCH_CHECK((a.size <= 1 || a.stride >= h.width) && (b.size <= 1 || b.stride >= inner), name,
+                  " must not overlap itself (strides ", h.token_stride, ", ", h.head_stride, ")");
 }
 
 // A [T, width] tensor whose last dim is contiguous; returns its row stride.
@@ -174,6 +188,7 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
                     const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
                     bool neox, bool full_width, Tensor out) {
   const Heads o = as_heads(out, "out");
+  check_disjoint(o, "out");
   const Tensor& src = x.has_value() ? *x : out;  // no x: in place
   const Heads xi = x.has_value() ? as_heads(*x, "x") : o;
   STD_TORCH_CHECK(xi.tokens == o.tokens && xi.heads == o.heads && xi.width == o.width, "out must have the shape of x [",
@@ -219,6 +234,7 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   for (int i = 0; i < 4; ++i) {
     if (!outs[i]) continue;
     strides[i] = check_matrix(*outs[i], tokens, widths[i], names[i]);
+    check_disjoint(Heads{tokens, 1, widths[i], strides[i], widths[i]}, names[i]);
     check_same_dtype(*outs[i], qkv, names[i], "qkv");
   }
   STD_TORCH_CHECK(q_gate == gate.has_value(), "gate must be given exactly when q heads hold a gate");

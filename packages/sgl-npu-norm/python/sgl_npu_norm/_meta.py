@@ -73,10 +73,23 @@ def check_heads(t, name) -> tuple[int, int, int]:
     return tuple(t.shape)
 
 
+def check_disjoint(t, name) -> None:
+    """An output [T, H, W] or [T, W] (last dim contiguous) whose elements are all distinct memory (as the C++
+    check_disjoint): an expand()ed output would be written by several programs at once."""
+    width = t.shape[-1]
+    dims = sorted(zip(t.shape[:-1], t.stride()[:-1], strict=True), key=lambda d: d[1])
+    inner = width
+    for size, stride in dims:
+        if size > 1:
+            check(stride >= inner, f"{name} must not overlap itself (strides {list(t.stride()[:-1])})")
+            inner = (size - 1) * stride + inner
+
+
 def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width,
                          out) -> int:  # fmt: skip
     """Checks the primitive's arguments (see HeadNormRopeArgs in kernels.h); returns the per-channel param size."""
     shape = check_heads(out, "out")
+    check_disjoint(out, "out")
     src = out if x is None else x
     if x is not None:
         check(check_heads(x, "x") == shape, f"out must have the shape of x {list(x.shape)}, got {list(shape)}")
@@ -146,6 +159,7 @@ def check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q,
             f"{name} must have shape [{tokens}, {widths[name]}], got {list(t.shape)}",
         )
         check_last_dim_contiguous(t, name)
+        check_disjoint(t, name)
         check_dtype(t, qkv.dtype, name)
         check_same_device(t, qkv, name, "qkv")
     if rstd is not None:
