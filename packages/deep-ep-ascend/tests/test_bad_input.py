@@ -49,6 +49,12 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         if transport == "shm":  # rows beyond the areas' capacity
             big = torch.randn(4, 8192).to(torch.bfloat16)
             _raises(lambda: buffer.dispatch(big, **args), "raise num_nvl_bytes")
+        # Buffer sizes that differ between ranks, or one rank's size that is not an int: every rank raises when the
+        # Buffer is built, before any transport exists.
+        _raises(lambda: deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=nvl + rank * (64 << 10)), "ranks disagree")
+        odd = float(nvl) if rank == 1 else nvl
+        own, peer = "num_nvl_bytes must be an int >= 0", "rank(s) [1] rejected their arguments"
+        _raises(lambda: deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=odd), own if rank == 1 else peer)
         # Still in step: a valid exchange goes through.
         recv_x, *_, handle, _ = buffer.dispatch(x, **args)
         combined, _, _ = buffer.combine(recv_x, handle)

@@ -58,6 +58,7 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         local = [_weights(rank * EXPERTS_PER_RANK + i) for i in range(EXPERTS_PER_RANK)]
         w13, s13, w2, s2 = (torch.stack(w) for w in zip(*local, strict=True))
         out, ep_recv_count = buffer.fused_deep_moe(x, topk_idx, weights, w13, s13, w2, s2, MAX_TOKENS, experts)
+        first = out.clone()  # later calls may reuse out's memory
 
         # The chain of separate steps.
         (data, scales), count, handle, _, _ = buffer.low_latency_dispatch(x, topk_idx, MAX_TOKENS, experts,
@@ -73,12 +74,17 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         routed = [_inputs(s, world)[1] for s in range(world)]
         want = [int((idx == rank * EXPERTS_PER_RANK + i).sum()) for i in range(EXPERTS_PER_RANK) for idx in routed]
         assert ep_recv_count.tolist() == want
+        # Float weights on one rank only: it names them, its peers name the rank; none is left waiting.
+        bad = w13.float() if rank == 1 else w13
         try:
-            buffer.fused_deep_moe(x, topk_idx, weights, w13.float(), s13, w2, s2, MAX_TOKENS, experts)
+            buffer.fused_deep_moe(x, topk_idx, weights, bad, s13, w2, s2, MAX_TOKENS, experts)
         except RuntimeError as e:
-            assert "int8" in str(e)
+            assert ("int8" if rank == 1 else "rank(s) [1] rejected") in str(e), e
         else:
             raise AssertionError("float weights were accepted")
+        # Still in step afterwards.
+        again, _ = buffer.fused_deep_moe(x, topk_idx, weights, w13, s13, w2, s2, MAX_TOKENS, experts)
+        assert torch.equal(again, first)
     finally:
         dist.destroy_process_group()
 

@@ -7,6 +7,7 @@ Events and streams are accepted for API compatibility and complete synchronously
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import NamedTuple
 
@@ -44,6 +45,34 @@ class DispatchHandle(NamedTuple):
         return torch.cat([prefix[:1], prefix[1:] - prefix[:-1]])
 
 
+def _size_error(num_nvl_bytes, num_rdma_bytes, timeout_s) -> str | None:
+    for name, value in (("num_nvl_bytes", num_nvl_bytes), ("num_rdma_bytes", num_rdma_bytes)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            return f"{name} must be an int >= 0, got {value!r}"
+    if not timeout_s > 0:
+        return f"timeout_s must be positive, got {timeout_s}"
+    return None
+
+
+def _agree_on_sizes(group, num_nvl_bytes, num_rdma_bytes, timeout_s) -> None:
+    """Every rank checks its arguments and publishes them before any rank builds its transport: the ranks lay out
+    one shared segment from their own sizes, and a rank that raised alone would leave the others waiting in the
+    next collective. A rank with bad arguments raises its own error, the others one naming it; sizes that differ
+    between ranks make every rank raise."""
+    error = _size_error(num_nvl_bytes, num_rdma_bytes, timeout_s)
+    mine = (error, None) if error else (None, (int(num_nvl_bytes), int(num_rdma_bytes)))
+    everyone = [None] * dist.get_world_size(group)
+    dist.all_gather_object(everyone, mine, group=group)
+    _meta.check(error is None, f"deep_ep.Buffer: {error}")
+    bad = [r for r, (e, _) in enumerate(everyone) if e is not None]
+    _meta.check(not bad, f"deep_ep.Buffer: rank(s) {bad} rejected their arguments")
+    sizes = [s for _, s in everyone]
+    other = next((r for r, s in enumerate(sizes) if s != sizes[0]), None)
+    if other is not None:
+        _meta.check(False, f"deep_ep.Buffer: ranks disagree on (num_nvl_bytes, num_rdma_bytes): rank 0 has "
+                           f"{sizes[0]}, rank {other} {sizes[other]}")  # fmt: skip
+
+
 class Buffer:
     """The communication buffer of one expert-parallel group (a collective constructor: every rank builds one).
 
@@ -70,8 +99,7 @@ class Buffer:
                  explicitly_destroy: bool = False, enable_shrink: bool = False, comm=None,
                  timeout_s: float = DEFAULT_TIMEOUT_S):  # fmt: skip
         _meta.check(dist.is_available() and dist.is_initialized(), "Buffer needs an initialized torch.distributed")
-        _meta.check(num_nvl_bytes >= 0 and num_rdma_bytes >= 0, "num_nvl_bytes and num_rdma_bytes must be >= 0")
-        _meta.check(timeout_s > 0, f"timeout_s must be positive, got {timeout_s}")
+        _agree_on_sizes(group, num_nvl_bytes, num_rdma_bytes, timeout_s)
         self.group = group
         self.rank = dist.get_rank(group)
         self.group_size = dist.get_world_size(group)
@@ -377,14 +405,14 @@ class Buffer:
                              cumulative_local_expert_recv_stats=None, dispatch_wait_recv_cost_stats=None,
                              use_fp8: bool = True, round_scale: bool = False, use_ue8m0: bool = False,
                              async_finish: bool = False, return_recv_hook: bool = False, topk_weights=None,
-                             quant_mode: str | None = None):  # fmt: skip
+                             quant_mode: str | None = None, _precheck=None):  # fmt: skip
         """DeepEP's low-latency dispatch: see ``deep_ep.low_latency.dispatch``."""
         self._check_alive()
         half = self._low_latency_calls % 2
         self._low_latency_calls += 1
         return low_latency.dispatch(self, half, x, topk_idx, num_max_dispatch_tokens_per_rank, num_experts,
                                     cumulative_local_expert_recv_stats, use_fp8, round_scale, use_ue8m0,
-                                    return_recv_hook, quant_mode)  # fmt: skip
+                                    return_recv_hook, quant_mode, _precheck)  # fmt: skip
 
     def low_latency_combine(self, x, topk_idx, topk_weights, handle, use_logfmt: bool = False,
                             zero_copy: bool = False, async_finish: bool = False, return_recv_hook: bool = False,

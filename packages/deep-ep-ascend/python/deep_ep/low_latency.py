@@ -72,7 +72,7 @@ def _third(buf, need: int) -> int:
 
 
 def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp8, round_scale, use_ue8m0,
-             return_recv_hook, quant_mode):  # fmt: skip
+             return_recv_hook, quant_mode, precheck=None):  # fmt: skip
     """Send each token to each of its top-k experts. ``x [N, H]`` with ``N <= num_max_dispatch_tokens_per_rank``
     (the same T on every rank); ``quant_mode`` any mode of ``deep_ep.quant.MODES``, else ``use_fp8`` picks fp8 per
     128 channels (DeepEP's default) or no quantization; ``use_ue8m0`` (with ``round_scale``) packs the fp8 scales
@@ -81,10 +81,14 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     Returns ``(recv_x, recv_count int32 [L], handle, event, hook)``: ``recv_x`` is ``[L, R*T, H]`` or a
     ``(data [L, R*T, H], scales [L, R*T, S] or [L, R*T])`` pair, views of this rank's receive half. With
     ``return_recv_hook`` the rows are only sent; calling ``hook()`` (on every rank) completes the receive.
+    ``precheck()``, when given, runs with this call's own checks: a RuntimeError from it on one rank makes every
+    rank raise at the same step.
     """
     t, r, me = buf._transport, buf.group_size, buf.rank
     error, data, counts = None, [], torch.zeros(num_experts, dtype=torch.int64)
     try:
+        if precheck is not None:  # a caller's own checks, agreed on with these
+            precheck()
         _meta.check(num_experts > 0 and num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
         _meta.check(x.dim() == 2 and x.shape[0] <= tokens_per_rank,
                     f"x must be [tokens <= {tokens_per_rank}, hidden], got {list(x.shape)}")  # fmt: skip

@@ -54,11 +54,16 @@ def fused_deep_moe(buf, x, topk_idx, topk_weights, w13, w13_scale, w2, w2_scale,
     """Returns ``(output [N, H] bf16, ep_recv_count int32 [L * R])``: the rows each local expert received from each
     source rank, expert-major."""
     local = num_experts // buf.group_size if num_experts % buf.group_size == 0 else -1
-    _meta.check(local > 0, f"num_experts ({num_experts}) must be a positive multiple of {buf.group_size}")
-    _meta.check(FuseMode(fuse_mode) in tuple(FuseMode), f"unknown fuse_mode {fuse_mode}")
-    check_weights(w13, w13_scale, w2, w2_scale, local, x.shape[-1])
-    (data, scales), recv_count, handle, _, _ = buf.low_latency_dispatch(x, topk_idx, tokens_per_rank, num_experts,
-                                                                        quant_mode="int8")  # fmt: skip
+
+    def precheck():  # run inside the dispatch's agreement, so a rank with bad weights does not raise alone
+        _meta.check(local > 0, f"num_experts ({num_experts}) must be a positive multiple of {buf.group_size}")
+        modes = [int(m) for m in FuseMode]
+        _meta.check(fuse_mode in modes, f"fuse_mode must be one of {modes}, got {fuse_mode!r}")
+        check_weights(w13, w13_scale, w2, w2_scale, local, x.shape[-1])
+
+    (data, scales), recv_count, handle, _, _ = buf.low_latency_dispatch(
+        x, topk_idx, tokens_per_rank, num_experts, quant_mode="int8", _precheck=precheck
+    )
     out = buf._outputs.empty("fused_deep_moe", tuple(data.shape), torch.bfloat16)
     for i, n in enumerate(recv_count.tolist()):
         if n:
