@@ -46,6 +46,9 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         # More tokens than low-latency slots; experts that do not divide among the ranks.
         _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 3, EXPERTS, use_fp8=False), "x must be [tokens <= 3")
         _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 4, world + 1, use_fp8=False), "must be a multiple")
+        # ue8m0 packs four 128-channel scales per int32: a hidden size of 64 has none to pack.
+        ue8m0 = dict(use_fp8=True, round_scale=True, use_ue8m0=True)
+        _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 4, EXPERTS, **ue8m0), "multiple of 512, got 64")
         if transport == "shm":  # rows beyond the areas' capacity
             big = torch.randn(4, 8192).to(torch.bfloat16)
             _raises(lambda: buffer.dispatch(big, **args), "raise num_nvl_bytes")

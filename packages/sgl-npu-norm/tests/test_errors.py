@@ -145,6 +145,21 @@ ROPE_CASES = {
         ),
         "mrope_section",
     ),  # fmt: skip
+    "negative mrope section": (
+        lambda d: ops.split_qkv_rmsnorm_mrope(
+            _x(3, 4 * 128, device=d),
+            _x(128, device=d),
+            _x(128, device=d),
+            _x(3, 3, 64, device=d),
+            2,
+            1,
+            128,
+            1e-6,
+            [-4, 20, 16],
+            False,
+        ),
+        "mrope_section must be 3 sizes >= 0",
+    ),  # fmt: skip
     "mqa query dims": (
         lambda d: ops.fused_rope_qk_mqa(_x(3, 128, device=d), _x(3, 1, 128, device=d), _x(3, 64, device=d), 64),
         "query",

@@ -119,6 +119,9 @@ def test_quantized_outputs(dtype, with_offset):
 def test_zero_rows_and_special_values():
     x = torch.empty(0, 64, dtype=torch.bfloat16)
     assert ops.rmsnorm(x, torch.ones(64, dtype=torch.bfloat16)).shape == (0, 64)
+    x = torch.empty(4, 0, 64, dtype=torch.bfloat16)  # strides (64, 64, 1): no row, whatever the leading strides
+    assert ops.rmsnorm(x, torch.ones(64, dtype=torch.bfloat16)).shape == (4, 0, 64)
+    assert ops.silu_and_mul(x).shape == (4, 0, 32)
     x = torch.zeros(2, 64)
     x[1, 3] = float("inf")
     out = ops.rmsnorm(x, torch.ones(64))

@@ -52,6 +52,8 @@ def row_stride(t: torch.Tensor, name: str) -> int:
     the leading dims must collapse into one evenly strided dim; size-1 dims have no meaningful stride."""
     cols = t.shape[-1]
     stride, expect = cols, None
+    if t.numel() == 0:  # no row to place (an empty dim's neighbours may have any stride)
+        return stride
     for d in range(t.dim() - 2, -1, -1):
         if t.shape[d] == 1:
             continue

@@ -89,12 +89,15 @@ class _OutputPool:
     def _drop(self, i: int) -> None:
         self.held -= self.blocks.pop(i)[0].numel()
 
-    def take(self, nbytes: int) -> torch.Tensor:
+    def take(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        """A tensor of ``shape`` and ``dtype`` on a free block of its size (or a new one). The view is made under
+        the lock: it is what marks the block in use, so another thread cannot take the block in between."""
+        nbytes = shape.numel() * dtype.itemsize
         with self.lock:
             for i, (block, idle) in enumerate(self.blocks):
                 if block.numel() == nbytes and self._free(block, idle):
                     self.blocks.append(self.blocks.pop(i))  # most recently used last
-                    return block
+                    return block.view(dtype).view(shape)
             block = torch.empty(nbytes, dtype=torch.uint8, device="cpu")
             advise_huge_pages(block)
             i = 0
@@ -106,7 +109,7 @@ class _OutputPool:
             if self.held + nbytes <= self.capacity:
                 self.blocks.append((block, _use_count(block.untyped_storage()._cdata)))
                 self.held += nbytes
-            return block
+            return block.view(dtype).view(shape)
 
     def release(self) -> None:
         with self.lock:
@@ -131,7 +134,7 @@ def _pooled(shape: torch.Size, dtype: torch.dtype, device) -> torch.Tensor | Non
     device = torch.device(device) if device is not None else torch.get_default_device()
     if device.type != "cpu":
         return None
-    return _pool.take(shape.numel() * dtype.itemsize).view(dtype).view(shape)
+    return _pool.take(shape, dtype)
 
 
 def empty(*size, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:

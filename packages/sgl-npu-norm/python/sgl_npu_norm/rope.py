@@ -132,8 +132,8 @@ def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_k
         "rope_dim must be even and at most the width of cos_sin",
     )
     _meta.check(
-        len(mrope_section) == 3 and sum(mrope_section) == rope_dim // 2,
-        f"mrope_section must be 3 sizes summing to rope_dim / 2 = {rope_dim // 2}, got {list(mrope_section)}",
+        len(mrope_section) == 3 and min(mrope_section) >= 0 and sum(mrope_section) == rope_dim // 2,
+        f"mrope_section must be 3 sizes >= 0 summing to rope_dim / 2 = {rope_dim // 2}, got {list(mrope_section)}",
     )
     half = rope_dim // 2
     # Per-token [T, half] tables: frequency i from the position row its section names.

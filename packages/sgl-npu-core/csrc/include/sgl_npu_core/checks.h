@@ -100,6 +100,7 @@ inline Rows as_rows(const Tensor& t, const char* name) {
   check_last_dim_contiguous(t, name);
   int64_t rows = 1;
   for (int64_t d = 0; d < nd - 1; ++d) rows *= t.size(d);
+  if (rows == 0) return Rows{0, cols, cols};  // no row to place (an empty dim's neighbours may have any stride)
   int64_t row_stride = cols;
   int64_t expect = -1;  // stride the next leading dim must have (in elements)
   for (int64_t d = nd - 2; d >= 0; --d) {
