@@ -242,3 +242,17 @@ def test_bmm_malformed_input_names_the_argument(case, device):
     a, b, out = (t.to(device) for t in args)
     with pytest.raises(RuntimeError, match=needle):
         ops.batch_matmul_transpose(a, b, out=out)
+
+
+def test_bmm_out_that_overlaps_its_inputs_or_itself_is_refused():
+    # every task reads all of a and b while others write their rows of out: shared memory would be read half-written
+    a, b = torch.randn(4, 2, 32), torch.randn(2, 32, 32)
+    for out, needle in [
+        (a[:, :, :32], "out must not overlap a"),  # out = a
+        (b.view(2, 32, 32)[:, :4, :].transpose(0, 1), "out must not overlap b"),  # out inside b's memory
+        (torch.empty(1, 2, 32).expand(4, 2, 32), "out must not overlap itself"),
+    ]:
+        with pytest.raises(RuntimeError, match=needle):
+            ops.batch_matmul_transpose(a, b, out=out)
+    out = torch.empty(4, 2, 32)
+    assert ops.batch_matmul_transpose(a, b, out=out) is out  # apart: fine

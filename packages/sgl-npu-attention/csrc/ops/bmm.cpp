@@ -39,6 +39,10 @@ void batch_matmul_transpose(const Tensor& a, const Tensor& b, Tensor out) {
   STD_TORCH_CHECK(out.size(0) == p.m && out.size(1) == p.heads && out.size(2) == p.n, "out must have shape [", p.m,
                   ", ", p.heads, ", ", p.n, "]");
   if (p.m == 0 || p.heads == 0 || p.n == 0) return;
+  // Tasks write their own rows of out while every task reads a and b.
+  STD_TORCH_CHECK(disjoint_items(p.m, out.stride(0), p.heads, out.stride(1), p.n), "out must not overlap itself");
+  check_apart(out, a, "out", "a");
+  check_apart(out, b, "out", "b");
   const int64_t per_head = (kMinTasks + p.heads - 1) / p.heads;  // blocks per head for kMinTasks tasks
   p.m_block = std::clamp<int64_t>(kRowBlockBytes / (4 * (p.k + p.n + 16)), 6, 1024);
   p.m_block = std::max<int64_t>(1, std::min(p.m_block, (p.m + per_head - 1) / per_head));

@@ -1,7 +1,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <utility>
 
 #include "kernels/kernels.h"
 #include "ops/channel_param.h"
@@ -28,16 +27,9 @@ Heads as_heads(const Tensor& t, const char* name) {
   return Heads{t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1)};
 }
 
-// An output [T, H, W] (W contiguous) whose elements are all distinct memory: with the two outer dims ordered by
-// stride, the inner one's items must not overlap and the outer one's must clear all of them. An expand()ed output
-// would otherwise be written by several threads at once.
+// An output whose elements are all distinct memory (see sgl_npu_core::disjoint_items).
 void check_disjoint(const Heads& h, const char* name) {
-  struct Dim {
-    int64_t size, stride;
-  } a{h.tokens, h.token_stride}, b{h.heads, h.head_stride};
-  if (a.stride > b.stride) std::swap(a, b);
-  const int64_t inner = a.size > 1 ? (a.size - 1) * a.stride + h.width : h.width;
-  STD_TORCH_CHECK((a.size <= 1 || a.stride >= h.width) && (b.size <= 1 || b.stride >= inner), name,
+  STD_TORCH_CHECK(disjoint_items(h.tokens, h.token_stride, h.heads, h.head_stride, h.width), name,
                   " must not overlap itself (strides ", h.token_stride, ", ", h.head_stride, ")");
 }
 

@@ -7,7 +7,9 @@
 #include <torch/headeronly/core/ScalarType.h>
 #include <torch/headeronly/util/Exception.h>
 
+#include <cstdint>
 #include <optional>
+#include <utility>
 
 #include "sgl_npu_core/dtype.h"
 
@@ -114,6 +116,36 @@ inline Rows as_rows(const Tensor& t, const char* name) {
     expect = t.stride(d) * t.size(d);
   }
   return Rows{rows, cols, row_stride};
+}
+
+// Whether n0 x n1 items of w contiguous elements, s0 and s1 apart, are all distinct memory: with the two dims
+// ordered by stride, the inner one's items must not overlap and the outer one's must clear all of them. (An
+// expand()ed output fails this; an output several threads wrote at once would be garbage.)
+inline bool disjoint_items(int64_t n0, int64_t s0, int64_t n1, int64_t s1, int64_t w) {
+  if (s0 > s1) {
+    std::swap(n0, n1);
+    std::swap(s0, s1);
+  }
+  const int64_t inner = n0 > 1 ? (n0 - 1) * s0 + w : w;
+  return (n0 <= 1 || s0 >= w) && (n1 <= 1 || s1 >= inner);
+}
+
+// The bytes [first, last) a tensor with non-negative strides spans (first == last when it is empty).
+inline std::pair<uintptr_t, uintptr_t> byte_span(const Tensor& t) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.size(d) == 0) return {first, first};
+    last += (t.size(d) - 1) * t.stride(d);
+  }
+  return {first, first + uintptr_t((last + 1) * int64_t(t.element_size()))};
+}
+
+// An output must not share memory with an input it is computed from (conservatively: their spans must not meet).
+inline void check_apart(const Tensor& out, const Tensor& in, const char* out_name, const char* in_name) {
+  const auto [o0, o1] = byte_span(out);
+  const auto [i0, i1] = byte_span(in);
+  STD_TORCH_CHECK(o0 == o1 || i0 == i1 || o1 <= i0 || i1 <= o0, out_name, " must not overlap ", in_name);
 }
 
 inline void check_same_rows(const Rows& a, const Rows& b, const char* a_name, const char* b_name) {
