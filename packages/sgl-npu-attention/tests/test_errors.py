@@ -256,3 +256,14 @@ def test_bmm_out_that_overlaps_its_inputs_or_itself_is_refused():
             ops.batch_matmul_transpose(a, b, out=out)
     out = torch.empty(4, 2, 32)
     assert ops.batch_matmul_transpose(a, b, out=out) is out  # apart: fine
+
+
+def test_attention_outputs_that_overlap_themselves_are_refused():
+    # an expand()ed out would be written by several threads at once
+    q, k, v, table, lens = _inputs()
+    with pytest.raises(RuntimeError, match="out must not overlap itself"):
+        ops.decode_attention(q, k, v, table, lens, out=torch.empty(1, 4, 32, dtype=torch.bfloat16).expand(2, 4, 32))
+    q, nope, rope, table, lens = _mla()
+    out = torch.empty(2, 1, 32, dtype=torch.bfloat16).expand(2, 4, 32)
+    with pytest.raises(RuntimeError, match="out must not overlap itself"):
+        ops.decode_mla(q, nope, rope, table, lens, 0.1, out=out)
