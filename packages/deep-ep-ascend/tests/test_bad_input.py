@@ -40,6 +40,8 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
             bad[0, 0] = EXPERTS
         own, peer = "is not an expert in [0, 4)", "rank(s) [1] rejected their inputs"
         _raises(lambda: buffer.low_latency_dispatch(x, bad, 4, EXPERTS, use_fp8=False), own if rank == 1 else peer)
+        # is_token_in_rank of ints: refused before its sum sizes anything.
+        _raises(lambda: buffer.dispatch(x, **{**args, "is_token_in_rank": layout[3].int()}), "must be bool")
         # Hidden sizes that differ between ranks.
         wide = torch.randn(4, HIDDEN * (1 + rank)).to(torch.bfloat16)
         _raises(lambda: buffer.dispatch(wide, **args), "ranks disagree on the row sizes")

@@ -267,3 +267,25 @@ def test_attention_outputs_that_overlap_themselves_are_refused():
     out = torch.empty(2, 1, 32, dtype=torch.bfloat16).expand(2, 4, 32)
     with pytest.raises(RuntimeError, match="out must not overlap itself"):
         ops.decode_mla(q, nope, rope, table, lens, 0.1, out=out)
+
+
+def test_outputs_that_share_memory_with_what_is_still_read_are_refused():
+    # the indexer's later waves re-read block_table after earlier ones wrote out; attention's merge reads sinks
+    args = _indexer()
+    out = torch.empty(3, 8, dtype=torch.int32)
+    table = out.view(-1)[:6].view(2, 3)
+    table.copy_(args[3])
+    with pytest.raises(RuntimeError, match="out must not overlap block_table"):
+        ops.lightning_indexer(*args[:3], table, *args[4:], sparse_count=8, out=out)
+    with pytest.raises(RuntimeError, match="out must not overlap itself"):
+        ops.lightning_indexer(*args, sparse_count=8, out=torch.empty(1, 8, dtype=torch.int32).expand(3, 8))
+    q, k, v, table, lens = _inputs()
+    out = torch.empty(2, 4, 32, dtype=torch.bfloat16)
+    sinks = out.view(torch.float32).view(-1)[:4]
+    with pytest.raises(RuntimeError, match="out must not overlap sinks"):
+        ops.decode_attention(q, k, v, table, lens, sinks=sinks, out=out)
+
+
+def test_indexer_sparse_count_checked_before_out_is_made():
+    with pytest.raises(RuntimeError, match="sparse_count must be positive, got -1"):
+        ops.lightning_indexer(*_indexer(), sparse_count=-1)

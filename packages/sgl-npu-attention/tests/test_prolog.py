@@ -183,3 +183,23 @@ def test_per_tensor_scales_must_be_finite_and_nonzero(bad, position):
     args[position] = torch.tensor([bad], dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="quant_scale must be finite and nonzero"):
         ops.mla_preprocess(*args, quant_mode="per_tensor_quant_asymm")
+
+
+def test_caches_and_outputs_that_share_memory_are_refused():
+    # several threads write the cache rows, and q_out0 / q_out1 are written after the caches
+    args = _inputs(torch.bfloat16, "per_token_quant_symm")
+    kv_cache, kv_cache_rope = args[13], args[14]
+    cases = {
+        "kv_cache must not overlap itself": {13: kv_cache[:1, :1].expand(kv_cache.shape)},
+        "kv_cache_rope must not overlap kv_cache": {14: kv_cache[..., : kv_cache_rope.shape[-1]]},
+    }
+    for needle, changes in cases.items():
+        bad = list(args)
+        for i, t in changes.items():
+            bad[i] = t
+        with pytest.raises(RuntimeError, match=needle):
+            ops.mla_preprocess(*bad, quant_mode="per_token_quant_symm")
+    n, heads, kv_lora = args[0].shape[0], args[12].shape[0], kv_cache.shape[-1]
+    q_out0 = kv_cache.view(-1)[: n * heads * kv_lora].view(n, heads, kv_lora)
+    with pytest.raises(RuntimeError, match="q_out0 must not overlap kv_cache"):
+        ops.mla_preprocess(*args, quant_mode="per_token_quant_symm", q_out0=q_out0)

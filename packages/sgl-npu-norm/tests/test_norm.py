@@ -162,3 +162,30 @@ def test_multithreaded_rows_match_single_row_calls():
     batched = ops.rmsnorm(x, w)
     for r in (0, 100, 255):
         assert torch.equal(batched[r], ops.rmsnorm(x[r : r + 1], w)[0])
+
+
+def test_outputs_that_partly_overlap_their_inputs_are_refused():
+    # a row written before the next row is read would feed normalized data back in; in place is fine
+    buf, w = torch.randn(9, 128, dtype=torch.bfloat16), torch.randn(128, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="residual must not overlap x"):
+        ops.fused_add_rmsnorm(buf[1:], buf[:-1], w)
+    with pytest.raises(RuntimeError, match="out must not overlap x"):
+        ops.rmsnorm(buf[:-1], w, out=buf[1:])
+    x, r = torch.randn(4, 128, dtype=torch.bfloat16), torch.randn(4, 128, dtype=torch.bfloat16)
+    t = torch.empty(4, 128, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="out must not overlap added"):
+        ops.add_rmsnorm_bias(x, r, w, out=(t, t))
+    want_out, want_added = ref.add_rmsnorm_bias(x, r, w)
+    xc, rc = x.clone(), r.clone()
+    out, added = ops.add_rmsnorm_bias(xc, rc, w, out=xc, added=rc)  # in place on both inputs
+    assert out is xc and added is rc
+    assert_close(out, want_out)
+    assert_close(added, want_added, atol=0, rtol=0)
+    assert_close(ops.rmsnorm(x, w, out=x.clone()), ref.rmsnorm(x, w))
+
+
+def test_nan_quant_scale_gives_the_same_code_in_every_column():
+    # 20 columns: a block of 16 and a one-by-one tail; a NaN product is -128 in both
+    x, w = _inputs((2, 20), torch.bfloat16)
+    q = ops.rmsnorm_bias(x, w, None, 1e-6, torch.full((20,), float("nan")))
+    assert (q == -128).all()

@@ -483,6 +483,9 @@ class Buffer:
         )
         n, r = data[0].shape[0], self.group_size
         _meta.check(tuple(is_token_in_rank.shape) == (n, r), f"is_token_in_rank must be [{n}, {r}]")
+        # before its sum sizes an allocation (an int tensor of huge counts would ask for terabytes)
+        dtype = is_token_in_rank.dtype
+        _meta.check(dtype == torch.bool, f"is_token_in_rank must be bool, got {dtype}")
         _meta.check((topk_idx is None) == (topk_weights is None), "topk_idx and topk_weights go together")
         for d in data:
             _meta.check(d.dim() >= 1 and d.shape[0] == n, "every tensor of x must have a row per token")

@@ -36,6 +36,7 @@ PagedCall gqa_call(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache
   check_same_dtype(out, q, "out", "q");
   const float* sink_logits =
       sinks.has_value() ? checked_vector<float>(*sinks, q_heads, ScalarType::Float, "sinks") : nullptr;
+  if (sinks.has_value()) check_apart(out, *sinks, "out", "sinks");  // read by every row's merge, out written per row
   PagedCall call(block_table, seq_lens, tokens, blocks, k_cache.size(1), out);
   AttentionArgs& a = call.args;
   a.dtype = dtype;

@@ -1,3 +1,4 @@
+#include <utility>
 #include <vector>
 
 #include "ops/paged.h"
@@ -39,6 +40,15 @@ void lightning_indexer(const Tensor& q, const Tensor& k_cache, const Tensor& wei
   STD_TORCH_CHECK(out.dim() == 2 && out.size(0) == tokens && out.size(1) == sparse_count, "out must have shape [",
                   tokens, ", ", sparse_count, "]");
   check_last_dim_contiguous(out, "out");
+  STD_TORCH_CHECK(disjoint_items(tokens, out.stride(0), 1, 0, sparse_count), "out must not overlap itself");
+  // Each wave of tiles writes out before the next reads its inputs (block_table among them) again.
+  for (auto [t, name] : {std::pair{&q, "q"},
+                         {&k_cache, "k_cache"},
+                         {&weights, "weights"},
+                         {&block_table, "block_table"},
+                         {&cu_seqlens_q, "cu_seqlens_q"},
+                         {&seq_lens_t, "seq_lens"}})
+    check_apart(out, *t, "out", name);
   const int32_t* seq_lens = check_pages(block_table, seq_lens_t, k_cache.size(0), k_cache.size(1));
   const int64_t requests = block_table.size(0);
   const int32_t* cu = check_cu_seqlens(cu_seqlens_q, requests, tokens, seq_lens);

@@ -68,3 +68,22 @@ def row_stride(t: torch.Tensor, name: str) -> int:
 
 def num_rows(t: torch.Tensor) -> int:
     return t.numel() // t.shape[-1]
+
+
+def _byte_span(t: torch.Tensor) -> tuple[int, int]:
+    if t.numel() == 0:
+        return 0, 0
+    start = t.data_ptr()
+    return start, start + (sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True)) + 1) * t.element_size()
+
+
+def check_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
+    """``out`` must not share memory with ``other`` (conservatively: their byte spans must not meet), as the C++
+    check_apart. Skipped where there is no memory to compare: tracing, fake or meta tensors."""
+    if torch.compiler.is_compiling() or out.device != other.device or out.device.type == "meta":
+        return
+    try:
+        (a0, a1), (b0, b1) = _byte_span(out), _byte_span(other)
+    except RuntimeError:  # a fake tensor has no data pointer
+        return
+    check(a0 == a1 or b0 == b1 or a1 <= b0 or b1 <= a0, f"{out_name} must not overlap {other_name}")

@@ -129,7 +129,7 @@ void norm_rows(const NormArgs& a, int64_t begin, int64_t end) {
       for (; i < n; ++i) {
         float v = affine1(to_float(src[i]), inv, i);
         v = v * qs[i] + (qo ? qo[i] : 0.f);
-        q[i] = int8_t(std::nearbyint(clampf(v, -128.f, 127.f)));
+        q[i] = v != v ? int8_t(-128) : int8_t(std::nearbyint(clampf(v, -128.f, 127.f)));  // NaN as the vectors give
       }
     } else {
       T* out = row<T>(a.out, a.out_stride, r);

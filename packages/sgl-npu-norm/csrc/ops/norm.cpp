@@ -1,3 +1,5 @@
+#include <utility>
+
 #include "kernels/kernels.h"
 #include "ops/channel_param.h"
 #include "ops/ops.h"
@@ -78,6 +80,7 @@ void rmsnorm(const Tensor& x, const Tensor& weight, const std::optional<Tensor>&
              const std::optional<Tensor>& quant_scale, const std::optional<Tensor>& quant_offset, Tensor out) {
   Rows xr = as_rows(x, "x");
   NormCall call(x, xr, weight, bias, eps, gemma, quant_scale, quant_offset, out);
+  check_same_or_apart(out, x, "out", "x");
   call.run();
 }
 
@@ -88,6 +91,13 @@ void add_rmsnorm(const Tensor& x, const Tensor& residual, const Tensor& weight, 
   Rows rr = residual_rows(x, xr, residual, "residual");
   Rows ar = residual_rows(x, xr, added, "added");
   NormCall call(x, xr, weight, bias, eps, gemma, quant_scale, quant_offset, out);
+  // In place on x or residual is fine (each row is read before it is written); partly overlapping is not, nor are
+  // out and added one memory.
+  check_apart(out, added, "out", "added");
+  for (auto [t, name] : {std::pair{&x, "x"}, {&residual, "residual"}}) {
+    check_same_or_apart(out, *t, "out", name);
+    check_same_or_apart(added, *t, "added", name);
+  }
   call.args.residual = residual.const_data_ptr();
   call.args.residual_stride = rr.row_stride;
   call.args.sum = added.mutable_data_ptr();
@@ -98,6 +108,7 @@ void add_rmsnorm(const Tensor& x, const Tensor& residual, const Tensor& weight, 
 void fused_add_rmsnorm(Tensor x, Tensor residual, const Tensor& weight, double eps, bool gemma) {
   Rows xr = as_rows(x, "x");
   Rows rr = residual_rows(x, xr, residual, "residual");
+  check_apart(residual, x, "residual", "x");  // both are written
   NormCall call(x, xr, weight, std::nullopt, eps, gemma, std::nullopt, std::nullopt, x);
   call.args.residual = residual.const_data_ptr();
   call.args.residual_stride = rr.row_stride;

@@ -148,6 +148,14 @@ inline void check_apart(const Tensor& out, const Tensor& in, const char* out_nam
   STD_TORCH_CHECK(o0 == o1 || i0 == i1 || o1 <= i0 || i1 <= o0, out_name, " must not overlap ", in_name);
 }
 
+// An output that is either exactly an input (the same view: in place, each element read before it is written) or
+// apart from it; a partial overlap would feed rows already written back in as input.
+inline void check_same_or_apart(const Tensor& out, const Tensor& in, const char* out_name, const char* in_name) {
+  bool same = out.const_data_ptr() == in.const_data_ptr() && out.dim() == in.dim();
+  for (int64_t d = 0; same && d < out.dim(); ++d) same = out.size(d) == in.size(d) && out.stride(d) == in.stride(d);
+  if (!same) check_apart(out, in, out_name, in_name);
+}
+
 inline void check_same_rows(const Rows& a, const Rows& b, const char* a_name, const char* b_name) {
   STD_TORCH_CHECK(a.rows == b.rows && a.cols == b.cols, b_name, " must have the shape of ", a_name, " (", a.rows,
                   " rows x ", a.cols, "), got ", b.rows, " x ", b.cols);
