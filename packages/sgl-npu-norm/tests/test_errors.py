@@ -101,6 +101,12 @@ def _tables(d, tokens=3, width=64):
     return _x(tokens, width, dtype=torch.float32, device=d), _x(tokens, width, dtype=torch.float32, device=d)
 
 
+def _mrope(section, d):
+    """split_qkv_rmsnorm_mrope on small inputs with the given mrope_section (rope_dim 64)."""
+    args = (_x(3, 4 * 128, device=d), _x(128, device=d), _x(128, device=d), _x(3, 3, 64, device=d), 2, 1, 128, 1e-6)
+    return ops.split_qkv_rmsnorm_mrope(*args, section, False)
+
+
 ROPE_CASES = {
     "qkv width": (lambda d: ops.split_qkv_rmsnorm_rope(_x(3, 500, device=d), *_tables(d), 256, 128, 64), "qkv"),
     "hidden not in heads": (lambda d: ops.split_qkv_rmsnorm_rope(_qkv(d), *_tables(d), 256, 128, 96), "head_dim"),
@@ -130,36 +136,8 @@ ROPE_CASES = {
         ),
         "v must have shape",
     ),  # fmt: skip
-    "mrope sections": (
-        lambda d: ops.split_qkv_rmsnorm_mrope(
-            _x(3, 4 * 128, device=d),
-            _x(128, device=d),
-            _x(128, device=d),
-            _x(3, 3, 64, device=d),
-            2,
-            1,
-            128,
-            1e-6,
-            [16, 8, 4],
-            False,
-        ),
-        "mrope_section",
-    ),  # fmt: skip
-    "negative mrope section": (
-        lambda d: ops.split_qkv_rmsnorm_mrope(
-            _x(3, 4 * 128, device=d),
-            _x(128, device=d),
-            _x(128, device=d),
-            _x(3, 3, 64, device=d),
-            2,
-            1,
-            128,
-            1e-6,
-            [-4, 20, 16],
-            False,
-        ),
-        "mrope_section must be 3 sizes >= 0",
-    ),  # fmt: skip
+    "mrope sections": (lambda d: _mrope([16, 8, 4], d), "mrope_section"),
+    "negative mrope section": (lambda d: _mrope([-4, 20, 16], d), "mrope_section must be 3 sizes >= 0"),
     "mqa query dims": (
         lambda d: ops.fused_rope_qk_mqa(_x(3, 128, device=d), _x(3, 1, 128, device=d), _x(3, 64, device=d), 64),
         "query",
