@@ -289,3 +289,19 @@ def test_outputs_that_share_memory_with_what_is_still_read_are_refused():
 def test_indexer_sparse_count_checked_before_out_is_made():
     with pytest.raises(RuntimeError, match="sparse_count must be positive, got -1"):
         ops.lightning_indexer(*_indexer(), sparse_count=-1)
+
+
+def test_the_checks_the_fakes_and_device_paths_share_match_the_cpu_ops():
+    # meta tensors run the Python checks (fake impls; the Triton launchers call the same ones)
+    q, k, v, table, lens = [t.to("meta") for t in _inputs()]
+    out = torch.empty(2, 4, 32, dtype=torch.bfloat16, device="meta")
+    cases = {
+        "q must be contiguous in its last dim": dict(q=q.transpose(1, 2).contiguous().transpose(1, 2)),
+        "seq_lens must be contiguous": dict(lens=torch.empty(2, 2, dtype=torch.int32, device="meta")[:, 0]),
+        "out must not overlap itself": dict(out=out[:1].expand(2, 4, 32)),
+        "sinks must be contiguous": dict(sinks=torch.empty(4, 2, device="meta")[:, 0]),
+    }
+    for needle, change in cases.items():
+        args = dict(q=q, lens=lens, out=out, sinks=None) | change
+        with pytest.raises(RuntimeError, match=needle):
+            ops.decode_attention(args["q"], k, v, table, args["lens"], sinks=args["sinks"], out=args["out"])

@@ -206,3 +206,26 @@ def test_outputs_of_any_stride_order_are_taken():
     got = ops.fused_rope_qk_mqa(query, key, cos_sin, 64, out=(q_out, torch.empty(5, 1, 64, dtype=torch.bfloat16)))
     assert got[0] is q_out
     assert torch.equal(q_out, ops.fused_rope_qk_mqa(query.contiguous(), key, cos_sin, 64)[0])
+
+
+def test_the_checks_the_fakes_and_device_paths_share_match_the_cpu_ops():
+    # meta tensors run the Python checks (fake impls; the Triton launchers call the same ones)
+    def meta(*shape, dtype=torch.bfloat16):
+        return torch.empty(*shape, dtype=dtype, device="meta")
+
+    x = meta(4, 64)
+    with pytest.raises(RuntimeError, match="weight must be contiguous"):
+        ops.rmsnorm(x, meta(1).expand(64))
+    heads = meta(4, 2, 64)
+    cos, sin = meta(8, 128)[:, :32], meta(8, 32)  # equal widths, different row strides
+    with pytest.raises(RuntimeError, match="row stride of cos"):
+        torch.ops.sgl_npu_norm.head_norm_rope(heads, None, None, 0.0, False, False, None, cos, sin,
+                                              torch.zeros(4, dtype=torch.long, device="meta"), 64, True, False,
+                                              meta(4, 2, 64))  # fmt: skip
+    positions = torch.zeros(4, 2, dtype=torch.long, device="meta")[:, 0]
+    with pytest.raises(RuntimeError, match="positions must be contiguous"):
+        torch.ops.sgl_npu_norm.head_norm_rope(heads, None, None, 0.0, False, False, None, cos.contiguous(),
+                                              sin, positions, 64, True, False, meta(4, 2, 64))  # fmt: skip
+    with pytest.raises(RuntimeError, match="out must not overlap itself"):
+        torch.ops.sgl_npu_norm.head_norm_rope(heads, None, None, 0.0, False, False, None, None, None, None, 0, True,
+                                              False, meta(1, 2, 64).expand(4, 2, 64))  # fmt: skip

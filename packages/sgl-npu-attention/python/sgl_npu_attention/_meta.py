@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import torch
-from sgl_npu_core.checks import check, check_dtype, check_float, check_last_dim_contiguous, check_same_device
+from sgl_npu_core.checks import (
+    check,
+    check_apart,
+    check_contiguous,
+    check_disjoint,
+    check_dtype,
+    check_float,
+    check_last_dim_contiguous,
+    check_same_device,
+)
 from sgl_npu_core.library import OpLibrary
 
 LIB = OpLibrary("sgl_npu_attention")
@@ -13,7 +22,9 @@ def check_table(block_table, seq_lens, q) -> None:
     """block_table int32 [requests, max_pages] and seq_lens int32 [requests] on q's device."""
     check_dtype(block_table, torch.int32, "block_table")
     check(block_table.dim() == 2, "block_table must be [requests, max_pages]")
+    check_last_dim_contiguous(block_table, "block_table")
     check_dtype(seq_lens, torch.int32, "seq_lens")
+    check_contiguous(seq_lens, "seq_lens")
     check(tuple(seq_lens.shape) == (block_table.shape[0],), f"seq_lens must have shape [{block_table.shape[0]}]")
     check_same_device(block_table, q, "block_table", "q")
     check_same_device(seq_lens, q, "seq_lens", "q")
@@ -31,6 +42,7 @@ def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
     """Shapes, dtypes and devices of a paged-attention op (the data checks need the values: see the ops)."""
     check(q.dim() == 3, f"q must be [tokens, q_heads, head_dim], got {q.dim()} dims")
     check_float(q, "q")
+    check_last_dim_contiguous(q, "q")
     check_cache(k_cache, "k_cache", q)
     check_cache(v_cache, "v_cache", q)
     tokens, q_heads, d = q.shape
@@ -42,12 +54,15 @@ def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
           f"{v_cache.shape[3]}]")  # fmt: skip
     check_dtype(out, q.dtype, "out")
     check_last_dim_contiguous(out, "out")
+    check_disjoint(out, "out")
     check_same_device(out, q, "out", "q")
     check_table(block_table, seq_lens, q)
     if sinks is not None:
         check_dtype(sinks, torch.float32, "sinks")
         check(tuple(sinks.shape) == (q_heads,), f"sinks must have shape [{q_heads}]")
+        check_contiguous(sinks, "sinks")
         check_same_device(sinks, q, "sinks", "q")
+        check_apart(out, sinks, "out", "sinks")
 
 
 def check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out) -> None:
@@ -59,6 +74,7 @@ def check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_sc
                  out) -> None:  # fmt: skip
     check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out)
     check_dtype(cu_seqlens_q, torch.int32, "cu_seqlens_q")
+    check_contiguous(cu_seqlens_q, "cu_seqlens_q")
     check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
           f"[{block_table.shape[0] + 1}]")  # fmt: skip
     check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
@@ -80,6 +96,7 @@ def check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, 
     check(tuple(out.shape) == (batch, q_heads, dl), f"out must have shape [{batch}, {q_heads}, {dl}]")
     check_dtype(out, q.dtype, "out")
     check_last_dim_contiguous(out, "out")
+    check_disjoint(out, "out")
     check_same_device(out, q, "out", "q")
     check_table(block_table, seq_lens, q)
     check(block_table.shape[0] == batch, f"block_table must have a row per query token ({batch})")
@@ -107,6 +124,7 @@ def check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, spar
     check_same_device(out, q, "out", "q")
     check_table(block_table, seq_lens, q)
     check_dtype(cu_seqlens_q, torch.int32, "cu_seqlens_q")
+    check_contiguous(cu_seqlens_q, "cu_seqlens_q")
     check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
           f"[{block_table.shape[0] + 1}]")  # fmt: skip
     check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
@@ -237,6 +255,18 @@ def check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache,
     check(tuple(kv_cache.shape[2:]) == (1, latent.shape[1]), "kv_cache must be [num_blocks, page_size, 1, kv_lora]")
     check(tuple(kv_cache_rope.shape) == (*kv_cache.shape[:2], 1, rope), "kv_cache_rope must be [num_blocks, "
           "page_size, 1, rope] with kv_cache's blocks and page size")  # fmt: skip
+    check(rope % 2 == 0, f"k_pe's rope dim must be even, got {rope}")
+    for t, name in (
+        (k_pe, "k_pe"),
+        (cos, "cos"),
+        (sin, "sin"),
+        (kv_cache, "kv_cache"),
+        (kv_cache_rope, "kv_cache_rope"),
+    ):
+        check_dtype(t, latent.dtype, name)
+    for t, name in ((kv_cache, "kv_cache"), (kv_cache_rope, "kv_cache_rope")):
+        check_disjoint(t.squeeze(2), name)
+    check_apart(kv_cache_rope, kv_cache, "kv_cache_rope", "kv_cache")
 
 
 def check_int8_matmul(codes, weight, descale, row_scale, bias, out) -> None:

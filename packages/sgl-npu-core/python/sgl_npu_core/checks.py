@@ -29,6 +29,11 @@ def check_last_dim_contiguous(t: torch.Tensor, name: str) -> None:
     check(t.dim() == 0 or t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must be contiguous in its last dim")
 
 
+def check_contiguous(t: torch.Tensor, name: str) -> None:
+    """As the C++ check_contiguous: the device kernels index such tensors as dense."""
+    check(t.is_contiguous(), f"{name} must be contiguous")
+
+
 def check_rows(t: torch.Tensor, name: str) -> tuple[int, int]:
     """(rows, cols) of ``t`` read as rows over its last dim, which must be non-empty and contiguous."""
     check(t.dim() >= 1, f"{name} must have at least 1 dim")
@@ -43,6 +48,7 @@ def check_channel_param(t: torch.Tensor | None, size: int, ref: torch.Tensor, na
     if t is None:
         return
     check(t.dim() == 1 and t.shape[0] == size, f"{name} must have shape [{size}], got {list(t.shape)}")
+    check_contiguous(t, name)
     check_float(t, name)
     check_same_device(t, ref, name, "x")
 
@@ -86,3 +92,22 @@ def check_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_nam
         return
     (a0, a1), (b0, b1) = _byte_span(out), _byte_span(other)
     check(a0 == a1 or b0 == b1 or a1 <= b0 or b1 <= a0, f"{out_name} must not overlap {other_name}")
+
+
+def check_disjoint(t: torch.Tensor, name: str) -> None:
+    """An output whose elements are all distinct memory (last dim contiguous), as the C++ disjoint_items: with the
+    leading dims ordered by stride, each must clear everything inside it. An expand()ed output would be written by
+    several programs at once."""
+    inner = t.shape[-1]
+    for size, stride in sorted(zip(t.shape[:-1], t.stride()[:-1], strict=True), key=lambda d: d[1]):
+        if size > 1:
+            check(stride >= inner, f"{name} must not overlap itself (strides {list(t.stride()[:-1])})")
+            inner = (size - 1) * stride + inner
+
+
+def check_same_or_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
+    """``out`` is exactly ``other`` (in place) or apart from it, as the C++ check_same_or_apart."""
+    same = type(out) is torch.Tensor and type(other) is torch.Tensor and out.device.type != "meta"
+    same = same and not torch.compiler.is_compiling() and out.data_ptr() == other.data_ptr()
+    if not (same and out.shape == other.shape and out.stride() == other.stride()):
+        check_apart(out, other, out_name, other_name)

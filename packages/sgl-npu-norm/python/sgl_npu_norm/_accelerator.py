@@ -23,17 +23,14 @@ def _ref_rmsnorm(x, weight, bias, eps, gemma, quant_scale, quant_offset, out):
 
 
 def _ref_add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added):
-    _meta.check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
-    _meta.check_residual(x, residual)
-    _meta.check_residual(x, added, "added")
+    _meta.check_norm(x, weight, bias, eps, quant_scale, quant_offset, out, residual, added)
     y, s = reference.add_rmsnorm_bias(x, residual, weight, bias, eps, quant_scale, quant_offset, gemma=gemma)
     added.copy_(s)
     out.copy_(y)
 
 
 def _ref_fused_add_rmsnorm(x, residual, weight, eps, gemma):
-    _meta.check_norm(x, weight, None, eps, None, None, x)
-    _meta.check_residual(x, residual)
+    _meta.check_norm(x, weight, None, eps, None, None, x, residual)
     y, s = reference.fused_add_rmsnorm(x, residual, weight, eps, gemma=gemma)
     residual.copy_(s)
     x.copy_(y)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import torch
 from sgl_npu_core.checks import (
     check,
+    check_apart,
     check_channel_param,
+    check_contiguous,
+    check_disjoint,
     check_dtype,
     check_float,
     check_last_dim_contiguous,
     check_rows,
     check_same_device,
+    check_same_or_apart,
 )
 from sgl_npu_core.library import OpLibrary
 
@@ -25,7 +29,9 @@ def check_same_rows(t: torch.Tensor, ref: torch.Tensor, name: str, cols: int | N
     check_same_device(t, ref, name, "x")
 
 
-def check_norm(x, weight, bias, eps, quant_scale, quant_offset, out) -> None:
+def check_norm(x, weight, bias, eps, quant_scale, quant_offset, out, residual=None, added=None) -> None:
+    """The RMSNorm family's checks (with ``residual`` for the add variants; ``added`` for add_rmsnorm, whose
+    fused in-place form writes x and residual)."""
     check(eps >= 0, f"eps must be >= 0, got {eps}")
     check_float(x, "x")
     _, hidden = check_rows(x, "x")
@@ -35,6 +41,20 @@ def check_norm(x, weight, bias, eps, quant_scale, quant_offset, out) -> None:
     check(quant_offset is None or quant_scale is not None, "quant_offset needs quant_scale")
     check_same_rows(out, x, "out")
     check_dtype(out, torch.int8 if quant_scale is not None else x.dtype, "out")
+    if residual is not None:
+        check_residual(x, residual)
+    if added is not None:
+        check_residual(x, added, "added")
+    # In place is fine (each row is read before it is written); partial overlaps and two outputs on one memory
+    # are not, as the C++ ops.
+    check_same_or_apart(out, x, "out", "x")
+    if residual is not None and added is None:
+        check_apart(residual, x, "residual", "x")
+    if added is not None:
+        check_apart(out, added, "out", "added")
+        check_same_or_apart(out, residual, "out", "residual")
+        check_same_or_apart(added, x, "added", "x")
+        check_same_or_apart(added, residual, "added", "residual")
 
 
 def check_residual(x, residual, name="residual") -> None:
@@ -73,18 +93,6 @@ def check_heads(t, name) -> tuple[int, int, int]:
     return tuple(t.shape)
 
 
-def check_disjoint(t, name) -> None:
-    """An output [T, H, W] or [T, W] (last dim contiguous) whose elements are all distinct memory (as the C++
-    check_disjoint): an expand()ed output would be written by several programs at once."""
-    width = t.shape[-1]
-    dims = sorted(zip(t.shape[:-1], t.stride()[:-1], strict=True), key=lambda d: d[1])
-    inner = width
-    for size, stride in dims:
-        if size > 1:
-            check(stride >= inner, f"{name} must not overlap itself (strides {list(t.stride()[:-1])})")
-            inner = (size - 1) * stride + inner
-
-
 def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width,
                          out) -> int:  # fmt: skip
     """Checks the primitive's arguments (see HeadNormRopeArgs in kernels.h); returns the per-channel param size."""
@@ -106,6 +114,7 @@ def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, posi
         check(norm, "rstd needs norm=True")
         check_dtype(rstd, torch.float32, "rstd")
         check(rstd.shape == (tokens,), f"rstd must have shape [{tokens}]")
+        check_contiguous(rstd, "rstd")
         check_same_device(rstd, src, "rstd", "x")
     check(0 <= rope_dim <= width and rope_dim % 2 == 0, f"rope_dim must be even and in [0, {width}], got {rope_dim}")
     if rope_dim:
@@ -117,12 +126,14 @@ def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, posi
             check_float(t, name)
             check_same_device(t, src, name, "x")
         check(sin.shape[0] == cos.shape[0] and sin.dtype == cos.dtype, "sin must have the rows and dtype of cos")
+        check(sin.shape[0] <= 1 or sin.stride(0) == cos.stride(0), "sin must have the rows and row stride of cos")
         if positions is not None:
             check(
                 positions.dtype in (torch.int32, torch.int64),
                 f"positions must be int32 or int64, got {positions.dtype}",
             )
             check(positions.shape == (tokens,), f"positions must have shape [{tokens}]")
+            check_contiguous(positions, "positions")
             check_same_device(positions, src, "positions", "x")
         else:
             check(cos.shape[0] >= tokens, f"cos must have a row per token ({tokens}), got {cos.shape[0]}")
@@ -164,6 +175,7 @@ def check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q,
         check_same_device(t, qkv, name, "qkv")
     if rstd is not None:
         check(tuple(rstd.shape) == (tokens, 2), f"rstd must have shape [{tokens}, 2]")
+        check_contiguous(rstd, "rstd")
 
 
 @LIB.fake("rmsnorm")
@@ -173,15 +185,12 @@ def _(x, weight, bias, eps, gemma, quant_scale, quant_offset, out):
 
 @LIB.fake("add_rmsnorm")
 def _(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added):
-    check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
-    check_residual(x, residual)
-    check_residual(x, added, "added")
+    check_norm(x, weight, bias, eps, quant_scale, quant_offset, out, residual, added)
 
 
 @LIB.fake("fused_add_rmsnorm")
 def _(x, residual, weight, eps, gemma):
-    check_norm(x, weight, None, eps, None, None, x)
-    check_residual(x, residual)
+    check_norm(x, weight, None, eps, None, None, x, residual)
 
 
 @LIB.fake("silu_and_mul")
@@ -209,7 +218,7 @@ def _(qkv, head_dim, q_heads, kv_heads, q_gate, q_weight, k_weight, q_bias, k_bi
       positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
     check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q, k, v, gate)
     q_in, k_in, _, _ = qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate)
-    rq, rk = (None, None) if rstd is None else (rstd[:, 0], rstd[:, 1])
+    rq, rk = (None, None) if rstd is None else (rstd[:, 0].contiguous(), rstd[:, 1].contiguous())  # as the device path
     tables = (cos, sin, positions, rope_dim, neox, full_width)
     check_head_norm_rope(q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
     check_head_norm_rope(k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))

@@ -105,14 +105,11 @@ def rmsnorm(x, weight, bias, eps, gemma, quant_scale, quant_offset, out) -> None
 
 
 def add_rmsnorm(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, added) -> None:
-    _meta.check_norm(x, weight, bias, eps, quant_scale, quant_offset, out)
-    _meta.check_residual(x, residual)
-    _meta.check_residual(x, added, "added")
+    _meta.check_norm(x, weight, bias, eps, quant_scale, quant_offset, out, residual, added)
     _launch_norm(x, residual, added, weight, bias, eps, gemma, quant_scale, quant_offset, out)
 
 
 def fused_add_rmsnorm(x, residual, weight, eps, gemma) -> None:
     # in place: the sum goes to residual, the normalized sum to x
-    _meta.check_norm(x, weight, None, eps, None, None, x)
-    _meta.check_residual(x, residual)
+    _meta.check_norm(x, weight, None, eps, None, None, x, residual)
     _launch_norm(x, residual, residual, weight, None, eps, gemma, None, None, x)
