@@ -68,6 +68,10 @@ def _extend_args(cu, lens, device="cpu"):
 def test_extend_cu_seqlens_shape(device):
     with pytest.raises(RuntimeError, match="cu_seqlens_q"):
         ops.extend_attention(*_extend_args([0, 6], [20, 20], device))
+    q, k, v, table, _, _ = _extend_args([0, 3, 6], [20, 20], device)
+    no_requests = (table[:0], torch.zeros(1, dtype=torch.int32, device=device), table.new_zeros(0))
+    with pytest.raises(RuntimeError, match="cu_seqlens_q|at least one request"):
+        ops.extend_attention(q, k, v, *no_requests)
 
 
 @pytest.mark.parametrize("cu,lens,needle", [([0, 3, 5], [20, 20], "cu_seqlens_q"), ([0, 3, 6], [20, 2], "part of")])

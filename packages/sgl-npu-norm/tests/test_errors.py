@@ -67,6 +67,11 @@ def test_group_list_beyond_rows_or_malformed(group_list, group_list_type):
     with pytest.raises(RuntimeError, match="group_list"):
         ops.swiglu_quant(_x(4, 64), torch.tensor(group_list), group_list_type, out=(q, torch.empty(4)))
     assert (q == 5).all()  # checked before anything is written
+    from sgl_npu_norm import _accelerator  # the device reference path makes the same data checks
+
+    with pytest.raises(RuntimeError, match="group_list"):
+        _accelerator._ref_swiglu_quant(_x(4, 64), torch.tensor(group_list), group_list_type, False, 7.0, q,
+                                       torch.empty(4))  # fmt: skip
 
 
 def test_head_counts_whose_width_wraps_are_refused():

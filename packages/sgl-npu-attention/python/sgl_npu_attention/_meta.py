@@ -77,6 +77,7 @@ def check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_sc
     check_contiguous(cu_seqlens_q, "cu_seqlens_q")
     check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
           f"[{block_table.shape[0] + 1}]")  # fmt: skip
+    check(block_table.shape[0] > 0 or q.shape[0] == 0, "tokens need at least one request (block_table row)")
     check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
 
 
@@ -127,6 +128,7 @@ def check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, spar
     check_contiguous(cu_seqlens_q, "cu_seqlens_q")
     check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
           f"[{block_table.shape[0] + 1}]")  # fmt: skip
+    check(block_table.shape[0] > 0 or q.shape[0] == 0, "tokens need at least one request (block_table row)")
     check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
 
 

@@ -48,7 +48,9 @@ def _ref_swiglu_oai(x, alpha, limit, out):
 
 def _ref_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale):
     _meta.check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale)
-    if group_list is not None:
+    if group_list is not None:  # the C++ op's data checks, after a host sync
+        steps = group_list.long() if group_list_type == 1 else group_list.long().diff(prepend=group_list.new_zeros(1))
+        _meta.check(bool((steps >= 0).all()), "group_list counts must be >= 0 (cumulative: non-decreasing)")
         total = reference.grouped_row_count(group_list, group_list_type)
         _meta.check(0 <= total <= scale.numel(), f"group_list covers {total} rows, x has {scale.numel()}")
     q_ref, s_ref = reference.swiglu_quant(x, group_list, group_list_type, do_limit, limit)
