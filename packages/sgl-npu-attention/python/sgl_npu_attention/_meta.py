@@ -70,15 +70,20 @@ def check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sl
     check(block_table.shape[0] == q.shape[0], f"block_table must have a row per query token ({q.shape[0]})")
 
 
-def check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window,
-                 out) -> None:  # fmt: skip
-    check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out)
+def check_cu_seqlens(cu_seqlens_q, block_table, q) -> None:
+    """int32 [requests + 1] on q's device (its values: see the ops); tokens need a request."""
     check_dtype(cu_seqlens_q, torch.int32, "cu_seqlens_q")
     check_contiguous(cu_seqlens_q, "cu_seqlens_q")
     check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
           f"[{block_table.shape[0] + 1}]")  # fmt: skip
     check(block_table.shape[0] > 0 or q.shape[0] == 0, "tokens need at least one request (block_table row)")
     check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
+
+
+def check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window,
+                 out) -> None:  # fmt: skip
+    check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out)
+    check_cu_seqlens(cu_seqlens_q, block_table, q)
 
 
 def check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out) -> None:
@@ -124,12 +129,7 @@ def check_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, spar
     check_last_dim_contiguous(out, "out")
     check_same_device(out, q, "out", "q")
     check_table(block_table, seq_lens, q)
-    check_dtype(cu_seqlens_q, torch.int32, "cu_seqlens_q")
-    check_contiguous(cu_seqlens_q, "cu_seqlens_q")
-    check(tuple(cu_seqlens_q.shape) == (block_table.shape[0] + 1,), f"cu_seqlens_q must have shape "
-          f"[{block_table.shape[0] + 1}]")  # fmt: skip
-    check(block_table.shape[0] > 0 or q.shape[0] == 0, "tokens need at least one request (block_table row)")
-    check_same_device(cu_seqlens_q, q, "cu_seqlens_q", "q")
+    check_cu_seqlens(cu_seqlens_q, block_table, q)
 
 
 def check_bmm(a, b, out) -> None:

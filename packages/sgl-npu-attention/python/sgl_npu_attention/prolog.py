@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from sgl_npu_core.checks import check_apart
 from sgl_npu_core.memory import empty
@@ -86,10 +88,9 @@ def mla_preprocess(hiddenState, gamma0, beta0, wdqkv, descale0, gamma1, beta1, w
     if q_out1 is None:
         q_out1 = empty(n, heads, rope, dtype=dtype, device=hiddenState.device)
     # the caches are written first, then q_out0 and q_out1: no output may land on another's memory
-    outputs = {"q_out0": q_out0, "q_out1": q_out1, "kv_cache": kv_cache, "kv_cache_rope": kv_cache_rope}
-    for i, (name, t) in enumerate(list(outputs.items())[:2]):
-        for other_name, other in list(outputs.items())[i + 1 :]:
-            check_apart(t, other, name, other_name)
+    outputs = {"q_out0": q_out0, "q_out1": q_out1, "kv_cache_rope": kv_cache_rope, "kv_cache": kv_cache}
+    for (name, t), (other_name, other) in itertools.combinations(outputs.items(), 2):
+        check_apart(t, other, name, other_name)
     symm = quant_mode == "per_token_quant_symm"
     codes, scale = _quantize(hiddenState, None, None, quant_mode, quant_scale0, quant_offset0)
     mm1 = _int8_matmul(codes, wdqkv, descale0, scale, None if symm else bias0, dtype)

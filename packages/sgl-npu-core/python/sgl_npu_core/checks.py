@@ -83,12 +83,19 @@ def _byte_span(t: torch.Tensor) -> tuple[int, int]:
     return start, start + (sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True)) + 1) * t.element_size()
 
 
+def has_memory(*tensors: torch.Tensor) -> bool:
+    """Whether the tensors' memory can be compared: plain tensors on one real device, outside tracing (fake and
+    meta tensors have none)."""
+    if torch.compiler.is_compiling() or any(type(t) is not torch.Tensor for t in tensors):
+        return False
+    device = tensors[0].device
+    return device.type != "meta" and all(t.device == device for t in tensors)
+
+
 def check_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
     """``out`` must not share memory with ``other`` (conservatively: their byte spans must not meet), as the C++
-    check_apart. Skipped where there is no memory to compare: tracing, fake or meta tensors."""
-    if torch.compiler.is_compiling() or type(out) is not torch.Tensor or type(other) is not torch.Tensor:
-        return  # tracing, or fake tensors: no memory to compare
-    if out.device != other.device or out.device.type == "meta":
+    check_apart. Skipped where there is no memory to compare (see has_memory)."""
+    if not has_memory(out, other):
         return
     (a0, a1), (b0, b1) = _byte_span(out), _byte_span(other)
     check(a0 == a1 or b0 == b1 or a1 <= b0 or b1 <= a0, f"{out_name} must not overlap {other_name}")
@@ -107,7 +114,7 @@ def check_disjoint(t: torch.Tensor, name: str) -> None:
 
 def check_same_or_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
     """``out`` is exactly ``other`` (in place) or apart from it, as the C++ check_same_or_apart."""
-    same = type(out) is torch.Tensor and type(other) is torch.Tensor and out.device.type != "meta"
-    same = same and not torch.compiler.is_compiling() and out.data_ptr() == other.data_ptr()
-    if not (same and out.shape == other.shape and out.stride() == other.stride()):
+    if not has_memory(out, other):
+        return
+    if out.data_ptr() != other.data_ptr() or out.shape != other.shape or out.stride() != other.stride():
         check_apart(out, other, out_name, other_name)
