@@ -2,7 +2,9 @@
 int8 expert FFN, low-latency combine), close to an fp32 reference of the whole MoE computed from every rank's
 inputs, and ep_recv_count against the routing. Each rank is this file run as a script (see conftest.run_ranks)."""
 
+import gc
 import sys
+import weakref
 
 import pytest
 import torch
@@ -75,6 +77,7 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         want = [int((idx == rank * EXPERTS_PER_RANK + i).sum()) for i in range(EXPERTS_PER_RANK) for idx in routed]
         assert ep_recv_count.tolist() == want
         # Float weights on one rank only: it names them, its peers name the rank; none is left waiting.
+        gc.disable()  # so that only plain reference counting can free the Buffer below
         bad = w13.float() if rank == 1 else w13
         try:
             buffer.fused_deep_moe(x, topk_idx, weights, bad, s13, w2, s2, MAX_TOKENS, experts)
@@ -85,6 +88,12 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         # Still in step afterwards.
         again, _ = buffer.fused_deep_moe(x, topk_idx, weights, w13, s13, w2, s2, MAX_TOKENS, experts)
         assert torch.equal(again, first)
+        # No reference cycle through the rejected call's error holds the Buffer, and so the group: a gloo group
+        # freed only by the cycle collector, after destroy_process_group, aborts the process at exit.
+        alive = weakref.ref(buffer)
+        del buffer
+        assert alive() is None, "the rejected call left the Buffer referenced"
+        gc.enable()
     finally:
         dist.destroy_process_group()
 

@@ -9,6 +9,19 @@ from sgl_npu_core.library import OpLibrary
 LIB = OpLibrary("deep_ep")
 
 
+class Rejection:
+    """A rank's rejected inputs, kept as the error's type and message until every rank has agreed to raise. Keeping
+    the exception itself in a local of the frame that caught it would make a cycle (exception -> traceback -> that
+    frame -> exception) holding the Buffer, and with it the process group, until the cycle collector ran: a gloo
+    group freed that late aborts the process at exit."""
+
+    def __init__(self, error: RuntimeError):
+        self.kind, self.message = type(error), str(error)
+
+    def exception(self) -> RuntimeError:
+        return self.kind(self.message)
+
+
 def check_layout(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank):
     check(topk_idx.dim() == 2, f"topk_idx must be [tokens, topk], got {topk_idx.dim()} dims")
     check(topk_idx.dtype in (torch.int64, torch.int32), f"topk_idx must be int64 or int32, got {topk_idx.dtype}")

@@ -235,7 +235,7 @@ class Buffer:
                 sends = self._plan_dispatch(data, num_tokens_per_rank, is_token_in_rank, num_tokens_per_expert,
                                             topk_idx, topk_weights)  # fmt: skip
         except RuntimeError as e:
-            error = e
+            error = _meta.Rejection(e)
         send_counts = sends[1] if sends is not None else torch.zeros(r, dtype=torch.int64)
         counts = self._agree(send_counts, self._signature(data, topk_idx if handle is None else None), error)
         if handle is not None:
@@ -314,7 +314,7 @@ class Buffer:
                 want = f"out must be [{n}, {x.shape[1]}] {x.dtype}"
                 _meta.check(out.shape == (n, x.shape[1]) and out.dtype == x.dtype, want)
         except RuntimeError as e:
-            error = e
+            error = _meta.Rejection(e)
         data = [x.contiguous()] if error is None else []
         weights = topk_weights.float().contiguous() if error is None and topk_weights is not None else None
         if weights is not None:
@@ -450,7 +450,7 @@ class Buffer:
     def _check_alive(self) -> None:
         _meta.check(not self._destroyed, "this Buffer was destroyed")
 
-    def _agree(self, vec: torch.Tensor, signature: list[int], error: Exception | None) -> torch.Tensor:
+    def _agree(self, vec: torch.Tensor, signature: list[int], error: _meta.Rejection | None) -> torch.Tensor:
         """Publish ``vec`` (every rank the same length), the row sizes in ``signature`` and a status word; returns
         the ``[R, len(vec)]`` matrix. A rank whose inputs were rejected raises its own error, the others an error
         naming it; ranks whose row sizes differ all raise. Nothing has been written to any rank yet, and every
@@ -458,7 +458,7 @@ class Buffer:
         words = torch.tensor([*signature, int(error is not None)])
         mat = self._transport.gather(torch.cat([vec.to(torch.int64), words]))
         if error is not None:
-            raise error
+            raise error.exception()
         tails = mat[:, vec.numel() :].tolist()  # one small read instead of several tensor ops
         bad = [r for r, tail in enumerate(tails) if tail[-1]]
         _meta.check(not bad, f"deep_ep: rank(s) {bad} rejected their inputs to this collective call")

@@ -105,7 +105,7 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
         data = list(q) if isinstance(q, tuple) else [q]
         counts = per_expert.to(torch.int64)
     except RuntimeError as e:
-        error = e
+        error = _meta.Rejection(e)
     signature = buf._signature(data, topk_idx if error is None else None)
     matrix = buf._agree(counts, [*signature, tokens_per_rank, num_experts], error)
     local, slots = num_experts // r, r * tokens_per_rank
@@ -200,7 +200,7 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
             _meta.check(zero_copy or x.data_ptr() != own, "x is the zero-copy combine buffer: pass zero_copy=True")
         data = [x.reshape(local * slots, x.shape[2])]
     except RuntimeError as e:
-        error = e
+        error = _meta.Rejection(e)
     signature = [*buf._signature(data, topk_idx if error is None else None), int(zero_copy)]
     buf._agree(torch.zeros(0, dtype=torch.int64), signature, error)
     n, k, hidden = topk_idx.shape[0], topk_idx.shape[1], x.shape[2]
