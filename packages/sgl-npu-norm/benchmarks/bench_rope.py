@@ -102,11 +102,67 @@ def apply_rope_with_cos_sin_cache_inplace(tokens, model, dtype) -> Case:
     )
 
 
+# mrope sections (sum rope_dim / 2, interleaved): Qwen3-VL's for the Qwen3-8B shapes; a 64-dim split of the Qwen3-Next
+# shapes (q stored with its gate), as the gated multimodal models use.
+MROPE_SECTIONS = {"qwen3-8b": [24, 20, 20], "qwen3-next": [11, 11, 10]}
+
+
+def split_qkv_rmsnorm_mrope(tokens, model, dtype) -> Case:
+    q, kv, head, rope = MODELS[model]
+    gate = model == "qwen3-next"
+    qkv, (qw, kw), out = _qkv_case(tokens, model, dtype, gate=gate)
+    cos_sin = torch.randn(3, tokens, rope)  # fp32 rows of the T, H and W positions, gathered from SGLang's cache
+    args = (qkv, qw, kw, cos_sin, q // head, kv // head, head, 1e-6, MROPE_SECTIONS[model], True)
+    kwargs = {"has_gate": gate}
+    return Case(
+        lambda: ops.split_qkv_rmsnorm_mrope(*args, **kwargs, out=out),
+        lambda: ops.split_qkv_rmsnorm_mrope(*args, **kwargs),
+        lambda *a: ref.split_qkv_rmsnorm_mrope(*a, **kwargs),
+        args,
+        _nbytes(qkv, *out) + cos_sin[0].nbytes,  # each frequency's cos and sin come from one of the three rows
+    )
+
+
+def fused_rope_qk_mqa(tokens, model, dtype) -> Case:
+    q, kv, head, rope = MODELS[model]
+    query, key = torch.randn(tokens, q // head, head, dtype=dtype), torch.randn(tokens, kv // head, head, dtype=dtype)
+    cos_sin = torch.randn(tokens, rope, dtype=dtype)
+    out = torch.empty_like(query), torch.empty_like(key)
+    args = (query, key, cos_sin, rope)
+    return Case(
+        lambda: ops.fused_rope_qk_mqa(*args, out=out),
+        lambda: ops.fused_rope_qk_mqa(*args),
+        ref.fused_rope_qk_mqa,
+        args,
+        _nbytes(query, key, cos_sin, *out),
+    )
+
+
+def split_qkv_tp_rmsnorm_rope(tokens, model, dtype) -> Case:
+    """One rank (no process group): the norm spans the whole q (and k) width."""
+    q, kv, head, rope = MODELS[model]
+    qkv = torch.randn(tokens, q + 2 * kv, dtype=dtype)
+    weights = torch.randn(q, dtype=dtype), torch.randn(kv, dtype=dtype)
+    sin, cos = _tables(tokens, rope, dtype)
+    out = tuple(torch.empty(tokens, w, dtype=dtype) for w in (q, kv, kv))
+    args = (qkv, cos, sin, q, kv, head, 1e-6, *weights, rope)
+    return Case(
+        lambda: ops.split_qkv_tp_rmsnorm_rope(*args, out=out),
+        lambda: ops.split_qkv_tp_rmsnorm_rope(*args),
+        ref.split_qkv_tp_rmsnorm_rope,
+        args,
+        _nbytes(qkv, sin, cos, *out),
+    )
+
+
 OPS = {
     "split_qkv_rmsnorm_rope": split_qkv_rmsnorm_rope,
     "split_qkv_rmsnorm_rope_pos_cache": split_qkv_rmsnorm_rope_pos_cache,
     "split_qkvgate_gemma_rmsnorm_rope": split_qkvgate_gemma_rmsnorm_rope,
     "apply_rope_with_cos_sin_cache_inplace": apply_rope_with_cos_sin_cache_inplace,
+    "split_qkv_rmsnorm_mrope": split_qkv_rmsnorm_mrope,
+    "fused_rope_qk_mqa": fused_rope_qk_mqa,
+    "split_qkv_tp_rmsnorm_rope": split_qkv_tp_rmsnorm_rope,
 }
 
 

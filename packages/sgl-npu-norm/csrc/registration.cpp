@@ -12,6 +12,7 @@ STABLE_TORCH_LIBRARY(sgl_npu_norm, m) {
       "add_rmsnorm(Tensor x, Tensor residual, Tensor weight, Tensor? bias, float eps, bool gemma, "
       "Tensor? quant_scale, Tensor? quant_offset, Tensor(a!) out, Tensor(b!) added) -> ()");
   m.def("fused_add_rmsnorm(Tensor(a!) x, Tensor(b!) residual, Tensor weight, float eps, bool gemma) -> ()");
+  m.def("split_sum_squares(Tensor x, int width0, int width1, Tensor(a!) out) -> ()");
   m.def("silu_and_mul(Tensor x, Tensor(a!) out) -> ()");
   m.def("swiglu_oai(Tensor x, float alpha, float limit, Tensor(a!) out) -> ()");
   m.def(
@@ -31,6 +32,7 @@ STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {
   m.impl("rmsnorm", TORCH_BOX(&sgl_npu_norm::rmsnorm));
   m.impl("add_rmsnorm", TORCH_BOX(&sgl_npu_norm::add_rmsnorm));
   m.impl("fused_add_rmsnorm", TORCH_BOX(&sgl_npu_norm::fused_add_rmsnorm));
+  m.impl("split_sum_squares", TORCH_BOX(&sgl_npu_norm::split_sum_squares));
   m.impl("silu_and_mul", TORCH_BOX(&sgl_npu_norm::silu_and_mul));
   m.impl("swiglu_oai", TORCH_BOX(&sgl_npu_norm::swiglu_oai));
   m.impl("swiglu_quant", TORCH_BOX(&sgl_npu_norm::swiglu_quant));

@@ -44,7 +44,19 @@ CASES = {
         lambda d: ops.swiglu_quant(_x(4, 64, device=d), torch.ones(2, dtype=torch.int32, device=d), 2),
         "group_list_type",
     ),
+    "split_sum_squares widths": (lambda d: _sum_squares(_x(3, 64, device=d), 40, 25), "width0 and width1"),
+    "split_sum_squares zero width": (lambda d: _sum_squares(_x(3, 64, device=d), 0, 8), "width0 and width1"),
+    "split_sum_squares out shape": (lambda d: _sum_squares(_x(3, 64, device=d), 8, 8, (3, 1)), "out must have shape"),
+    "split_sum_squares out dtype": (
+        lambda d: _sum_squares(_x(3, 64, device=d), 8, 8, out=_x(3, 2, device=d)),
+        "out must be",
+    ),
 }
+
+
+def _sum_squares(x, width0, width1, shape=None, out=None):
+    out = torch.empty(shape or (x.shape[0], 2), device=x.device) if out is None else out
+    torch.ops.sgl_npu_norm.split_sum_squares(x, width0, width1, out)
 
 
 @pytest.mark.parametrize("case", list(CASES))

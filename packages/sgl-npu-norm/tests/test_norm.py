@@ -189,3 +189,22 @@ def test_nan_quant_scale_gives_the_same_code_in_every_column():
     x, w = _inputs((2, 20), torch.bfloat16)
     q = ops.rmsnorm_bias(x, w, None, 1e-6, torch.full((20,), float("nan")))
     assert (q == -128).all()
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_split_sum_squares(dtype):
+    """The local sums of the tensor-parallel norm: every column group width (blocks of 32, 8 and single values),
+    strided rows, rows split over threads."""
+    op = torch.ops.sgl_npu_norm.split_sum_squares
+    for rows, width0, width1, extra in [(3, 4096, 1024, 1024), (5, 37, 19, 3), (2, 1, 1, 0), (0, 8, 8, 0)]:
+        x = torch.randn(rows, width0 + width1 + extra + 5, dtype=dtype)[:, 5:]  # rows of another stride
+        out = torch.empty(rows, 2)
+        op(x, width0, width1, out)
+        assert_close(out, ref.split_sum_squares(x, width0, width1), rtol=1e-5, atol=1e-5)
+    x = torch.randn(4096, 64, dtype=dtype)  # enough rows for several threads
+    out = torch.empty(4096, 2)
+    op(x, 40, 24, out)
+    assert_close(out, ref.split_sum_squares(x, 40, 24), rtol=1e-5, atol=1e-5)
+    inside_x = x.view(-1)[: out.nbytes // x.element_size()].view(torch.float32).view(out.shape)
+    with pytest.raises(RuntimeError, match="overlap"):
+        op(x, 40, 24, inside_x)

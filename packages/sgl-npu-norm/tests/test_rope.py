@@ -120,6 +120,23 @@ def test_mrope(dtype, tokens, rope_dim, section, interleaved, gate, bias):
         assert torch.equal(got[3], want[3])
 
 
+@pytest.mark.parametrize(
+    "section,interleaved,width",
+    [([24, 20, 20], True, 128), ([24, 20, 20], False, 128), ([4, 8, 0], True, 24), ([4, 0, 8], True, 24),
+     ([0, 12, 0], True, 24), ([0, 0, 12], False, 24), ([2, 5, 1], True, 32), ([3, 1, 4], False, 20)],
+)  # fmt: skip
+def test_mrope_tables_take_each_frequency_from_its_section(section, interleaved, width):
+    """The op's strided-slice tables equal a gather of each frequency's own axis (cos_sin may be wider)."""
+    from sgl_npu_norm.rope import _mrope_tables
+
+    rope_dim, tokens = 2 * sum(section), 5
+    cos_sin = torch.randn(3, width, tokens).transpose(1, 2)  # any strides
+    axes = ref.mrope_axes(section, interleaved, rope_dim // 2)
+    for table, first in zip(_mrope_tables(cos_sin, section, interleaved, rope_dim), (0, rope_dim // 2), strict=True):
+        want = torch.stack([cos_sin[a, :, first + i] for i, a in enumerate(axes)], dim=-1)
+        assert table.stride(-1) == 1 and torch.equal(table, want)
+
+
 def test_mrope_axes():
     assert ref.mrope_axes([2, 1, 1], False, 4) == [0, 0, 1, 2]
     assert ref.mrope_axes([2, 2, 2], True, 6) == [0, 1, 2, 0, 1, 2]

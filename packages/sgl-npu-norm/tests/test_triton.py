@@ -161,6 +161,16 @@ def test_swiglu_quant_group_list(index_dtype, group_list_type):
     assert (scale[:9] > 0).sum() == 8
 
 
+@pytest.mark.parametrize("widths", [(8, 8, 0), (100, 28, 28), (1024, 300, 5)], ids=str)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_split_sum_squares(dtype, widths):
+    width0, width1, rest = widths
+    x = torch.randn(3, width0 + width1 + rest + 2, dtype=dtype)[:, 2:]  # strided rows
+    out = torch.empty(3, 2)
+    kernels.split_sum_squares(x, width0, width1, out)
+    assert_close(out, ref.split_sum_squares(x, width0, width1), rtol=1e-5, atol=1e-5)
+
+
 def test_zero_rows():
     x = torch.empty(0, 8)
     w = torch.ones(8)
@@ -171,6 +181,7 @@ def test_zero_rows():
     kernels.swiglu_oai(x, 1.702, 7.0, torch.empty(0, 4))
     kernels.swiglu_quant(x, torch.zeros(1, dtype=torch.int32), 1, False, 7.0, torch.empty(0, 4, dtype=torch.int8),
                          torch.empty(0))  # fmt: skip
+    kernels.split_sum_squares(x, 4, 4, torch.empty(0, 2))
 
 
 BF16 = torch.bfloat16

@@ -96,8 +96,20 @@ struct HeadNormRopeArgs {
   bool stream;  // write `out` with non-temporal stores: needs 16-byte aligned heads and rope_dim / 2 % 8 == 0
 };
 
+// Per row r of x, the fp32 sum of squares of each group g of consecutive columns, from column 0 on:
+// out[r * groups + g]. (Tensor-parallel RMSNorm: the local sums, all-reduced before the norm.)
+struct GroupSquaresArgs {
+  DType dtype;
+  const void* x;
+  int64_t x_stride;
+  const int64_t* widths;  // [groups], each > 0
+  int64_t groups;
+  float* out;
+};
+
 SGL_NPU_DECLARE_PER_ISA(void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void head_norm_rope_tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end))
+SGL_NPU_DECLARE_PER_ISA(void group_sum_squares_rows(const GroupSquaresArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void glu_rows(const GluArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void swiglu_quant_rows(const SwigluQuantArgs& a, int64_t begin, int64_t end))
 // dst = src + add as fp32, in the order sgl_npu_core::load16 gives values of dtype `order` (what the kernels

@@ -160,6 +160,18 @@ void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end) {
   if (a.stream) stream_fence();
 }
 
+void group_sum_squares_rows(const GroupSquaresArgs& a, int64_t begin, int64_t end) {
+  SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] {
+    using T = scalar_t;
+    for (int64_t r = begin; r < end; ++r) {
+      const T* x = row<T>(a.x, a.x_stride, r);
+      const T* next = r + 1 == end ? x : x + a.x_stride;  // the task's own last row has no next row
+      for (int64_t g = 0, at = 0; g < a.groups; at += a.widths[g++])
+        a.out[r * a.groups + g] = sum_squares<T>(x + at, nullptr, nullptr, a.widths[g], next + at, nullptr);
+    }
+  });
+}
+
 void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add, DType order) {
   SGL_NPU_DISPATCH_FLOAT(dtype, [&] {
     const scalar_t* s = static_cast<const scalar_t*>(src);

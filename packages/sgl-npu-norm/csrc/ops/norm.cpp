@@ -117,4 +117,22 @@ void fused_add_rmsnorm(Tensor x, Tensor residual, const Tensor& weight, double e
   call.run();
 }
 
+void split_sum_squares(const Tensor& x, int64_t width0, int64_t width1, Tensor out) {
+  Rows xr = as_rows(x, "x");
+  STD_TORCH_CHECK(width0 > 0 && width1 > 0 && width0 <= xr.cols && width1 <= xr.cols - width0,
+                  "width0 and width1 must be > 0 and fit x's ", xr.cols, " columns together, got ", width0, " and ",
+                  width1);
+  check_cpu(out, "out");
+  check_dtype(out, ScalarType::Float, "out");
+  STD_TORCH_CHECK(out.dim() == 2 && out.size(0) == xr.rows && out.size(1) == 2, "out must have shape [", xr.rows,
+                  ", 2]");
+  check_contiguous(out, "out");
+  check_apart(out, x, "out", "x");
+  const int64_t widths[2] = {width0, width1};
+  GroupSquaresArgs a{
+      float_dtype(x, "x"), x.const_data_ptr(), xr.row_stride, widths, 2, static_cast<float*>(out.mutable_data_ptr())};
+  parallel_rows(xr.rows, (width0 + width1) * int64_t(x.element_size()),
+                [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(group_sum_squares_rows, a, begin, end); });
+}
+
 }  // namespace sgl_npu_norm

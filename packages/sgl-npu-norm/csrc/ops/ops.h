@@ -14,6 +14,8 @@ void add_rmsnorm(const Tensor& x, const Tensor& residual, const Tensor& weight, 
                  double eps, bool gemma, const std::optional<Tensor>& quant_scale,
                  const std::optional<Tensor>& quant_offset, Tensor out, Tensor added);
 void fused_add_rmsnorm(Tensor x, Tensor residual, const Tensor& weight, double eps, bool gemma);
+// out [T, 2] fp32: per row of x, the sums of squares of columns [0, width0) and [width0, width0 + width1).
+void split_sum_squares(const Tensor& x, int64_t width0, int64_t width1, Tensor out);
 
 void silu_and_mul(const Tensor& x, Tensor out);
 void swiglu_oai(const Tensor& x, double alpha, double limit, Tensor out);

@@ -36,6 +36,11 @@ def _ref_fused_add_rmsnorm(x, residual, weight, eps, gemma):
     x.copy_(y)
 
 
+def _ref_split_sum_squares(x, width0, width1, out):
+    _meta.check_split_sum_squares(x, width0, width1, out)
+    out.copy_(reference.split_sum_squares(x, width0, width1))
+
+
 def _ref_silu_and_mul(x, out):
     _meta.check_glu(x, out, x.dtype)
     out.copy_(reference.silu_and_mul(x))
@@ -100,6 +105,7 @@ def _register(name, reference_impl):
 _register("rmsnorm", _ref_rmsnorm)
 _register("add_rmsnorm", _ref_add_rmsnorm)
 _register("fused_add_rmsnorm", _ref_fused_add_rmsnorm)
+_register("split_sum_squares", _ref_split_sum_squares)
 _register("silu_and_mul", _ref_silu_and_mul)
 _register("swiglu_oai", _ref_swiglu_oai)
 _register("swiglu_quant", _ref_swiglu_quant)

@@ -62,6 +62,18 @@ def check_residual(x, residual, name="residual") -> None:
     check_dtype(residual, x.dtype, name)
 
 
+def check_split_sum_squares(x, width0, width1, out) -> None:
+    check_float(x, "x")
+    rows, cols = check_rows(x, "x")
+    check(0 < width0 <= cols and 0 < width1 <= cols - width0,
+          f"width0 and width1 must be > 0 and fit x's {cols} columns together, got {width0} and {width1}")  # fmt: skip
+    check_dtype(out, torch.float32, "out")
+    check(tuple(out.shape) == (rows, 2), f"out must have shape [{rows}, 2]")
+    check_contiguous(out, "out")
+    check_same_device(out, x, "out", "x")
+    check_apart(out, x, "out", "x")
+
+
 def check_glu(x, out, out_dtype, out_name="out", limit=None) -> None:
     check(limit is None or limit > 0, f"limit must be > 0, got {limit}")
     check_float(x, "x")
@@ -191,6 +203,11 @@ def _(x, residual, weight, bias, eps, gemma, quant_scale, quant_offset, out, add
 @LIB.fake("fused_add_rmsnorm")
 def _(x, residual, weight, eps, gemma):
     check_norm(x, weight, None, eps, None, None, x, residual)
+
+
+@LIB.fake("split_sum_squares")
+def _(x, width0, width1, out):
+    check_split_sum_squares(x, width0, width1, out)
 
 
 @LIB.fake("silu_and_mul")

@@ -250,6 +250,13 @@ def fused_split_qk_norm(qkv_a, q_a_weight, kv_a_weight, q_lora_rank, kv_lora_ran
     return rmsnorm(q, q_a_weight, eps), rmsnorm(kv, kv_a_weight, eps).unsqueeze(1), pe.clone().unsqueeze(1)
 
 
+def split_sum_squares(x, width0, width1):
+    """``[rows, 2]`` fp32: per row of ``x``, the sums of squares of columns ``[0, width0)`` and
+    ``[width0, width0 + width1)``."""
+    first, second = x[..., :width0].float(), x[..., width0 : width0 + width1].float()
+    return torch.stack([first.pow(2).sum(-1), second.pow(2).sum(-1)], dim=-1).reshape(-1, 2)
+
+
 def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head_dim, eps, q_weight, k_weight,
                               rotary_dim, group=None):  # fmt: skip
     """RMSNorm over the full q (and k) width of all tensor-parallel ranks (the local sums of squares are
@@ -258,7 +265,7 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
     import torch.distributed as dist
 
     q, k, v = qkv.split([q_hidden_size, kv_hidden_size, kv_hidden_size], dim=-1)
-    sums = torch.stack([q.float().pow(2).sum(-1), k.float().pow(2).sum(-1)], dim=-1)
+    sums = split_sum_squares(qkv, q_hidden_size, kv_hidden_size)
     world = 1
     if group is not None or (dist.is_available() and dist.is_initialized()):
         dist.all_reduce(sums, group=group)

@@ -4,7 +4,7 @@ Each function takes exactly the op schema's arguments, writes into the prealloca
 """
 
 from .activation import silu_and_mul, swiglu_oai, swiglu_quant
-from .norm import add_rmsnorm, fused_add_rmsnorm, rmsnorm
+from .norm import add_rmsnorm, fused_add_rmsnorm, rmsnorm, split_sum_squares
 from .rope import head_norm_rope, launch_head_norm_rope
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "launch_head_norm_rope",
     "rmsnorm",
     "silu_and_mul",
+    "split_sum_squares",
     "swiglu_oai",
     "swiglu_quant",
 ]

@@ -113,3 +113,27 @@ def fused_add_rmsnorm(x, residual, weight, eps, gemma) -> None:
     # in place: the sum goes to residual, the normalized sum to x
     _meta.check_norm(x, weight, None, eps, None, None, x, residual)
     _launch_norm(x, residual, residual, weight, None, eps, gemma, None, None, x)
+
+
+@triton.jit
+def _split_sum_squares_kernel(x_ptr, x_stride, out_ptr, width0, width1, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    acc0 = tl.zeros([BLOCK], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, width0 + width1, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        v = tl.load(x_ptr + row * x_stride + cols, mask=cols < width0 + width1, other=0.0).to(tl.float32)
+        first = cols < width0
+        acc0 += tl.where(first, v * v, 0.0)
+        acc1 += tl.where(first, 0.0, v * v)
+    tl.store(out_ptr + 2 * row, tl.sum(acc0, axis=0))
+    tl.store(out_ptr + 2 * row + 1, tl.sum(acc1, axis=0))
+
+
+def split_sum_squares(x, width0, width1, out) -> None:
+    _meta.check_split_sum_squares(x, width0, width1, out)
+    rows = num_rows(x)
+    if rows:
+        block = min(triton.next_power_of_2(width0 + width1), 1024)
+        _split_sum_squares_kernel[(rows,)](x, row_stride(x, "x"), out, width0, width1, BLOCK=block,
+                                           num_warps=num_warps(block))  # fmt: skip
