@@ -6,6 +6,7 @@ import pytest
 import sgl_npu_norm as ops
 import torch
 from sgl_npu_core.testing import FLOAT_DTYPES, assert_close
+from sgl_npu_norm import _meta
 from sgl_npu_norm import reference as ref
 
 pytestmark = pytest.mark.usefixtures("on_test_device")
@@ -186,6 +187,26 @@ def test_fused_split_qk_norm(dtype):
     want = ref.fused_split_qk_norm(qkv_a, qw, kw, 1536, 512, 64, 1e-6)
     assert [tuple(g.shape) for g in got] == [(4, 1536), (4, 1, 512), (4, 1, 64)]
     _check_all(got, want, exact=(2,))
+
+
+@pytest.mark.parametrize("head,gate,weights", [(32, False, "all"), (32, True, "head"), (24, False, "head")])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_whole_width_norm_equals_the_given_statistics(dtype, head, gate, weights):
+    """The fused op's whole_width norm (its statistics over all of a token's q, and k, heads, in the pass) against
+    the same op given those statistics as rstd; head 24 takes the kernel's generic path, 32 in bf16 its 16-wide
+    one; 37 tokens, so threads and per-token buffers are reused."""
+    from sgl_npu_norm.rope import _split_norm_rope
+
+    tokens, q_heads, kv_heads = 37, 3, 2
+    qkv = torch.randn(tokens, q_heads * head * (2 if gate else 1) + 2 * kv_heads * head, dtype=dtype)
+    q_in, k_in, _, _ = _meta.qkv_views(qkv, head, q_heads, kv_heads, gate)
+    rstd = torch.stack(_meta.group_rstd(q_in, k_in, None, True, 1e-6), dim=-1)
+    wq, wk = (q_heads * head, kv_heads * head) if weights == "all" else (head, head)
+    args = (qkv, head, q_heads, kv_heads, gate, (torch.randn(wq, dtype=dtype), torch.randn(wk, dtype=dtype)),
+            (None, None), 1e-6, False)  # fmt: skip
+    tables = (*_full_tables(tokens, head), None, head, True, True, None)
+    got = _split_norm_rope(*args, None, *tables, whole_width=True)
+    _check_all(got, _split_norm_rope(*args, rstd, *tables), exact=(2, 3))
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)

@@ -277,18 +277,22 @@ def test_head_norm_rope_in_place(neox):
     assert_close(x, want)
 
 
-@pytest.mark.parametrize("gate,rstd,positions", [(False, False, False), (True, False, True), (False, True, False)])
+@pytest.mark.parametrize(
+    "gate,rstd,whole,positions",
+    [(False, False, False, False), (True, False, False, True), (False, True, False, False), (True, False, True, False)],
+)  # fmt: skip
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-def test_split_qkv_norm_rope_through_triton(dtype, gate, rstd, positions):
+def test_split_qkv_norm_rope_through_triton(dtype, gate, rstd, whole, positions):
     """The device path of the fused op (Triton head_norm_rope on q and k views, v and gate copied) against the
     reference composition of the same primitive."""
     from sgl_npu_norm import _accelerator
 
     tokens, head, q_heads, kv_heads = 3, 32, 2, 1
     qkv = torch.randn(tokens, q_heads * head * (2 if gate else 1) + 2 * kv_heads * head, dtype=dtype)
-    size = (q_heads if rstd else 1) * head
-    args = (qkv, head, q_heads, kv_heads, gate, torch.randn(size), torch.randn(kv_heads * head if rstd else head),
-            None, None, 1e-6, False, True, torch.rand(tokens, 2) + 0.5 if rstd else None,
+    across = rstd or whole  # weights may span a group's heads
+    size = (q_heads if across else 1) * head
+    args = (qkv, head, q_heads, kv_heads, gate, torch.randn(size), torch.randn(kv_heads * head if across else head),
+            None, None, 1e-6, False, True, torch.rand(tokens, 2) + 0.5 if rstd else None, whole,
             torch.randn(9, 32), torch.randn(9, 32), torch.tensor([8, 1, 4]) if positions else None, 16, True,
             not positions)  # fmt: skip
 

@@ -82,6 +82,7 @@ struct HeadNormRopeArgs {
   float eps;
   const float* rstd;  // optional, per token (rstd[t * rstd_stride]): replaces the per-head statistics
   int64_t rstd_stride;
+  bool whole_width;     // with norm and no rstd: one statistic over all the heads of a token, not one per head
   const float* weight;  // optional; [W] (head stride 0) or [H * W] (head stride W)
   const float* bias;    // optional, same layout as weight
   int64_t param_head_stride;

@@ -138,6 +138,12 @@ inline void heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<float>&
     std::fill(rstd.begin(), rstd.end(), a.norm ? a.rstd[t * a.rstd_stride] : 1.f);
     return;
   }
+  if (a.whole_width) {  // one norm over the heads' sums
+    float total = 0.f;
+    for (int64_t h = 0; h < a.heads; ++h) total += rstd[h];
+    std::fill(rstd.begin(), rstd.end(), 1.f / std::sqrt(total / float(a.heads * a.width) + a.eps));
+    return;
+  }
   // Eight heads per step, rounded as the scalar formula (division and square root are correctly rounded).
   for (size_t h = 0; h < rstd.size(); h += kVec)
     store8(rstd.data() + h, splat(1.f) / vsqrt(load8(rstd.data() + h) / float(a.width) + a.eps));

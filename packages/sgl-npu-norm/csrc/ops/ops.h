@@ -29,12 +29,14 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
                     const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
                     bool neox, bool full_width, Tensor out);
 // The q and k heads of a fused qkv row through head_norm_rope, v (and the gate halves of [q | gate] heads)
-// copied, in one pass over the tokens.
+// copied, in one pass over the tokens. whole_width: one RMSNorm over all the q heads (and one over the k heads) of a
+// token, computed here; rstd [T, 2]: the same with given statistics (tensor parallelism).
 void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, int64_t kv_heads, bool q_gate,
                          const std::optional<Tensor>& q_weight, const std::optional<Tensor>& k_weight,
                          const std::optional<Tensor>& q_bias, const std::optional<Tensor>& k_bias, double eps,
-                         bool gemma, bool norm, const std::optional<Tensor>& rstd, const std::optional<Tensor>& cos,
-                         const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
-                         bool neox, bool full_width, Tensor q, Tensor k, Tensor v, const std::optional<Tensor>& gate);
+                         bool gemma, bool norm, const std::optional<Tensor>& rstd, bool whole_width,
+                         const std::optional<Tensor>& cos, const std::optional<Tensor>& sin,
+                         const std::optional<Tensor>& positions, int64_t rope_dim, bool neox, bool full_width, Tensor q,
+                         Tensor k, Tensor v, const std::optional<Tensor>& gate);
 
 }  // namespace sgl_npu_norm

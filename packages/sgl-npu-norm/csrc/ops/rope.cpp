@@ -116,14 +116,15 @@ struct HeadGroup {
   HeadNormRopeArgs args{};
 
   HeadGroup(DType dtype, const Heads& shape, const std::optional<Tensor>& w, const std::optional<Tensor>& b, double eps,
-            bool gemma, bool norm, const float* rstd, int64_t rstd_stride, const RopeTables& tables, const char* w_name,
-            const char* b_name)
-      : weight(norm ? w : std::nullopt, param_size(shape, w, rstd), w_name, gemma ? 1.f : 0.f,
+            bool gemma, bool norm, const float* rstd, int64_t rstd_stride, bool whole_width, const RopeTables& tables,
+            const char* w_name, const char* b_name)
+      : weight(norm ? w : std::nullopt, param_size(shape, w, rstd || whole_width), w_name, gemma ? 1.f : 0.f,
                param_order(dtype, shape.width, tables)),
-        bias(norm ? b : std::nullopt, param_size(shape, w, rstd), b_name, 0.f,
+        bias(norm ? b : std::nullopt, param_size(shape, w, rstd || whole_width), b_name, 0.f,
              param_order(dtype, shape.width, tables)) {
     STD_TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
     STD_TORCH_CHECK(rstd == nullptr || norm, "rstd needs norm=True");
+    STD_TORCH_CHECK(!whole_width || (norm && rstd == nullptr), "whole_width needs norm=True and no rstd");
     args.dtype = dtype;
     args.by16 = param_order(dtype, shape.width, tables) == DType::bf16;
     args.heads = shape.heads;
@@ -132,9 +133,10 @@ struct HeadGroup {
     args.eps = float(eps);
     args.rstd = rstd;
     args.rstd_stride = rstd_stride;
+    args.whole_width = whole_width;
     args.weight = weight.get();
     args.bias = bias.get();
-    args.param_head_stride = param_size(shape, w, rstd) == shape.width ? 0 : shape.width;
+    args.param_head_stride = param_size(shape, w, rstd || whole_width) == shape.width ? 0 : shape.width;
     args.rope_dim = tables.rope_dim;
     args.neox = tables.neox;
     args.full_width = tables.full_width;
@@ -146,9 +148,10 @@ struct HeadGroup {
     args.positions_int64 = tables.positions_int64;
   }
 
-  static int64_t param_size(const Heads& shape, const std::optional<Tensor>& w, const float* rstd) {
+  // A norm across the heads (a given rstd, or whole_width) may take a weight over all of them.
+  static int64_t param_size(const Heads& shape, const std::optional<Tensor>& w, bool across_heads) {
     const int64_t all = shape.heads * shape.width;
-    return rstd && w.has_value() && w->dim() == 1 && w->size(0) == all ? all : shape.width;
+    return across_heads && w.has_value() && w->dim() == 1 && w->size(0) == all ? all : shape.width;
   }
 };
 
@@ -188,7 +191,8 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
   check_same_dtype(out, src, "out", "x");
   const DType dtype = float_dtype(src, "x");
   const RopeTables tables(cos, sin, positions, rope_dim, neox, full_width, o.tokens, o.width);
-  HeadGroup g(dtype, o, weight, bias, eps, gemma, norm, checked_rstd(rstd, o.tokens, 1), 1, tables, "weight", "bias");
+  HeadGroup g(dtype, o, weight, bias, eps, gemma, norm, checked_rstd(rstd, o.tokens, 1), 1, false, tables, "weight",
+              "bias");
   g.args.x = src.const_data_ptr();
   g.args.x_token_stride = xi.token_stride;
   g.args.x_head_stride = xi.head_stride;
@@ -204,9 +208,10 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
 void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, int64_t kv_heads, bool q_gate,
                          const std::optional<Tensor>& q_weight, const std::optional<Tensor>& k_weight,
                          const std::optional<Tensor>& q_bias, const std::optional<Tensor>& k_bias, double eps,
-                         bool gemma, bool norm, const std::optional<Tensor>& rstd, const std::optional<Tensor>& cos,
-                         const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
-                         bool neox, bool full_width, Tensor q, Tensor k, Tensor v, const std::optional<Tensor>& gate) {
+                         bool gemma, bool norm, const std::optional<Tensor>& rstd, bool whole_width,
+                         const std::optional<Tensor>& cos, const std::optional<Tensor>& sin,
+                         const std::optional<Tensor>& positions, int64_t rope_dim, bool neox, bool full_width, Tensor q,
+                         Tensor k, Tensor v, const std::optional<Tensor>& gate) {
   check_cpu(qkv, "qkv");
   STD_TORCH_CHECK(head_dim > 0 && q_heads >= 0 && kv_heads >= 0, "head_dim must be > 0 and head counts >= 0");
   STD_TORCH_CHECK(qkv.dim() == 2, "qkv must be [tokens, hidden], got ", qkv.dim(), " dims");
@@ -235,9 +240,9 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   const float* r = checked_rstd(rstd, tokens, 2);
   const Heads q_shape{tokens, q_heads, head_dim, qkv_stride, q_gate ? 2 * head_dim : head_dim};
   const Heads k_shape{tokens, kv_heads, head_dim, qkv_stride, head_dim};
-  HeadGroup gq(dtype, q_shape, q_weight, q_bias, eps, gemma, norm, r, 2, tables, "q_weight", "q_bias");
-  HeadGroup gk(dtype, k_shape, k_weight, k_bias, eps, gemma, norm, r ? r + 1 : nullptr, 2, tables, "k_weight",
-               "k_bias");
+  HeadGroup gq(dtype, q_shape, q_weight, q_bias, eps, gemma, norm, r, 2, whole_width, tables, "q_weight", "q_bias");
+  HeadGroup gk(dtype, k_shape, k_weight, k_bias, eps, gemma, norm, r ? r + 1 : nullptr, 2, whole_width, tables,
+               "k_weight", "k_bias");
   const int64_t elem = bytes_of(dtype);
   const char* base = static_cast<const char*>(qkv.const_data_ptr());
   gq.args.x = base;

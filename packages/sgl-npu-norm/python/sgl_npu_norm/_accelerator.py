@@ -81,10 +81,12 @@ def _split_qkv_norm_rope_with(run_head_norm_rope):
     (views of qkv), once both are checked, then v and gate copied."""
 
     def impl(qkv, head_dim, q_heads, kv_heads, q_gate, q_weight, k_weight, q_bias, k_bias, eps, gemma, norm, rstd,
-             cos, sin, positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
-        _meta.check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q, k, v, gate)
+             whole_width, cos, sin, positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
+        _meta.check_split_qkv_norm_rope(
+            qkv, head_dim, q_heads, kv_heads, q_gate, norm, rstd, whole_width, q, k, v, gate
+        )
         q_in, k_in, v_in, gate_in = _meta.qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate)
-        rq, rk = (None, None) if rstd is None else (rstd[:, 0].contiguous(), rstd[:, 1].contiguous())
+        rq, rk = _meta.group_rstd(q_in, k_in, rstd, whole_width, eps)
         tables = (cos, sin, positions, rope_dim, neox, full_width)
         q_args = (q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
         k_args = (k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))

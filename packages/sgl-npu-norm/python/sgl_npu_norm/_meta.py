@@ -162,7 +162,18 @@ def qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate):
     return qg[..., :head_dim], k.unflatten(-1, (kv_heads, head_dim)), v, gate
 
 
-def check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q, k, v, gate) -> None:
+def group_rstd(q_in, k_in, rstd, whole_width, eps):
+    """The per-token rstd of the q and of the k heads ([T] each) where one norm spans all of a group's heads:
+    ``rstd [T, 2]`` given, or (whole_width) computed from the heads ``[T, H, D]``; else (None, None)."""
+    if rstd is not None:
+        return rstd[:, 0].contiguous(), rstd[:, 1].contiguous()
+    if not whole_width:
+        return None, None
+    return tuple(torch.rsqrt(h.float().pow(2).sum((-2, -1)) / (h.shape[-2] * h.shape[-1]) + eps) for h in (q_in, k_in))
+
+
+def check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, norm, rstd, whole_width, q, k, v, gate) -> None:
+    check(not whole_width or (norm and rstd is None), "whole_width needs norm=True and no rstd")
     check(head_dim > 0 and q_heads >= 0 and kv_heads >= 0, "head_dim must be > 0 and head counts >= 0")
     check(qkv.dim() == 2, f"qkv must be [tokens, hidden], got {qkv.dim()} dims")
     check_float(qkv, "qkv")
@@ -231,11 +242,11 @@ def _(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, ne
 
 
 @LIB.fake("split_qkv_norm_rope")
-def _(qkv, head_dim, q_heads, kv_heads, q_gate, q_weight, k_weight, q_bias, k_bias, eps, gemma, norm, rstd, cos, sin,
-      positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
-    check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, rstd, q, k, v, gate)
+def _(qkv, head_dim, q_heads, kv_heads, q_gate, q_weight, k_weight, q_bias, k_bias, eps, gemma, norm, rstd, whole_width,
+      cos, sin, positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
+    check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, norm, rstd, whole_width, q, k, v, gate)
     q_in, k_in, _, _ = qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate)
-    rq, rk = (None, None) if rstd is None else (rstd[:, 0].contiguous(), rstd[:, 1].contiguous())  # as the device path
+    rq, rk = group_rstd(q_in, k_in, rstd, whole_width, eps)  # as the device path
     tables = (cos, sin, positions, rope_dim, neox, full_width)
     check_head_norm_rope(q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
     check_head_norm_rope(k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))
