@@ -9,6 +9,14 @@ from sgl_npu_norm import reference as ref
 N = torch.ops.sgl_npu_norm
 
 
+def _across_heads(w, rstd, whole_width):
+    """split_qkv_norm_rope's arguments for one norm over each group's heads (2 q heads, 1 kv head of 32)."""
+    qkv = torch.randn(3, 4 * 32, dtype=w.dtype)
+    tables = (torch.randn(3, 32), torch.randn(3, 32), None, 32, True, True)
+    outs = [torch.empty(3, n, dtype=w.dtype) for n in (64, 32, 32)]
+    return (qkv, 32, 2, 1, False, w, w[:32], None, None, 1e-6, False, True, rstd, whole_width, *tables, *outs, None)
+
+
 def _samples():
     x = torch.randn(3, 64, dtype=torch.bfloat16)
     w = torch.randn(64, dtype=torch.bfloat16)
@@ -83,64 +91,9 @@ def _samples():
                 *[torch.empty(3, 32, dtype=x.dtype) for _ in range(4)],
             ),
         ),
-        "split_qkv_norm_rope_tp": (  # a given rstd, weights across the heads
-            N.split_qkv_norm_rope.default,
-            (
-                torch.randn(3, 4 * 32, dtype=x.dtype),
-                32,
-                2,
-                1,
-                False,
-                w,
-                w[:32],
-                None,
-                None,
-                1e-6,
-                False,
-                True,
-                torch.rand(3, 2) + 0.5,
-                False,
-                torch.randn(3, 32),
-                torch.randn(3, 32),
-                None,
-                32,
-                True,
-                True,
-                torch.empty(3, 64, dtype=x.dtype),
-                torch.empty(3, 32, dtype=x.dtype),
-                torch.empty(3, 32, dtype=x.dtype),
-                None,
-            ),
-        ),
-        "split_qkv_norm_rope_whole_width": (  # the statistics over all the heads, in the op
-            N.split_qkv_norm_rope.default,
-            (
-                torch.randn(3, 4 * 32, dtype=x.dtype),
-                32,
-                2,
-                1,
-                False,
-                w,
-                w[:32],
-                None,
-                None,
-                1e-6,
-                False,
-                True,
-                None,
-                True,
-                torch.randn(3, 32),
-                torch.randn(3, 32),
-                None,
-                32,
-                True,
-                True,
-                torch.empty(3, 64, dtype=x.dtype),
-                torch.empty(3, 32, dtype=x.dtype),
-                torch.empty(3, 32, dtype=x.dtype),
-                None,
-            ),
-        ),
+        # weights across the heads, with a given rstd or the statistics taken in the op
+        "split_qkv_norm_rope_tp": (N.split_qkv_norm_rope.default, _across_heads(w, torch.rand(3, 2) + 0.5, False)),
+        "split_qkv_norm_rope_whole_width": (N.split_qkv_norm_rope.default, _across_heads(w, None, True)),
         "head_norm_rope_in_place": (
             N.head_norm_rope.default,
             (
