@@ -75,3 +75,21 @@ def test_bad_input_raises_on_every_rank(transport, run_ranks):
 
 if __name__ == "__main__":
     _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+
+
+def test_a_rejection_raises_its_own_type_and_message_or_a_plain_runtime_error():
+    from deep_ep._meta import Rejection
+
+    class TwoArguments(RuntimeError):
+        def __init__(self, what, where):
+            super().__init__(f"{what} at {where}")
+
+    class Reworded(RuntimeError):
+        def __init__(self, message):
+            super().__init__(f"[compiler] {message}")
+
+    cases = [(NotImplementedError("not here"), NotImplementedError), (RuntimeError("x must be 2-D"), RuntimeError),
+             (TwoArguments("bad", "w13"), RuntimeError), (Reworded("bad"), RuntimeError)]  # fmt: skip
+    for error, kind in cases:
+        again = Rejection(error).exception()
+        assert type(again) is kind and str(again) == str(error)

@@ -255,3 +255,17 @@ def test_zero_tokens():
     cos = sin = torch.empty(0, 64)
     q, k, v = ops.split_qkv_rmsnorm_rope(qkv, sin, cos, 64, 64, 64, 1e-6)
     assert q.shape == (0, 64) and k.shape == (0, 64) and v.shape == (0, 64)
+
+
+def test_mrope_tables_after_a_fake_trace_and_under_inference_mode():
+    """Nothing made under a tracing or inference mode is reused by later plain calls."""
+    from sgl_npu_norm.rope import _mrope_tables
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    cos_sin = torch.randn(3, 4, 8)
+    make_fx(lambda cs: _mrope_tables(cs, [1, 2, 1], True, 8), tracing_mode="fake")(cos_sin)
+    with torch.inference_mode():
+        _mrope_tables(cos_sin, [1, 2, 1], True, 8)
+    want = _mrope_tables(cos_sin.clone(), [1, 2, 1], True, 8)
+    got = _mrope_tables(cos_sin.requires_grad_(), [1, 2, 1], True, 8)
+    assert all(torch.equal(g.detach(), w) for g, w in zip(got, want, strict=True))

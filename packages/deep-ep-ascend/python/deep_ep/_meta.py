@@ -19,7 +19,13 @@ class Rejection:
         self.kind, self.message = type(error), str(error)
 
     def exception(self) -> RuntimeError:
-        return self.kind(self.message)
+        """The same type with the same message, or a plain RuntimeError where the type cannot be made so (some of
+        torch's errors take other arguments, or format the message themselves)."""
+        try:
+            error = self.kind(self.message)
+        except Exception:
+            return RuntimeError(self.message)
+        return error if str(error) == self.message else RuntimeError(self.message)
 
 
 def check_layout(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank):

@@ -129,10 +129,10 @@ MROPE_GATHER_TOKENS = 64
 
 
 @functools.lru_cache(maxsize=64)
-def _mrope_axis_index(mrope_section: tuple, is_interleaved: bool, rope_dim: int, device: torch.device) -> torch.Tensor:
-    """``[1, 1, rope_dim]``: the position row (0 = T, 1 = H, 2 = W) of each cos, then each sin, column."""
-    axes = mrope_axes(mrope_section, is_interleaved, rope_dim // 2)
-    return torch.tensor(axes * 2, device=device).view(1, 1, rope_dim)
+def _mrope_axis_columns(mrope_section: tuple, is_interleaved: bool, rope_dim: int) -> tuple:
+    """The position row (0 = T, 1 = H, 2 = W) of each cos, then each sin, column. Cached as plain ints: a cached
+    tensor would outlive the mode it was made in (a fake tensor under tracing, an inference tensor)."""
+    return tuple(mrope_axes(mrope_section, is_interleaved, rope_dim // 2)) * 2
 
 
 def _mrope_tables(cos_sin, mrope_section, is_interleaved, rope_dim):
@@ -142,8 +142,9 @@ def _mrope_tables(cos_sin, mrope_section, is_interleaved, rope_dim):
     transposes took ~4x as long at 4096 tokens, rope_dim 128)."""
     half, tokens = rope_dim // 2, cos_sin.shape[1]
     if tokens <= MROPE_GATHER_TOKENS:
-        index = _mrope_axis_index(tuple(mrope_section), bool(is_interleaved), rope_dim, cos_sin.device)
-        table = torch.gather(cos_sin[:, :, :rope_dim], 0, index.expand(1, tokens, rope_dim))[0]
+        columns = _mrope_axis_columns(tuple(mrope_section), bool(is_interleaved), rope_dim)
+        index = torch.tensor(columns, device=cos_sin.device).view(1, 1, rope_dim).expand(1, tokens, rope_dim)
+        table = torch.gather(cos_sin[:, :, :rope_dim], 0, index)[0]
         return table[:, :half], table[:, half:]
     t, h, w = mrope_section
     if is_interleaved:  # frequencies 1, 4, 7, ... below 3h from H, 2, 5, 8, ... below 3w from W
