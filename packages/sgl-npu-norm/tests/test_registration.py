@@ -181,13 +181,24 @@ def _rope_user_calls(qkv, cos, sin, cache, positions, w):
     b = ops.split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cache, 128, 64, 32, 1e-6, w, w, is_neox_style=False)
     query, key = qkv[:, :128].clone(), qkv[:, 128:192].clone()
     ops.apply_rope_with_cos_sin_cache_inplace(positions, query, key, 32, cache)
-    return (*a, *b, query, key)
+    c = ops.split_qkv_rmsnorm_mrope(qkv, w, w, torch.stack([cache[:4]] * 3), 4, 2, 32, 1e-6, [8, 4, 4], True)[:3]
+    d = ops.fused_rope_qk_mqa(
+        qkv[:, :128].unflatten(-1, (4, 32)), qkv[:, 128:192].unflatten(-1, (2, 32)), cache[:4], 32
+    )
+    e = ops.split_qkv_tp_rmsnorm_rope(qkv, cos, sin, 128, 64, 32, 1e-6, w.repeat(4), w.repeat(2), 32)
+    return (*a, *b, query, key, *c, *d, *e)
 
 
 def _rope_reference_calls(qkv, cos, sin, cache, positions, w):
     a = ref.split_qkv_rmsnorm_rope(qkv, sin, cos, 128, 64, 32, 1e-6, w, w)
     b = ref.split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cache, 128, 64, 32, 1e-6, w, w, is_neox_style=False)
-    return (*a, *b, *ref.apply_rope_with_cos_sin_cache(positions, qkv[:, :128], qkv[:, 128:192], 32, cache))
+    rotated = ref.apply_rope_with_cos_sin_cache(positions, qkv[:, :128], qkv[:, 128:192], 32, cache)
+    c = ref.split_qkv_rmsnorm_mrope(qkv, w, w, torch.stack([cache[:4]] * 3), 4, 2, 32, 1e-6, [8, 4, 4], True)[:3]
+    d = ref.fused_rope_qk_mqa(
+        qkv[:, :128].unflatten(-1, (4, 32)), qkv[:, 128:192].unflatten(-1, (2, 32)), cache[:4], 32
+    )
+    e = ref.split_qkv_tp_rmsnorm_rope(qkv, cos, sin, 128, 64, 32, 1e-6, w.repeat(4), w.repeat(2), 32)
+    return (*a, *b, *rotated, *c, *d, *e)
 
 
 def test_rope_ops_compile_fullgraph():

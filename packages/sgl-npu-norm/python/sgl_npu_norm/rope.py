@@ -8,14 +8,11 @@ order it returns them). NeoX = rotate-half on ``[x1 | x2]``; GPT-J = pairs ``(x[
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from sgl_npu_core.checks import has_memory
 from sgl_npu_core.memory import empty
 
 from . import _meta
-from .reference import mrope_axes
 
 _head_norm_rope = torch.ops.sgl_npu_norm.head_norm_rope.default
 _split_qkv_norm_rope = torch.ops.sgl_npu_norm.split_qkv_norm_rope.default
@@ -123,29 +120,13 @@ def split_qkvgate_gemma_rmsnorm_rope(qkv, sin, cos, q_hidden_size, kv_hidden_siz
                             None, cos, sin, None, rope_dim, True, True, out)  # fmt: skip
 
 
-# Up to this many tokens one gather call builds mrope's tables (T = 1: 10 against 25 µs for the strided copies, whose
-# Python calls dominate there); above it the strided copies move the memory faster (4096 tokens: 0.17 against 0.44 ms).
-MROPE_GATHER_TOKENS = 64
-
-
-@functools.lru_cache(maxsize=64)
-def _mrope_axis_columns(mrope_section: tuple, is_interleaved: bool, rope_dim: int) -> tuple:
-    """The position row (0 = T, 1 = H, 2 = W) of each cos, then each sin, column. Cached as plain ints: a cached
-    tensor would outlive the mode it was made in (a fake tensor under tracing, an inference tensor)."""
-    return tuple(mrope_axes(mrope_section, is_interleaved, rope_dim // 2)) * 2
-
-
 def _mrope_tables(cos_sin, mrope_section, is_interleaved, rope_dim):
     """Per-token cos and sin tables, ``[T, rope_dim / 2]`` views of one ``[T, cos | sin]`` tensor: frequency i from
-    the position row its section names (see ``reference.mrope_axes``). Few tokens: one gather; more: row T's
-    halves, with the H and W sections copied over theirs as strided slices (an advanced-indexing gather and its
-    transposes took ~4x as long at 4096 tokens, rope_dim 128)."""
+    the position row its section names (see ``reference.mrope_axes``). Row T's halves, with the H and W sections
+    copied over theirs as strided slices: an advanced-indexing gather and its transposes took ~4x as long at 4096
+    tokens (rope_dim 128). Plain torch calls, so it traces under every mode (a dim-0 gather was faster at one
+    token, but only with an index tensor cached across calls, which outlives fake and inference modes)."""
     half, tokens = rope_dim // 2, cos_sin.shape[1]
-    if tokens <= MROPE_GATHER_TOKENS:
-        columns = _mrope_axis_columns(tuple(mrope_section), bool(is_interleaved), rope_dim)
-        index = torch.tensor(columns, device=cos_sin.device).view(1, 1, rope_dim).expand(1, tokens, rope_dim)
-        table = torch.gather(cos_sin[:, :, :rope_dim], 0, index)[0]
-        return table[:, :half], table[:, half:]
     t, h, w = mrope_section
     if is_interleaved:  # frequencies 1, 4, 7, ... below 3h from H, 2, 5, 8, ... below 3w from W
         sections = [(1, slice(1, 3 * h, 3)), (2, slice(2, 3 * w, 3))]
