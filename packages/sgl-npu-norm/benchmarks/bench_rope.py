@@ -8,6 +8,7 @@ with its gate, kv 512, head 256, RoPE on a quarter of each head). Writes rope.md
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import sgl_npu_norm as ops
@@ -35,13 +36,26 @@ def _tables(tokens, rope_dim, dtype):
     return torch.cat([angles.sin()] * 2, -1).to(dtype), torch.cat([angles.cos()] * 2, -1).to(dtype)
 
 
-def _qkv_case(tokens, model, dtype, gate=False):
-    """(qkv, q weight, k weight, preallocated outputs) of a model's fused row; q heads hold a gate with ``gate``."""
+def _qkv_case(tokens, model, dtype, gate=False, whole_width=False):
+    """(qkv, q weight, k weight, preallocated outputs) of a model's fused row; q heads hold a gate with ``gate``;
+    the weights span all the heads with ``whole_width`` (else one head)."""
     q, kv, head, _ = MODELS[model]
     qkv = torch.randn(tokens, (2 if gate else 1) * q + 2 * kv, dtype=dtype)
-    weights = torch.randn(head, dtype=dtype), torch.randn(head, dtype=dtype)
+    weights = tuple(torch.randn(w if whole_width else head, dtype=dtype) for w in (q, kv))
     out = tuple(torch.empty(tokens, w, dtype=dtype) for w in (q, kv, kv, *([q] if gate else [])))
     return qkv, weights, out
+
+
+def _case(name, args, out, nbytes, **kwargs) -> Case:
+    """Op ``name`` of sgl_npu_norm and its reference (same name) on ``args`` and ``kwargs``; ``out`` preallocated."""
+    op, reference = getattr(ops, name), getattr(ref, name)
+    return Case(
+        lambda: op(*args, **kwargs, out=out),
+        lambda: op(*args, **kwargs),
+        functools.partial(reference, **kwargs),
+        args,
+        nbytes,
+    )
 
 
 def split_qkv_rmsnorm_rope(tokens, model, dtype) -> Case:
@@ -49,13 +63,7 @@ def split_qkv_rmsnorm_rope(tokens, model, dtype) -> Case:
     qkv, (qw, kw), out = _qkv_case(tokens, model, dtype)
     sin, cos = _tables(tokens, rope, dtype)
     args = (qkv, sin, cos, q, kv, head, 1e-6, qw, kw)
-    return Case(
-        lambda: ops.split_qkv_rmsnorm_rope(*args, out=out),
-        lambda: ops.split_qkv_rmsnorm_rope(*args),
-        ref.split_qkv_rmsnorm_rope,
-        args,
-        _nbytes(qkv, sin, cos, *out),
-    )
+    return _case("split_qkv_rmsnorm_rope", args, out, _nbytes(qkv, sin, cos, *out))
 
 
 def split_qkv_rmsnorm_rope_pos_cache(tokens, model, dtype) -> Case:
@@ -64,11 +72,10 @@ def split_qkv_rmsnorm_rope_pos_cache(tokens, model, dtype) -> Case:
     cache = torch.randn(32768, rope)  # fp32, as SGLang keeps it
     positions = torch.randint(0, 32768, (tokens,))
     args = (qkv, positions, cache, q, kv, head, 1e-6, qw, kw)
-    return Case(
-        lambda: ops.split_qkv_rmsnorm_rope_pos_cache(*args, out=out),
-        lambda: ops.split_qkv_rmsnorm_rope_pos_cache(*args),
-        ref.split_qkv_rmsnorm_rope_pos_cache,
+    return _case(
+        "split_qkv_rmsnorm_rope_pos_cache",
         args,
+        out,
         _nbytes(qkv, positions, *out) + tokens * cache.shape[1] * cache.element_size(),
     )
 
@@ -78,13 +85,7 @@ def split_qkvgate_gemma_rmsnorm_rope(tokens, model, dtype) -> Case:
     qkv, (qw, kw), out = _qkv_case(tokens, model, dtype, gate=True)
     sin, cos = _tables(tokens, rope, dtype)
     args = (qkv, sin, cos, q, kv, head, rope, 1e-6, qw, kw)
-    return Case(
-        lambda: ops.split_qkvgate_gemma_rmsnorm_rope(*args, out=out),
-        lambda: ops.split_qkvgate_gemma_rmsnorm_rope(*args),
-        ref.split_qkvgate_gemma_rmsnorm_rope,
-        args,
-        _nbytes(qkv, sin, cos, *out),
-    )
+    return _case("split_qkvgate_gemma_rmsnorm_rope", args, out, _nbytes(qkv, sin, cos, *out))
 
 
 def apply_rope_with_cos_sin_cache_inplace(tokens, model, dtype) -> Case:
@@ -113,14 +114,8 @@ def split_qkv_rmsnorm_mrope(tokens, model, dtype) -> Case:
     qkv, (qw, kw), out = _qkv_case(tokens, model, dtype, gate=gate)
     cos_sin = torch.randn(3, tokens, rope)  # fp32 rows of the T, H and W positions, gathered from SGLang's cache
     args = (qkv, qw, kw, cos_sin, q // head, kv // head, head, 1e-6, MROPE_SECTIONS[model], True)
-    kwargs = {"has_gate": gate}
-    return Case(
-        lambda: ops.split_qkv_rmsnorm_mrope(*args, **kwargs, out=out),
-        lambda: ops.split_qkv_rmsnorm_mrope(*args, **kwargs),
-        lambda *a: ref.split_qkv_rmsnorm_mrope(*a, **kwargs),
-        args,
-        _nbytes(qkv, *out) + cos_sin[0].nbytes,  # each frequency's cos and sin come from one of the three rows
-    )
+    nbytes = _nbytes(qkv, *out) + cos_sin[0].nbytes  # each frequency's cos and sin come from one of the three rows
+    return _case("split_qkv_rmsnorm_mrope", args, out, nbytes, has_gate=gate)
 
 
 def fused_rope_qk_mqa(tokens, model, dtype) -> Case:
@@ -129,30 +124,16 @@ def fused_rope_qk_mqa(tokens, model, dtype) -> Case:
     cos_sin = torch.randn(tokens, rope, dtype=dtype)
     out = torch.empty_like(query), torch.empty_like(key)
     args = (query, key, cos_sin, rope)
-    return Case(
-        lambda: ops.fused_rope_qk_mqa(*args, out=out),
-        lambda: ops.fused_rope_qk_mqa(*args),
-        ref.fused_rope_qk_mqa,
-        args,
-        _nbytes(query, key, cos_sin, *out),
-    )
+    return _case("fused_rope_qk_mqa", args, out, _nbytes(query, key, cos_sin, *out))
 
 
 def split_qkv_tp_rmsnorm_rope(tokens, model, dtype) -> Case:
     """One rank (no process group): the norm spans the whole q (and k) width."""
     q, kv, head, rope = MODELS[model]
-    qkv = torch.randn(tokens, q + 2 * kv, dtype=dtype)
-    weights = torch.randn(q, dtype=dtype), torch.randn(kv, dtype=dtype)
+    qkv, weights, out = _qkv_case(tokens, model, dtype, whole_width=True)
     sin, cos = _tables(tokens, rope, dtype)
-    out = tuple(torch.empty(tokens, w, dtype=dtype) for w in (q, kv, kv))
     args = (qkv, cos, sin, q, kv, head, 1e-6, *weights, rope)
-    return Case(
-        lambda: ops.split_qkv_tp_rmsnorm_rope(*args, out=out),
-        lambda: ops.split_qkv_tp_rmsnorm_rope(*args),
-        ref.split_qkv_tp_rmsnorm_rope,
-        args,
-        _nbytes(qkv, sin, cos, *out),
-    )
+    return _case("split_qkv_tp_rmsnorm_rope", args, out, _nbytes(qkv, sin, cos, *out))
 
 
 OPS = {
