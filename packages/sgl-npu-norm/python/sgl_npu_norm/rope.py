@@ -32,11 +32,13 @@ def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[to
     shapes = [(t, w) if isinstance(w, int) else (t, *w) for w in widths]
     if out is None:
         return [empty(s, dtype=like.dtype, device=like.device) for s in shapes]
-    _meta.check(len(out) == len(shapes), f"out must hold {len(shapes)} tensors ({', '.join(names)}), got {len(out)}")
+    if len(out) != len(shapes):
+        _meta.check(False, f"out must hold {len(shapes)} tensors ({', '.join(names)}), got {len(out)}")
     for o, shape, name in zip(out, shapes, names, strict=True):
-        _meta.check(tuple(o.shape) == shape, f"out {name} must have shape {list(shape)}, got {list(o.shape)}")
-        _meta.check_dtype(o, like.dtype, f"out {name}")
-        _meta.check_same_device(o, like, f"out {name}", "x")
+        if tuple(o.shape) != shape or o.dtype != like.dtype or o.device != like.device:  # messages only on failure
+            _meta.check(tuple(o.shape) == shape, f"out {name} must have shape {list(shape)}, got {list(o.shape)}")
+            _meta.check_dtype(o, like.dtype, f"out {name}")
+            _meta.check_same_device(o, like, f"out {name}", "x")
     return list(out)
 
 
@@ -192,7 +194,8 @@ def _adjacent_heads(query, key, head_size, heads):
 def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=None):
     """RoPE on ``query [T, Hq, D]`` and ``key [T, Hk, D]`` with ``cos_sin [T, >= rotary_dim]`` rows
     ``[cos half | sin half]``; dims beyond ``rotary_dim`` pass through. Returns ``(q_out, k_out)``."""
-    _meta.check(0 < rotary_dim <= cos_sin.shape[-1], f"rotary_dim must be in (0, {cos_sin.shape[-1]}]")
+    if not 0 < rotary_dim <= cos_sin.shape[-1]:
+        _meta.check(False, f"rotary_dim must be in (0, {cos_sin.shape[-1]}]")
     cos, sin = cos_sin[:, : rotary_dim // 2], cos_sin[:, rotary_dim // 2 : rotary_dim]
     _meta.check(query.dim() == 3 and key.dim() == 3, "query and key must be [tokens, heads, head_dim]")
     outs = _outputs(out, query, [tuple(query.shape[1:]), tuple(key.shape[1:])], ["q_out", "k_out"])
@@ -222,7 +225,8 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
     import torch.distributed as dist
 
     q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
-    _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])  # checks the width
+    if qkv.dim() != 2 or qkv.shape[-1] != q_hidden_size + 2 * kv_hidden_size:  # before any rank all-reduces
+        _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])  # raises, naming the widths
     distributed = group is not None or (dist.is_available() and dist.is_initialized())
     world = dist.get_world_size(group) if distributed else 1
     args = (qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (None, None), eps, False)
