@@ -21,7 +21,8 @@ _split_sum_squares = torch.ops.sgl_npu_norm.split_sum_squares.default
 
 def _heads(t: torch.Tensor, head_dim: int) -> torch.Tensor:
     """[T, H * head_dim] -> [T, H, head_dim] (a view)."""
-    _meta.check(t.shape[-1] % head_dim == 0, f"hidden size {t.shape[-1]} is not a multiple of {head_dim}")
+    if t.shape[-1] % head_dim:
+        _meta.check(False, f"hidden size {t.shape[-1]} is not a multiple of {head_dim}")
     return t.unflatten(-1, (t.shape[-1] // head_dim, head_dim))
 
 
@@ -43,8 +44,9 @@ def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[to
 
 
 def _split(qkv: torch.Tensor, widths: list[int]) -> list[torch.Tensor]:
-    _meta.check(qkv.dim() == 2, f"qkv must be [tokens, hidden], got {qkv.dim()} dims")
-    _meta.check(qkv.shape[-1] == sum(widths), f"qkv must have {sum(widths)} columns ({widths}), got {qkv.shape[-1]}")
+    if qkv.dim() != 2 or qkv.shape[-1] != sum(widths):
+        _meta.check(qkv.dim() == 2, f"qkv must be [tokens, hidden], got {qkv.dim()} dims")
+        _meta.check(False, f"qkv must have {sum(widths)} columns ({widths}), got {qkv.shape[-1]}")
     return list(qkv.split(widths, dim=-1))
 
 
