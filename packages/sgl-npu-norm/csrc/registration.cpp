@@ -25,8 +25,7 @@ STABLE_TORCH_LIBRARY(sgl_npu_norm, m) {
       "split_qkv_norm_rope(Tensor qkv, int head_dim, int q_heads, int kv_heads, bool q_gate, Tensor? q_weight, "
       "Tensor? k_weight, Tensor? q_bias, Tensor? k_bias, float eps, bool gemma, bool norm, Tensor? rstd, "
       "bool whole_width, Tensor? cos, Tensor? sin, Tensor? positions, int rope_dim, bool neox, bool full_width, "
-      "Tensor(a!) q, "
-      "Tensor(b!) k, Tensor(c!) v, Tensor(d!)? gate) -> ()");
+      "Tensor(a!) q, Tensor(b!) k, Tensor(c!) v, Tensor(d!)? gate) -> ()");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {

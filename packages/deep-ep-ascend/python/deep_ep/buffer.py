@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+from sgl_npu_core.checks import fail
 
 from . import _meta, expanded, low_latency, moe
 from .events import Config, EventOverlap
@@ -69,8 +70,8 @@ def _agree_on_sizes(group, num_nvl_bytes, num_rdma_bytes, timeout_s) -> None:
     sizes = [s for _, s in everyone]
     other = next((r for r, s in enumerate(sizes) if s != sizes[0]), None)
     if other is not None:
-        _meta.check(False, f"deep_ep.Buffer: ranks disagree on (num_nvl_bytes, num_rdma_bytes): rank 0 has "
-                           f"{sizes[0]}, rank {other} {sizes[other]}")  # fmt: skip
+        fail(f"deep_ep.Buffer: ranks disagree on (num_nvl_bytes, num_rdma_bytes): rank 0 has {sizes[0]}, "
+             f"rank {other} {sizes[other]}")  # fmt: skip
 
 
 class Buffer:

@@ -3,53 +3,59 @@ Python: fake impls (torch.compile tracing) and accelerator (Triton / reference) 
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def fail(message: str) -> NoReturn:
+    raise RuntimeError(message)
+
+
 def check(cond: bool, message: str) -> None:
     if not cond:
-        raise RuntimeError(message)
+        fail(message)
 
 
-# The helpers below format their messages only on failure: at decode sizes a wrapper's eager f-strings took several
-# µs of a ~10 µs call.
+# The helpers below format their messages only on failure (``if not cond: fail(f"...")``): at decode sizes a
+# wrapper's eager f-strings took several µs of a ~10 µs call.
 
 
 def check_float(t: torch.Tensor, name: str) -> None:
     if t.dtype not in FLOAT_DTYPES:
-        raise RuntimeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+        fail(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
 
 
 def check_dtype(t: torch.Tensor, dtype: torch.dtype, name: str) -> None:
     if t.dtype != dtype:
-        raise RuntimeError(f"{name} must be {dtype}, got {t.dtype}")
+        fail(f"{name} must be {dtype}, got {t.dtype}")
 
 
 def check_same_device(t: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:
     if t.device != ref.device:
-        raise RuntimeError(f"{name} must be on {ref_name}'s device ({ref.device}), got {t.device}")
+        fail(f"{name} must be on {ref_name}'s device ({ref.device}), got {t.device}")
 
 
 def check_last_dim_contiguous(t: torch.Tensor, name: str) -> None:
     if not (t.dim() == 0 or t.stride(-1) == 1 or t.shape[-1] == 1):
-        raise RuntimeError(f"{name} must be contiguous in its last dim")
+        fail(f"{name} must be contiguous in its last dim")
 
 
 def check_contiguous(t: torch.Tensor, name: str) -> None:
     """As the C++ check_contiguous: the device kernels index such tensors as dense."""
     if not t.is_contiguous():
-        raise RuntimeError(f"{name} must be contiguous")
+        fail(f"{name} must be contiguous")
 
 
 def check_rows(t: torch.Tensor, name: str) -> tuple[int, int]:
     """(rows, cols) of ``t`` read as rows over its last dim, which must be non-empty and contiguous."""
     if t.dim() < 1:
-        raise RuntimeError(f"{name} must have at least 1 dim")
+        fail(f"{name} must have at least 1 dim")
     cols = t.shape[-1]
     if cols <= 0:
-        raise RuntimeError(f"{name} must have a non-empty last dim")
+        fail(f"{name} must have a non-empty last dim")
     check_last_dim_contiguous(t, name)
     row_stride(t, name)
     return t.numel() // cols, cols
@@ -59,7 +65,7 @@ def check_channel_param(t: torch.Tensor | None, size: int, ref: torch.Tensor, na
     if t is None:
         return
     if not (t.dim() == 1 and t.shape[0] == size):
-        raise RuntimeError(f"{name} must have shape [{size}], got {list(t.shape)}")
+        fail(f"{name} must have shape [{size}], got {list(t.shape)}")
     check_contiguous(t, name)
     check_float(t, name)
     check_same_device(t, ref, name, "x")
@@ -78,10 +84,10 @@ def row_stride(t: torch.Tensor, name: str) -> int:
         if expect is None:
             stride = t.stride(d)
             if stride < cols:
-                raise RuntimeError(f"{name} has overlapping rows (stride {stride})")
+                fail(f"{name} has overlapping rows (stride {stride})")
         else:
             if t.stride(d) != expect:
-                raise RuntimeError(f"{name} has leading dims that do not collapse into rows")
+                fail(f"{name} has leading dims that do not collapse into rows")
         expect = t.stride(d) * t.shape[d]
     return stride
 
@@ -113,7 +119,7 @@ def check_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_nam
         return
     (a0, a1), (b0, b1) = _byte_span(out), _byte_span(other)
     if not (a0 == a1 or b0 == b1 or a1 <= b0 or b1 <= a0):
-        raise RuntimeError(f"{out_name} must not overlap {other_name}")
+        fail(f"{out_name} must not overlap {other_name}")
 
 
 def check_disjoint(t: torch.Tensor, name: str) -> None:
@@ -124,7 +130,7 @@ def check_disjoint(t: torch.Tensor, name: str) -> None:
     for size, stride in sorted(zip(t.shape[:-1], t.stride()[:-1], strict=True), key=lambda d: d[1]):
         if size > 1:
             if stride < inner:
-                raise RuntimeError(f"{name} must not overlap itself (strides {list(t.stride()[:-1])})")
+                fail(f"{name} must not overlap itself (strides {list(t.stride()[:-1])})")
             inner = (size - 1) * stride + inner
 
 

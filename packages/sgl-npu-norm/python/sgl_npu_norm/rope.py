@@ -9,7 +9,7 @@ order it returns them). NeoX = rotate-half on ``[x1 | x2]``; GPT-J = pairs ``(x[
 from __future__ import annotations
 
 import torch
-from sgl_npu_core.checks import has_memory
+from sgl_npu_core.checks import fail, has_memory
 from sgl_npu_core.memory import empty
 
 from . import _meta
@@ -22,7 +22,7 @@ _split_sum_squares = torch.ops.sgl_npu_norm.split_sum_squares.default
 def _heads(t: torch.Tensor, head_dim: int) -> torch.Tensor:
     """[T, H * head_dim] -> [T, H, head_dim] (a view)."""
     if t.shape[-1] % head_dim:
-        _meta.check(False, f"hidden size {t.shape[-1]} is not a multiple of {head_dim}")
+        fail(f"hidden size {t.shape[-1]} is not a multiple of {head_dim}")
     return t.unflatten(-1, (t.shape[-1] // head_dim, head_dim))
 
 
@@ -34,7 +34,7 @@ def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[to
     if out is None:
         return [empty(s, dtype=like.dtype, device=like.device) for s in shapes]
     if len(out) != len(shapes):
-        _meta.check(False, f"out must hold {len(shapes)} tensors ({', '.join(names)}), got {len(out)}")
+        fail(f"out must hold {len(shapes)} tensors ({', '.join(names)}), got {len(out)}")
     for o, shape, name in zip(out, shapes, names, strict=True):
         if tuple(o.shape) != shape or o.dtype != like.dtype or o.device != like.device:  # messages only on failure
             _meta.check(tuple(o.shape) == shape, f"out {name} must have shape {list(shape)}, got {list(o.shape)}")
@@ -43,10 +43,15 @@ def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[to
     return list(out)
 
 
+def _check_qkv(qkv: torch.Tensor, widths: list[int]) -> None:
+    if qkv.dim() != 2:
+        fail(f"qkv must be [tokens, hidden], got {qkv.dim()} dims")
+    if qkv.shape[-1] != sum(widths):
+        fail(f"qkv must have {sum(widths)} columns ({widths}), got {qkv.shape[-1]}")
+
+
 def _split(qkv: torch.Tensor, widths: list[int]) -> list[torch.Tensor]:
-    if qkv.dim() != 2 or qkv.shape[-1] != sum(widths):
-        _meta.check(qkv.dim() == 2, f"qkv must be [tokens, hidden], got {qkv.dim()} dims")
-        _meta.check(False, f"qkv must have {sum(widths)} columns ({widths}), got {qkv.shape[-1]}")
+    _check_qkv(qkv, widths)
     return list(qkv.split(widths, dim=-1))
 
 
@@ -65,7 +70,7 @@ def _split_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, weights, biases, 
         widths = [q_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim] + [q_heads * head_dim] * q_gate
         out = [empty(qkv.shape[0], w, dtype=qkv.dtype, device=qkv.device) for w in widths]
     if len(out) != 3 + q_gate:
-        _meta.check(False, f"out must hold {3 + q_gate} tensors (q, k, v{', gate' if q_gate else ''})")
+        fail(f"out must hold {3 + q_gate} tensors (q, k, v{', gate' if q_gate else ''})")
     norm = eps is not None
     _split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, *weights, *biases, eps if norm else 0.0, gemma,
                          norm, rstd, whole_width, cos, sin, positions, rope_dim, neox, full_width, *out[:3],
@@ -84,10 +89,10 @@ def _cache_halves(cos_sin_cache: torch.Tensor, rope_dim: int) -> tuple[torch.Ten
 def _heads_of(head_dim: int, *hidden: int) -> list[int]:
     # The messages are built only on failure: at decode sizes formatting them took ~5 % of a call.
     if head_dim <= 0:
-        _meta.check(False, f"head_dim must be > 0, got {head_dim}")
+        fail(f"head_dim must be > 0, got {head_dim}")
     for h in hidden:
         if h % head_dim:
-            _meta.check(False, f"hidden size {h} is not a multiple of head_dim {head_dim}")
+            fail(f"hidden size {h} is not a multiple of head_dim {head_dim}")
     return [h // head_dim for h in hidden]
 
 
@@ -109,7 +114,7 @@ def split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cos_sin_cache, q_hidden_siz
     q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
     rope_dim = cos_sin_cache.shape[-1] if rope_dim is None else rope_dim
     if not 0 < rope_dim <= cos_sin_cache.shape[-1]:
-        _meta.check(False, f"rope_dim must be in (0, {cos_sin_cache.shape[-1]}]")
+        fail(f"rope_dim must be in (0, {cos_sin_cache.shape[-1]}]")
     cos, sin = _cache_halves(cos_sin_cache, rope_dim)
     return _split_norm_rope(qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (q_bias, k_bias), eps,
                             False, None, cos, sin, positions, rope_dim, is_neox_style, False, out)  # fmt: skip
@@ -197,7 +202,7 @@ def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=N
     """RoPE on ``query [T, Hq, D]`` and ``key [T, Hk, D]`` with ``cos_sin [T, >= rotary_dim]`` rows
     ``[cos half | sin half]``; dims beyond ``rotary_dim`` pass through. Returns ``(q_out, k_out)``."""
     if not 0 < rotary_dim <= cos_sin.shape[-1]:
-        _meta.check(False, f"rotary_dim must be in (0, {cos_sin.shape[-1]}]")
+        fail(f"rotary_dim must be in (0, {cos_sin.shape[-1]}]")
     cos, sin = cos_sin[:, : rotary_dim // 2], cos_sin[:, rotary_dim // 2 : rotary_dim]
     _meta.check(query.dim() == 3 and key.dim() == 3, "query and key must be [tokens, heads, head_dim]")
     outs = _outputs(out, query, [tuple(query.shape[1:]), tuple(key.shape[1:])], ["q_out", "k_out"])
@@ -227,8 +232,7 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
     import torch.distributed as dist
 
     q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
-    if qkv.dim() != 2 or qkv.shape[-1] != q_hidden_size + 2 * kv_hidden_size:  # before any rank all-reduces
-        _split(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])  # raises, naming the widths
+    _check_qkv(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])  # before any rank all-reduces
     distributed = group is not None or (dist.is_available() and dist.is_initialized())
     world = dist.get_world_size(group) if distributed else 1
     args = (qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (None, None), eps, False)

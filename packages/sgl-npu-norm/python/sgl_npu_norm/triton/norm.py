@@ -116,18 +116,20 @@ def fused_add_rmsnorm(x, residual, weight, eps, gemma) -> None:
 
 
 @triton.jit
+def _sum_squares(row_ptr, begin, end, BLOCK: tl.constexpr):
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(begin, end, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        v = tl.load(row_ptr + cols, mask=cols < end, other=0.0).to(tl.float32)
+        acc += v * v
+    return tl.sum(acc, axis=0)
+
+
+@triton.jit
 def _split_sum_squares_kernel(x_ptr, x_stride, out_ptr, width0, width1, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    acc0 = tl.zeros([BLOCK], dtype=tl.float32)
-    acc1 = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, width0 + width1, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        v = tl.load(x_ptr + row * x_stride + cols, mask=cols < width0 + width1, other=0.0).to(tl.float32)
-        first = cols < width0
-        acc0 += tl.where(first, v * v, 0.0)
-        acc1 += tl.where(first, 0.0, v * v)
-    tl.store(out_ptr + 2 * row, tl.sum(acc0, axis=0))
-    tl.store(out_ptr + 2 * row + 1, tl.sum(acc1, axis=0))
+    tl.store(out_ptr + 2 * row, _sum_squares(x_ptr + row * x_stride, 0, width0, BLOCK))
+    tl.store(out_ptr + 2 * row + 1, _sum_squares(x_ptr + row * x_stride, width0, width0 + width1, BLOCK))
 
 
 def split_sum_squares(x, width0, width1, out) -> None:
