@@ -483,10 +483,11 @@ class Buffer:
             "dispatch needs num_tokens_per_rank and is_token_in_rank (from get_dispatch_layout) or a handle",
         )
         n, r = data[0].shape[0], self.group_size
-        _meta.check(tuple(is_token_in_rank.shape) == (n, r), f"is_token_in_rank must be [{n}, {r}]")
+        if tuple(is_token_in_rank.shape) != (n, r):
+            fail(f"is_token_in_rank must be [{n}, {r}]")
         # before its sum sizes an allocation (an int tensor of huge counts would ask for terabytes)
-        dtype = is_token_in_rank.dtype
-        _meta.check(dtype == torch.bool, f"is_token_in_rank must be bool, got {dtype}")
+        if is_token_in_rank.dtype != torch.bool:
+            fail(f"is_token_in_rank must be bool, got {is_token_in_rank.dtype}")
         _meta.check((topk_idx is None) == (topk_weights is None), "topk_idx and topk_weights go together")
         for d in data:
             _meta.check(d.dim() >= 1 and d.shape[0] == n, "every tensor of x must have a row per token")

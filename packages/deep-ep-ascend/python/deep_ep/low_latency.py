@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from sgl_npu_core.checks import fail
 
 from . import _meta
 from .events import EventOverlap
@@ -99,8 +100,8 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
         mode = quant_mode if quant_mode is not None else ("fp8_e4m3" if use_fp8 else None)
         _meta.check(not use_ue8m0 or (mode == "fp8_e4m3" and round_scale), "use_ue8m0 needs fp8 with round_scale")
         # four 128-channel scales per packed int32
-        _meta.check(not use_ue8m0 or x.shape[1] % 512 == 0, f"use_ue8m0 needs a hidden size that is a multiple of "
-                                                            f"512, got {x.shape[1]}")  # fmt: skip
+        if use_ue8m0 and x.shape[1] % 512:
+            fail(f"use_ue8m0 needs a hidden size that is a multiple of 512, got {x.shape[1]}")
         q = quantize(x, mode, round_scale)
         data = list(q) if isinstance(q, tuple) else [q]
         counts = per_expert.to(torch.int64)

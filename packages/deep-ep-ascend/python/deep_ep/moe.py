@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 
 import torch
+from sgl_npu_core.checks import fail
 
 from . import _meta
 from .quant import quantize
@@ -22,6 +23,9 @@ class FuseMode(enum.IntEnum):
 
     FUSED_DEEP_MOE = 1
     DISPATCH_FFN_COMBINE = 2
+
+
+_FUSE_MODES = tuple(int(m) for m in FuseMode)
 
 
 def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -56,9 +60,10 @@ def fused_deep_moe(buf, x, topk_idx, topk_weights, w13, w13_scale, w2, w2_scale,
     local = num_experts // buf.group_size if num_experts % buf.group_size == 0 else -1
 
     def precheck():  # run inside the dispatch's agreement, so a rank with bad weights does not raise alone
-        _meta.check(local > 0, f"num_experts ({num_experts}) must be a positive multiple of {buf.group_size}")
-        modes = [int(m) for m in FuseMode]
-        _meta.check(fuse_mode in modes, f"fuse_mode must be one of {modes}, got {fuse_mode!r}")
+        if local <= 0:
+            fail(f"num_experts ({num_experts}) must be a positive multiple of {buf.group_size}")
+        if fuse_mode not in _FUSE_MODES:
+            fail(f"fuse_mode must be one of {list(_FUSE_MODES)}, got {fuse_mode!r}")
         check_weights(w13, w13_scale, w2, w2_scale, local, x.shape[-1])
 
     (data, scales), recv_count, handle, _, _ = buf.low_latency_dispatch(

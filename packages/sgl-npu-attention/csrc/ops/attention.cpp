@@ -32,7 +32,7 @@ PagedCall gqa_call(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache
   STD_TORCH_CHECK(out.dim() == 3 && out.size(0) == tokens && out.size(1) == q_heads && out.size(2) == dv,
                   "out must have shape [", tokens, ", ", q_heads, ", ", dv, "]");
   check_last_dim_contiguous(out, "out");
-  STD_TORCH_CHECK(disjoint_items(tokens, out.stride(0), q_heads, out.stride(1), dv), "out must not overlap itself");
+  check_disjoint(out, "out");
   check_same_dtype(out, q, "out", "q");
   const float* sink_logits =
       sinks.has_value() ? checked_vector<float>(*sinks, q_heads, ScalarType::Float, "sinks") : nullptr;

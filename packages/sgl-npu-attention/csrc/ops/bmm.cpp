@@ -40,7 +40,7 @@ void batch_matmul_transpose(const Tensor& a, const Tensor& b, Tensor out) {
                   ", ", p.heads, ", ", p.n, "]");
   if (p.m == 0 || p.heads == 0 || p.n == 0) return;
   // Tasks write their own rows of out while every task reads a and b.
-  STD_TORCH_CHECK(disjoint_items(p.m, out.stride(0), p.heads, out.stride(1), p.n), "out must not overlap itself");
+  check_disjoint(out, "out");
   check_apart(out, a, "out", "a");
   check_apart(out, b, "out", "b");
   const int64_t per_head = (kMinTasks + p.heads - 1) / p.heads;  // blocks per head for kMinTasks tasks

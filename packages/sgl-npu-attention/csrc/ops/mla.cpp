@@ -27,7 +27,7 @@ void decode_mla(const Tensor& q, const Tensor& kv_nope_cache, const Tensor& kv_r
   STD_TORCH_CHECK(out.dim() == 3 && out.size(0) == batch && out.size(1) == q_heads && out.size(2) == dl,
                   "out must have shape [", batch, ", ", q_heads, ", ", dl, "]");
   check_last_dim_contiguous(out, "out");
-  STD_TORCH_CHECK(disjoint_items(batch, out.stride(0), q_heads, out.stride(1), dl), "out must not overlap itself");
+  check_disjoint(out, "out");
   check_same_dtype(out, q, "out", "q");
   PagedCall call(block_table, seq_lens, batch, kv_nope_cache.size(0), kv_nope_cache.size(1), out);
   STD_TORCH_CHECK(call.requests == batch, "block_table must have a row per query token (", batch, "), got ",

@@ -130,9 +130,8 @@ void mla_cache_write(const Tensor& latent, const Tensor& k_pe, const Tensor& gam
   STD_TORCH_CHECK(kv_cache_rope.size(0) == kv_cache.size(0) && kv_cache_rope.size(1) == kv_cache.size(1),
                   "kv_cache_rope must have kv_cache's blocks and page size");
   // Rows are written by several threads: every slot's row must be its own memory, in both caches.
-  for (auto [t, name] : {std::pair{&kv_cache, "kv_cache"}, {&kv_cache_rope, "kv_cache_rope"}})
-    STD_TORCH_CHECK(disjoint_items(t->size(0), t->stride(0), t->size(1), t->stride(1), t->size(3)), name,
-                    " must not overlap itself");
+  check_disjoint(kv_cache, "kv_cache");
+  check_disjoint(kv_cache_rope, "kv_cache_rope");
   check_apart(kv_cache_rope, kv_cache, "kv_cache_rope", "kv_cache");
   for (auto [t, name] : {std::pair{&latent, "latent"}, {&k_pe, "k_pe"}, {&cos, "cos"}, {&sin, "sin"}}) {
     check_apart(kv_cache, *t, "kv_cache", name);

@@ -12,6 +12,7 @@ from sgl_npu_core.checks import (
     check_float,
     check_last_dim_contiguous,
     check_same_device,
+    fail,
 )
 from sgl_npu_core.library import OpLibrary
 
@@ -202,7 +203,7 @@ def check_prolog(hiddenState, wdqkv, descale0, gamma1, beta1, wuq, descale1, gam
     check(tuple(wuq.shape) == (mm2, q_lora), f"wuq must have shape [{mm2}, {q_lora}], got {list(wuq.shape)}")
     check_dtype(wuq, torch.int8, "wuq")
     for t, name in ((wdqkv, "wdqkv"), (wuq, "wuq"), (descale0, "descale0"), (descale1, "descale1")):
-        check(t.is_contiguous(), f"{name} must be contiguous")
+        check_contiguous(t, name)
         check_same_device(t, x, name, "hiddenState")
     check_last_dim_contiguous(x, "hiddenState")
     check_last_dim_contiguous(wuk, "wuk")
@@ -257,7 +258,8 @@ def check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache,
     check(tuple(kv_cache.shape[2:]) == (1, latent.shape[1]), "kv_cache must be [num_blocks, page_size, 1, kv_lora]")
     check(tuple(kv_cache_rope.shape) == (*kv_cache.shape[:2], 1, rope), "kv_cache_rope must be [num_blocks, "
           "page_size, 1, rope] with kv_cache's blocks and page size")  # fmt: skip
-    check(rope % 2 == 0, f"k_pe's rope dim must be even, got {rope}")
+    if rope % 2:
+        fail(f"k_pe's rope dim must be even, got {rope}")
     for t, name in (
         (k_pe, "k_pe"),
         (cos, "cos"),

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from . import _meta
+from sgl_npu_core.checks import fail
 
 _lightning_indexer = torch.ops.sgl_npu_attention.lightning_indexer.default
 
@@ -35,7 +34,8 @@ def lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, 
     out : optional preallocated int32 [T, sparse_count]
     """
     if out is None:
-        _meta.check(int(sparse_count) > 0, f"sparse_count must be positive, got {sparse_count}")  # sizes out
+        if int(sparse_count) <= 0:  # it sizes out
+            fail(f"sparse_count must be positive, got {sparse_count}")
         out = torch.empty(q.shape[0], int(sparse_count), dtype=torch.int32, device=q.device)
     _lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, int(sparse_count), out)
     return out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from sgl_npu_core.checks import check_apart
 from sgl_npu_core.memory import empty
@@ -83,14 +81,17 @@ def mla_preprocess(hiddenState, gamma0, beta0, wdqkv, descale0, gamma1, beta1, w
                        bias1, q_out0, q_out1)  # fmt: skip
     n, dtype = hiddenState.shape[0], hiddenState.dtype
     heads, nope, kv_lora, rope = wuk.shape[0], wuk.shape[1], gamma2.shape[0], cos.shape[-1]
+    # The caches are written first, then q_out0 and q_out1: no output may land on another's memory. Outputs made
+    # here cannot, and the cache write checks the two caches itself, so only given q outputs are compared.
+    given = [(name, t) for name, t in (("q_out0", q_out0), ("q_out1", q_out1)) if t is not None]
+    others = [*given, ("kv_cache_rope", kv_cache_rope), ("kv_cache", kv_cache)]
+    for i, (name, t) in enumerate(given):
+        for other_name, other in others[i + 1 :]:
+            check_apart(t, other, name, other_name)
     if q_out0 is None:
         q_out0 = empty(n, heads, kv_lora, dtype=dtype, device=hiddenState.device)
     if q_out1 is None:
         q_out1 = empty(n, heads, rope, dtype=dtype, device=hiddenState.device)
-    # the caches are written first, then q_out0 and q_out1: no output may land on another's memory
-    outputs = {"q_out0": q_out0, "q_out1": q_out1, "kv_cache_rope": kv_cache_rope, "kv_cache": kv_cache}
-    for (name, t), (other_name, other) in itertools.combinations(outputs.items(), 2):
-        check_apart(t, other, name, other_name)
     symm = quant_mode == "per_token_quant_symm"
     codes, scale = _quantize(hiddenState, None, None, quant_mode, quant_scale0, quant_offset0)
     mm1 = _int8_matmul(codes, wdqkv, descale0, scale, None if symm else bias0, dtype)

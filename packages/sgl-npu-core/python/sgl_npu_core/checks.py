@@ -115,15 +115,18 @@ def has_memory(*tensors: torch.Tensor) -> bool:
 def check_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
     """``out`` must not share memory with ``other`` (conservatively: their byte spans must not meet), as the C++
     check_apart. Skipped where there is no memory to compare (see has_memory)."""
-    if not has_memory(out, other):
-        return
+    if has_memory(out, other):
+        _check_spans_apart(out, other, out_name, other_name)
+
+
+def _check_spans_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
     (a0, a1), (b0, b1) = _byte_span(out), _byte_span(other)
     if not (a0 == a1 or b0 == b1 or a1 <= b0 or b1 <= a0):
         fail(f"{out_name} must not overlap {other_name}")
 
 
 def check_disjoint(t: torch.Tensor, name: str) -> None:
-    """An output whose elements are all distinct memory (last dim contiguous), as the C++ disjoint_items: with the
+    """An output whose elements are all distinct memory (last dim contiguous), as the C++ check_disjoint: with the
     leading dims ordered by stride, each must clear everything inside it. An expand()ed output would be written by
     several programs at once."""
     inner = t.shape[-1]
@@ -139,4 +142,4 @@ def check_same_or_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, o
     if not has_memory(out, other):
         return
     if out.data_ptr() != other.data_ptr() or out.shape != other.shape or out.stride() != other.stride():
-        check_apart(out, other, out_name, other_name)
+        _check_spans_apart(out, other, out_name, other_name)  # has_memory already held

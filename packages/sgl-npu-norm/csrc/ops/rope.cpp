@@ -27,12 +27,6 @@ Heads as_heads(const Tensor& t, const char* name) {
   return Heads{t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1)};
 }
 
-// An output whose elements are all distinct memory (see sgl_npu_core::disjoint_items).
-void check_disjoint(const Heads& h, const char* name) {
-  STD_TORCH_CHECK(disjoint_items(h.tokens, h.token_stride, h.heads, h.head_stride, h.width), name,
-                  " must not overlap itself (strides ", h.token_stride, ", ", h.head_stride, ")");
-}
-
 // A [T, width] tensor whose last dim is contiguous; returns its row stride.
 int64_t check_matrix(const Tensor& t, int64_t tokens, int64_t width, const char* name) {
   check_cpu(t, name);
@@ -183,7 +177,7 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
                     const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
                     bool neox, bool full_width, Tensor out) {
   const Heads o = as_heads(out, "out");
-  check_disjoint(o, "out");
+  check_disjoint(out, "out");
   const Tensor& src = x.has_value() ? *x : out;  // no x: in place
   const Heads xi = x.has_value() ? as_heads(*x, "x") : o;
   STD_TORCH_CHECK(xi.tokens == o.tokens && xi.heads == o.heads && xi.width == o.width, "out must have the shape of x [",
@@ -231,7 +225,7 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   for (int i = 0; i < 4; ++i) {
     if (!outs[i]) continue;
     strides[i] = check_matrix(*outs[i], tokens, widths[i], names[i]);
-    check_disjoint(Heads{tokens, 1, widths[i], strides[i], widths[i]}, names[i]);
+    check_disjoint(*outs[i], names[i]);
     check_same_dtype(*outs[i], qkv, names[i], "qkv");
   }
   STD_TORCH_CHECK(q_gate == gate.has_value(), "gate must be given exactly when q heads hold a gate");

@@ -7,9 +7,11 @@
 #include <torch/headeronly/core/ScalarType.h>
 #include <torch/headeronly/util/Exception.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "sgl_npu_core/dtype.h"
 
@@ -118,16 +120,19 @@ inline Rows as_rows(const Tensor& t, const char* name) {
   return Rows{rows, cols, row_stride};
 }
 
-// Whether n0 x n1 items of w contiguous elements, s0 and s1 apart, are all distinct memory: with the two dims
-// ordered by stride, the inner one's items must not overlap and the outer one's must clear all of them. (An
-// expand()ed output fails this; an output several threads wrote at once would be garbage.)
-inline bool disjoint_items(int64_t n0, int64_t s0, int64_t n1, int64_t s1, int64_t w) {
-  if (s0 > s1) {
-    std::swap(n0, n1);
-    std::swap(s0, s1);
+// An output whose items (runs of its last dim) are all distinct memory: with the leading dims ordered by stride
+// (size-1 dims skipped), each must clear everything inside it, as the Python check_disjoint.
+inline void check_disjoint(const Tensor& t, const char* name) {
+  if (t.dim() == 0) return;
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the leading dims that repeat
+  for (int64_t d = 0; d + 1 < t.dim(); ++d)
+    if (t.size(d) > 1) dims.emplace_back(t.stride(d), t.size(d));
+  std::sort(dims.begin(), dims.end());
+  int64_t inner = t.size(t.dim() - 1);
+  for (auto [stride, size] : dims) {
+    STD_TORCH_CHECK(stride >= inner, name, " must not overlap itself");
+    inner += (size - 1) * stride;
   }
-  const int64_t inner = n0 > 1 ? (n0 - 1) * s0 + w : w;
-  return (n0 <= 1 || s0 >= w) && (n1 <= 1 || s1 >= inner);
 }
 
 // The bytes [first, last) a tensor with non-negative strides spans (first == last when it is empty).
