@@ -246,3 +246,14 @@ def test_the_checks_the_fakes_and_device_paths_share_match_the_cpu_ops():
     with pytest.raises(RuntimeError, match="out must not overlap itself"):
         torch.ops.sgl_npu_norm.head_norm_rope(heads, None, None, 0.0, False, False, None, None, None, None, 0, True,
                                               False, meta(1, 2, 64).expand(4, 2, 64))  # fmt: skip
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("norm,rstd", [(True, True), (False, False)], ids=["with rstd", "without norm"])
+def test_whole_width_needs_a_norm_and_no_given_rstd(device, norm, rstd):
+    qkv = _x(3, 4 * 32, device=device)
+    outs = [_x(3, n, device=device) for n in (64, 32, 32)]
+    given = torch.rand(3, 2, device=device) + 0.5 if rstd else None
+    with pytest.raises(RuntimeError, match="whole_width needs norm=True and no rstd"):
+        torch.ops.sgl_npu_norm.split_qkv_norm_rope(qkv, 32, 2, 1, False, None, None, None, None, 1e-6, False, norm,
+                                                   given, True, None, None, None, 0, True, True, *outs, None)  # fmt: skip
