@@ -255,5 +255,5 @@ def test_whole_width_needs_a_norm_and_no_given_rstd(device, norm, rstd):
     outs = [_x(3, n, device=device) for n in (64, 32, 32)]
     given = torch.rand(3, 2, device=device) + 0.5 if rstd else None
     with pytest.raises(RuntimeError, match="whole_width needs norm=True and no rstd"):
-        torch.ops.sgl_npu_norm.split_qkv_norm_rope(qkv, 32, 2, 1, False, None, None, None, None, 1e-6, False, norm,
-                                                   given, True, None, None, None, 0, True, True, *outs, None)  # fmt: skip
+        args = (qkv, 32, 2, 1, False, None, None, None, None, 1e-6, False, norm, given, True)
+        torch.ops.sgl_npu_norm.split_qkv_norm_rope(*args, None, None, None, 0, True, True, *outs, None)
