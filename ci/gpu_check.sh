@@ -5,6 +5,7 @@
 # python3 must already hold torch >= 2.10, triton, pytest and pytest-xdist.
 #     OUT=/tmp/gpu bash ci/gpu_check.sh        # logs and <bench>-cuda.md|json|png land in $OUT
 #     GPU_TESTS=sgl-npu-attention GPU_BENCHES="sgl-npu-attention/bench_attention" bash ci/gpu_check.sh  # subsets
+#     TUNE=0 TEST_TIMEOUT=150 BENCH_TIMEOUT=330 bash ci/gpu_check.sh    # to fit a short lease (seconds per step)
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -25,7 +26,7 @@ declare -A TEST_FILES=(
 )
 for pkg in ${GPU_TESTS:-sgl-npu-norm sgl-npu-attention}; do
     # shellcheck disable=SC2086
-    (cd "packages/$pkg" && SGL_NPU_TEST_DEVICE=cuda timeout 240 python3 -m pytest -q -p no:cacheprovider -n 8 \
+    (cd "packages/$pkg" && SGL_NPU_TEST_DEVICE=cuda timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -n 8 \
         ${TEST_FILES[$pkg]} >"$OUT/test_${pkg}_cuda.log" 2>&1)
     echo "$pkg tests on cuda: exit $?"
     tail -n 2 "$OUT/test_${pkg}_cuda.log"
@@ -39,7 +40,7 @@ declare -A BENCH_OPS=(
 for bench in ${GPU_BENCHES:-sgl-npu-norm/bench_norm sgl-npu-norm/bench_rope sgl-npu-attention/bench_attention}; do
     name=${bench##*/}
     ops=${BENCH_OPS[$name]:-}
-    timeout 300 python3 "packages/${bench%%/*}/benchmarks/$name.py" --device cuda --dtypes bfloat16 \
+    timeout "${BENCH_TIMEOUT:-300}" python3 "packages/${bench%%/*}/benchmarks/$name.py" --device cuda --dtypes bfloat16 \
         ${ops:+--ops $ops} --out "$OUT" 2>"$OUT/${name}_cuda.log"
     echo "$bench on cuda: exit $?"
 done

@@ -279,12 +279,13 @@ def test_head_norm_rope_in_place(neox):
 
 @pytest.mark.parametrize(
     "gate,rstd,whole,positions",
-    [(False, False, False, False), (True, False, False, True), (False, True, False, False), (True, False, True, False)],
+    [(False, False, False, False), (True, False, False, True), (False, True, False, False), (True, False, True, False),
+     (False, False, True, False)],
 )  # fmt: skip
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_split_qkv_norm_rope_through_triton(dtype, gate, rstd, whole, positions):
-    """The device path of the fused op (Triton head_norm_rope on q and k views, v and gate copied) against the
-    reference composition of the same primitive."""
+    """The device path of the fused op (Triton head_norm_rope on q and k views, v and gate copied; a whole-width
+    norm without gates from Triton split_sum_squares) against the reference composition of the same primitives."""
     from sgl_npu_norm import _accelerator
 
     tokens, head, q_heads, kv_heads = 3, 32, 2, 1
@@ -302,8 +303,9 @@ def test_split_qkv_norm_rope_through_triton(dtype, gate, rstd, whole, positions)
         return (*outs, torch.full((tokens, q_heads * head), 5.0, dtype=dtype) if gate else None)
 
     got, want = outputs(), outputs()
-    _accelerator._split_qkv_norm_rope_with(kernels.launch_head_norm_rope)(*args, *got)
-    _accelerator._split_qkv_norm_rope_with(_accelerator._run_ref_head_norm_rope)(*args, *want)
+    _accelerator._split_qkv_norm_rope_with(kernels.launch_head_norm_rope, kernels.split_sum_squares)(*args, *got)
+    reference_path = (_accelerator._run_ref_head_norm_rope, _accelerator._ref_split_sum_squares)
+    _accelerator._split_qkv_norm_rope_with(*reference_path)(*args, *want)
     for g, w in zip(got, want, strict=True):
         if w is not None:
             assert_close(g, w)

@@ -6,6 +6,8 @@ dispatch keys; the Triton module is imported only when an accelerator tensor fir
 
 from __future__ import annotations
 
+import torch
+
 from . import _meta, reference
 from ._meta import LIB
 
@@ -68,17 +70,22 @@ def _ref_head_norm_rope(*args):
 
 
 def _run_ref_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,
-                            full_width, out):  # fmt: skip
-    """The reference on checked arguments, after the data check the CPU op makes (a host sync here)."""
+                            full_width, out, also_copy=None):  # fmt: skip
+    """The reference on checked arguments, after the data check the CPU op makes (a host sync here); then
+    ``also_copy``'s (src, dst), as the Triton launch copies it."""
     args = (weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width)
     if rope_dim and positions is not None:
         _meta.check(bool(((positions >= 0) & (positions < cos.shape[0])).all()), "positions outside the cos/sin cache")
     out.copy_(reference.head_norm_rope(out if x is None else x, *args))
+    if also_copy is not None:
+        also_copy[1].copy_(also_copy[0])
 
 
-def _split_qkv_norm_rope_with(run_head_norm_rope):
-    """split_qkv_norm_rope on a device: ``run_head_norm_rope(size, *args)`` (unchecked) on the q and k heads
-    (views of qkv), once both are checked, then v and gate copied."""
+def _split_qkv_norm_rope_with(run_head_norm_rope, split_sum_squares):
+    """split_qkv_norm_rope on a device: ``run_head_norm_rope(size, *args, also_copy)`` (unchecked) on the q heads,
+    copying the gates, and on the k heads, copying v (views of qkv), once both groups are checked. A whole-width
+    norm takes its statistics from ``split_sum_squares`` where q's columns are contiguous (torch's
+    float().pow(2).sum() of them took 3x the fused kernel on an H200)."""
 
     def impl(qkv, head_dim, q_heads, kv_heads, q_gate, q_weight, k_weight, q_bias, k_bias, eps, gemma, norm, rstd,
              whole_width, cos, sin, positions, rope_dim, neox, full_width, q, k, v, gate):  # fmt: skip
@@ -86,16 +93,21 @@ def _split_qkv_norm_rope_with(run_head_norm_rope):
             qkv, head_dim, q_heads, kv_heads, q_gate, norm, rstd, whole_width, q, k, v, gate
         )
         q_in, k_in, v_in, gate_in = _meta.qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate)
-        rq, rk = _meta.group_rstd(q_in, k_in, rstd, whole_width, eps)
+        if whole_width and not q_gate:
+            q_width, k_width = q_heads * head_dim, kv_heads * head_dim
+            sums = torch.empty(qkv.shape[0], 2, dtype=torch.float32, device=qkv.device)
+            split_sum_squares(qkv, q_width, k_width, sums)
+            rq, rk = _meta.rstd_of_sums(sums, q_width, k_width, eps)
+        else:
+            rq, rk = _meta.group_rstd(q_in, k_in, rstd, whole_width, eps)
         tables = (cos, sin, positions, rope_dim, neox, full_width)
         q_args = (q_in, q_weight, q_bias, eps, gemma, norm, rq, *tables, q.unflatten(-1, (q_heads, head_dim)))
         k_args = (k_in, k_weight, k_bias, eps, gemma, norm, rk, *tables, k.unflatten(-1, (kv_heads, head_dim)))
         q_size, k_size = _meta.check_head_norm_rope(*q_args), _meta.check_head_norm_rope(*k_args)
-        run_head_norm_rope(q_size, *q_args)  # both groups are checked before q is written
-        run_head_norm_rope(k_size, *k_args)
-        v.copy_(v_in)
-        if gate is not None:
-            gate.unflatten(-1, (q_heads, head_dim)).copy_(gate_in)
+        gates = (gate_in, gate.unflatten(-1, (q_heads, head_dim))) if gate is not None else None
+        values = tuple(t.unflatten(-1, (kv_heads, head_dim)) for t in (v_in, v))
+        run_head_norm_rope(q_size, *q_args, gates)  # both groups are checked before q is written
+        run_head_norm_rope(k_size, *k_args, values)
 
     return impl
 
@@ -114,6 +126,6 @@ _register("swiglu_quant", _ref_swiglu_quant)
 _register("head_norm_rope", _ref_head_norm_rope)
 LIB.accelerator_impl(
     "split_qkv_norm_rope",
-    lambda *a: _split_qkv_norm_rope_with(_triton().launch_head_norm_rope)(*a),
-    _split_qkv_norm_rope_with(_run_ref_head_norm_rope),
+    lambda *a: _split_qkv_norm_rope_with(_triton().launch_head_norm_rope, _triton().split_sum_squares)(*a),
+    _split_qkv_norm_rope_with(_run_ref_head_norm_rope, _ref_split_sum_squares),
 )

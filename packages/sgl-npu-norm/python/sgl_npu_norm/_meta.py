@@ -162,6 +162,12 @@ def qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate):
     return qg[..., :head_dim], k.unflatten(-1, (kv_heads, head_dim)), v, gate
 
 
+def rstd_of_sums(sums, q_width, k_width, eps):
+    """The q and the k rstd ([T] each, contiguous) of per-token sums of squares ``sums [T, 2]`` over ``q_width``
+    and ``k_width`` elements (one elementwise op per column: no widths tensor to copy to the device)."""
+    return torch.rsqrt(sums[:, 0] / q_width + eps), torch.rsqrt(sums[:, 1] / k_width + eps)
+
+
 def group_rstd(q_in, k_in, rstd, whole_width, eps):
     """The per-token rstd of the q and of the k heads ([T] each) where one norm spans all of a group's heads:
     ``rstd [T, 2]`` given, or (whole_width) computed from the heads ``[T, H, D]``; else (None, None)."""

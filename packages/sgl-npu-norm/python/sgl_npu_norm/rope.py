@@ -242,5 +242,5 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
     sums = empty(qkv.shape[0], 2, dtype=torch.float32, device=qkv.device)
     _split_sum_squares(qkv, q_hidden_size, kv_hidden_size, sums)  # one pass, where torch took ~15x the fused op
     dist.all_reduce(sums, group=group)
-    widths = torch.tensor([q_hidden_size, kv_hidden_size], dtype=torch.float32, device=sums.device) * world
-    return _split_norm_rope(*args, torch.rsqrt(sums / widths + eps), *tables)
+    rstd = torch.stack(_meta.rstd_of_sums(sums, q_hidden_size * world, kv_hidden_size * world, eps), dim=-1)
+    return _split_norm_rope(*args, rstd, *tables)

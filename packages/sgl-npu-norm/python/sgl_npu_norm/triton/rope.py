@@ -48,12 +48,14 @@ def _head_norm_rope_kernel(
     x_ptr, x_token_stride, x_head_stride, out_ptr, out_token_stride, out_head_stride,
     w_ptr, b_ptr, param_head_stride, rstd_ptr, cos_ptr, sin_ptr, table_stride, table_rows, pos_ptr,
     tokens, heads, heads_per_program, width, eps, rope_dim,
+    copy_src, copy_src_token_stride, copy_src_head_stride, copy_dst, copy_dst_token_stride, copy_dst_head_stride,
     BLOCK_T: tl.constexpr, BLOCK: tl.constexpr, NORM: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
     GEMMA: tl.constexpr, HAS_RSTD: tl.constexpr, ROPE: tl.constexpr, NEOX: tl.constexpr, FULL_WIDTH: tl.constexpr,
-    HAS_POS: tl.constexpr,
+    HAS_POS: tl.constexpr, HAS_COPY: tl.constexpr,
 ):  # fmt: skip
     """``heads_per_program`` heads of BLOCK_T tokens per program, a [BLOCK_T, BLOCK] tile at a time: the tokens'
-    cos/sin rows (and rstd) are loaded once for all of those heads."""
+    cos/sin rows (and rstd) are loaded once for all of those heads. With HAS_COPY each tile of ``copy_src`` (the
+    same [tokens, heads, width] shape: the fused row's v or gate) goes to ``copy_dst`` in the same loop."""
     toks = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     h0 = tl.program_id(1) * heads_per_program
     cols = tl.arange(0, BLOCK)
@@ -111,6 +113,10 @@ def _head_norm_rope_kernel(
             y = tl.where(in_rope[None, :], y * c + yp * s, y)
         out_rows = out_ptr + toks[:, None] * out_token_stride + h * out_head_stride
         tl.store(out_rows + cols[None, :], to_dtype(y, dtype), mask=mask)
+        if HAS_COPY:
+            src_rows = copy_src + toks[:, None] * copy_src_token_stride + h * copy_src_head_stride
+            dst_rows = copy_dst + toks[:, None] * copy_dst_token_stride + h * copy_dst_head_stride
+            tl.store(dst_rows + cols[None, :], tl.load(src_rows + cols[None, :], mask=mask), mask=mask)
 
 
 def head_norm_rope(*args) -> None:
@@ -119,8 +125,10 @@ def head_norm_rope(*args) -> None:
 
 
 def launch_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,
-                          full_width, out) -> None:  # fmt: skip
-    """Launch on arguments already checked; ``size`` is the per-channel parameter size the check returned."""
+                          full_width, out, also_copy=None) -> None:  # fmt: skip
+    """Launch on arguments already checked; ``size`` is the per-channel parameter size the check returned.
+    ``also_copy``: a (src, dst) pair of out's shape and dtype (last dim contiguous), copied by the same programs
+    (the split op's v and gate: a torch copy each took as long as its share of the kernel on an H200)."""
     src = out if x is None else x
     tokens, heads, width = out.shape
     if tokens == 0 or heads == 0:
@@ -132,6 +140,7 @@ def launch_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, si
     token_blocks = triton.cdiv(tokens, block_t)
     # Heads share a program once there are enough programs without it (each reads its tokens' table rows once).
     heads_per_program = max(1, min(heads, token_blocks * heads // MIN_PROGRAMS))
+    copy_src, copy_dst = also_copy if also_copy is not None else (out, out)
     _head_norm_rope_kernel[(token_blocks, triton.cdiv(heads, heads_per_program))](
         src, src.stride(0), src.stride(1), out, out.stride(0), out.stride(1),
         weight if has_w else out, bias if has_b else out, 0 if size == width else width,
@@ -139,8 +148,9 @@ def launch_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, si
         cos if rope else out, sin if rope else out, cos.stride(0) if rope else 0, cos.shape[0] if rope else 1,
         positions if rope and positions is not None else out,
         tokens, heads, heads_per_program, width, float(eps), rope_dim,
+        copy_src, copy_src.stride(0), copy_src.stride(1), copy_dst, copy_dst.stride(0), copy_dst.stride(1),
         BLOCK_T=block_t, BLOCK=block, NORM=bool(norm), HAS_W=has_w, HAS_B=has_b, GEMMA=bool(gemma),
         HAS_RSTD=rstd is not None, ROPE=rope, NEOX=bool(neox), FULL_WIDTH=bool(neox and full_width),
-        HAS_POS=rope and positions is not None,
+        HAS_POS=rope and positions is not None, HAS_COPY=also_copy is not None,
         num_warps=num_warps(block_t * block),
     )  # fmt: skip
