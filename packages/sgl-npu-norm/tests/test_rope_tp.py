@@ -29,24 +29,48 @@ def _shard(rank):
     return torch.cat([part(q, Q), part(k, KV), part(v, KV)], -1), part(qw, Q), part(kw, KV), cos, sin
 
 
-def _run_rank(rank: int, world: int, init_file: str, out_file: str) -> None:
+def _run_rank(rank: int, world: int, init_file: str, out_file: str, refusing_rank: int) -> None:
+    """One rank's call; with ``refusing_rank`` >= 0 that rank passes a qkv one column short, and each rank saves
+    the message of the error it raised instead of the outputs."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         qkv, qw, kw, cos, sin = _shard(rank)
-        torch.save(ops.split_qkv_tp_rmsnorm_rope(qkv, cos, sin, Q, KV, HEAD, EPS, qw, kw, ROT), out_file)
+        if rank == refusing_rank:
+            qkv = qkv[:, 1:]
+        try:
+            torch.save(ops.split_qkv_tp_rmsnorm_rope(qkv, cos, sin, Q, KV, HEAD, EPS, qw, kw, ROT), out_file)
+        except RuntimeError as error:
+            torch.save(str(error), out_file)
     finally:
         dist.destroy_process_group()
 
 
+def _run_two_ranks(tmp_path, refusing_rank: int = -1) -> list:
+    # Each rank is this file run as a script (a fresh interpreter, as torchrun would start it).
+    files = [str(tmp_path / "init"), *(str(tmp_path / f"{r}.pt") for r in range(2))]
+    argv = lambda r: [sys.executable, __file__, str(r), "2", files[0], files[1 + r], str(refusing_rank)]  # noqa: E731
+    ranks = [subprocess.Popen(argv(r)) for r in range(2)]
+    try:
+        assert [p.wait(timeout=120) for p in ranks] == [0, 0]
+    finally:
+        for p in ranks:
+            p.kill()  # a rank still waiting in the collective
+    return [torch.load(f) for f in files[1:]]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_a_refusing_rank_raises_and_so_do_its_peers(tmp_path):
+    """The rank with a malformed qkv raises its own error after joining the all-reduce, and its peer learns of it
+    there. Without the joining, the peer waits in the collective while the refusing process lives (gloo's timeout
+    is 30 minutes), and here failed with gloo's "Connection closed by peer" once it exited."""
+    got = _run_two_ranks(tmp_path, refusing_rank=1)
+    assert "another rank of the group refused its inputs" in got[0]
+    assert "qkv must have 512 columns" in got[1]
+
+
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
 def test_two_gloo_ranks_match_the_whole_row(tmp_path):
-    # Each rank is this file run as a script (a fresh interpreter, as torchrun would start it).
-    ranks = [
-        subprocess.Popen([sys.executable, __file__, str(r), "2", str(tmp_path / "init"), str(tmp_path / f"{r}.pt")])
-        for r in range(2)
-    ]
-    assert [p.wait(timeout=120) for p in ranks] == [0, 0]
-    got = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    got = _run_two_ranks(tmp_path)
     qkv, qw, kw, cos, sin = _whole()
     want = ops.split_qkv_tp_rmsnorm_rope(qkv, cos, sin, 2 * Q, 2 * KV, HEAD, EPS, qw, kw, ROT)
     for i, name in enumerate("qkv"):
@@ -55,4 +79,4 @@ def test_two_gloo_ranks_match_the_whole_row(tmp_path):
 
 
 if __name__ == "__main__":
-    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))

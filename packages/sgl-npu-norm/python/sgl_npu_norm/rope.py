@@ -228,19 +228,49 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
     """RMSNorm over the full q (and k) width across tensor-parallel ranks, then NeoX RoPE on the first
     ``rotary_dim`` dims of each head (``cos``/``sin`` [T, rotary_dim], full width). The local sums of squares are
     all-reduced over ``group`` with torch.distributed (no process group: this rank alone); ``q_weight`` /
-    ``k_weight`` are this rank's [q_hidden] / [kv_hidden] shards."""
+    ``k_weight`` are this rank's [q_hidden] / [kv_hidden] shards. A rank that refuses its qkv still joins the
+    all-reduce and then raises; its peers raise too (CPU tensors) or get NaN q and k (on a device, where reading
+    the peers' verdict would cost a host sync), instead of waiting for the group's timeout."""
     import torch.distributed as dist
 
-    q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
-    _check_qkv(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])  # before any rank all-reduces
     distributed = group is not None or (dist.is_available() and dist.is_initialized())
     world = dist.get_world_size(group) if distributed else 1
-    args = (qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (None, None), eps, False)
-    tables = (cos, sin, None, rotary_dim, True, True, out)
     if world == 1:  # the statistics in the same pass (a separate pass over q and k cost ~40 % more)
-        return _split_norm_rope(*args, None, *tables, whole_width=True)
-    sums = empty(qkv.shape[0], 2, dtype=torch.float32, device=qkv.device)
-    _split_sum_squares(qkv, q_hidden_size, kv_hidden_size, sums)  # one pass, where torch took ~15x the fused op
-    dist.all_reduce(sums, group=group)
-    rstd = torch.stack(_meta.rstd_of_sums(sums, q_hidden_size * world, kv_hidden_size * world, eps), dim=-1)
-    return _split_norm_rope(*args, rstd, *tables)
+        rstd = None
+        q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
+        _check_qkv(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
+    else:
+        sums = _all_reduced_sums(qkv, head_dim, q_hidden_size, kv_hidden_size, group)
+        q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)  # checked in the all-reduce step
+        rstd = torch.stack(_meta.rstd_of_sums(sums, q_hidden_size * world, kv_hidden_size * world, eps), dim=-1)
+    args = (qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (None, None), eps, False, rstd)
+    return _split_norm_rope(*args, cos, sin, None, rotary_dim, True, True, out, whole_width=rstd is None)
+
+
+def _all_reduced_sums(qkv, head_dim, q_hidden_size, kv_hidden_size, group):
+    """Each token's sums of squares of q and of k [T, 2], summed over the group's ranks. The all-reduced buffer
+    ends with a count of the ranks that refused their inputs, so each rank joins the collective even then."""
+    import torch.distributed as dist
+
+    rows = qkv.shape[0] if qkv.dim() else 0
+    stats = torch.zeros(2 * rows + 1, dtype=torch.float32, device=qkv.device)
+    sums, refusals = stats[:-1].view(rows, 2), stats[-1:]
+    refused = None
+    try:
+        _heads_of(head_dim, q_hidden_size, kv_hidden_size)
+        _check_qkv(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
+        _split_sum_squares(qkv, q_hidden_size, kv_hidden_size, sums)  # one pass, where torch took ~15x the fused op
+    except (RuntimeError, ValueError) as error:
+        refused = error
+        refusals.fill_(1)
+    dist.all_reduce(stats, group=group)
+    if refused is not None:
+        try:
+            raise refused
+        finally:
+            refused = None  # no frame <-> traceback cycle keeping the inputs alive
+    if stats.device.type == "cpu":
+        if refusals.item():
+            fail("split_qkv_tp_rmsnorm_rope: another rank of the group refused its inputs")
+        return sums
+    return torch.where(refusals > 0, torch.nan, sums)
