@@ -184,6 +184,37 @@ def test_positions_outside_the_cache_leave_outputs_untouched():
     assert torch.equal(query, before[0]) and torch.equal(key, before[1])
 
 
+def _apply_rope_bad_key(query, out):
+    ops.apply_rope_with_cos_sin_cache_inplace(torch.tensor([1, 2, 3]), query, _x(3, 3, 64), 64, _x(8, 64))
+
+
+def _mqa_bad_key(query, out):
+    ops.fused_rope_qk_mqa(query.view(3, 2, 64), _x(3, 1, 64, dtype=torch.float32), _x(3, 64), 64, out=out)
+
+
+def _mla_bad_kv_weight(query, out):
+    qkv_a = _x(3, 128 + 32 + 16)
+    ops.fused_split_qk_norm(qkv_a, _x(128), _x(31), 128, 32, 16, 1e-6, out=(query, *out[1:]))
+
+
+@pytest.mark.parametrize(
+    "call,needle",
+    [(_apply_rope_bad_key, "key: "), (_mqa_bad_key, "key: out must be"), (_mla_bad_kv_weight, "k_nope .kv_a_weight.")],
+    ids=["apply_rope", "mqa", "mla_split"],
+)  # fmt: skip
+def test_a_bad_second_group_leaves_the_first_untouched(call, needle):
+    """The ops that make one call per head group check the later groups before the first writes."""
+    query = _x(3, 128)
+    outs = (torch.full((3, 2, 64), 7.0, dtype=BF16), torch.full((3, 1, 64), 7.0, dtype=BF16))
+    if call is _mla_bad_kv_weight:
+        outs = (None, torch.full((3, 1, 32), 7.0, dtype=BF16), torch.full((3, 1, 16), 7.0, dtype=BF16))
+    before = query.clone()
+    with pytest.raises(RuntimeError, match=needle):
+        call(query, outs)
+    assert torch.equal(query, before)
+    assert all((o == 7).all() for o in outs if o is not None)
+
+
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_outputs_that_overlap_themselves_are_refused(device):
     # an expand()ed output would be written by several threads at once: garbage, where torch's own ops raise

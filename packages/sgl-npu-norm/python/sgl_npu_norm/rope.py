@@ -55,11 +55,27 @@ def _split(qkv: torch.Tensor, widths: list[int]) -> list[torch.Tensor]:
     return list(qkv.split(widths, dim=-1))
 
 
-def _rotate(x, out, cos, sin, positions, rope_dim, neox, full_width, *, eps=None, weight=None, bias=None,
-            gemma=False, rstd=None):  # fmt: skip
+def _rotate_all(calls: list[tuple[str, tuple]]) -> None:
+    """``(name, head_norm_rope arguments)`` calls in turn, every later one checked before the first writes (a bad
+    key must not leave query rotated); an error's message starts with the name of the call it came from."""
+    for name, args in calls[1:]:
+        _named(name, _meta.check_head_norm_rope, args)
+    for name, args in calls:
+        _named(name, _head_norm_rope, args)
+
+
+def _named(name: str, fn, args: tuple):
+    try:
+        return fn(*args)
+    except RuntimeError as error:
+        raise RuntimeError(f"{name}: {error}") from None
+
+
+def _rope_args(x, out, cos, sin, positions, rope_dim, neox, full_width, *, eps=None, weight=None):
+    """head_norm_rope's arguments for ``x`` into ``out`` (in place where x is None), normed when eps is given."""
     norm = eps is not None
-    _head_norm_rope(x, weight, bias, eps if norm else 0.0, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,
-                    full_width, out)  # fmt: skip
+    return (x, weight, None, eps if norm else 0.0, False, norm, None, cos, sin, positions, rope_dim, neox,
+            full_width, out)  # fmt: skip
 
 
 def _split_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, weights, biases, eps, gemma, rstd, cos, sin, positions,
@@ -179,8 +195,12 @@ def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_
     cos, sin = _cache_halves(cos_sin_cache, rope_dim)
     q_heads, k_heads = _heads_of(head_size, query.shape[-1], key.shape[-1])
     both = _adjacent_heads(query, key, head_size, q_heads + k_heads)
-    for heads in (_heads(query, head_size), _heads(key, head_size)) if both is None else (both,):
-        _rotate(None, heads, cos, sin, positions, rope_dim, is_neox, False)
+    if both is None:
+        groups = [("query", _heads(query, head_size)), ("key", _heads(key, head_size))]
+    else:
+        groups = [("query and key", both)]
+    _rotate_all([(name, _rope_args(None, heads, cos, sin, positions, rope_dim, is_neox, False))
+                 for name, heads in groups])  # fmt: skip
 
 
 def _adjacent_heads(query, key, head_size, heads):
@@ -206,8 +226,8 @@ def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=N
     cos, sin = cos_sin[:, : rotary_dim // 2], cos_sin[:, rotary_dim // 2 : rotary_dim]
     _meta.check(query.dim() == 3 and key.dim() == 3, "query and key must be [tokens, heads, head_dim]")
     outs = _outputs(out, query, [tuple(query.shape[1:]), tuple(key.shape[1:])], ["q_out", "k_out"])
-    for x, o in zip((query, key), outs, strict=True):
-        _rotate(x, o, cos, sin, None, rotary_dim, is_neox_style, False)
+    _rotate_all([(name, _rope_args(x, o, cos, sin, None, rotary_dim, is_neox_style, False))
+                 for name, x, o in zip(("query", "key"), (query, key), outs, strict=True)])  # fmt: skip
     return tuple(outs)
 
 
@@ -217,8 +237,12 @@ def fused_split_qk_norm(qkv_a, q_a_weight, kv_a_weight, q_lora_rank, kv_lora_ran
     q_in, kv_in, pe_in = _split(qkv_a, [q_lora_rank, kv_lora_rank, qk_rope_dim])
     widths = [q_lora_rank, (1, kv_lora_rank), (1, qk_rope_dim)]
     q, k_nope, k_pe = _outputs(out, qkv_a, widths, ["q_lora", "k_nope", "k_pe"])
-    _rotate(q_in.unsqueeze(1), q.unsqueeze(1), None, None, None, 0, True, False, eps=eps, weight=q_a_weight)
-    _rotate(kv_in.unsqueeze(1), k_nope, None, None, None, 0, True, False, eps=eps, weight=kv_a_weight)
+    _rotate_all([
+        ("q_lora (q_a_weight)", _rope_args(q_in.unsqueeze(1), q.unsqueeze(1), None, None, None, 0, True, False, eps=eps,
+                                  weight=q_a_weight)),
+        ("k_nope (kv_a_weight)", _rope_args(kv_in.unsqueeze(1), k_nope, None, None, None, 0, True, False, eps=eps,
+                                   weight=kv_a_weight)),
+    ])  # fmt: skip
     k_pe.copy_(pe_in.unsqueeze(1))
     return q, k_nope, k_pe
 
