@@ -83,3 +83,46 @@ def test_swiglu_quant_zero_rows_and_zero_input():
     assert q.shape == (0, 4) and scale.shape == (0,)
     q, scale = ops.swiglu_quant(torch.zeros(2, 8))
     assert (q == 0).all() and (scale == 0).all()
+
+
+def _with_nans(rows, d, dtype, nan_cols):
+    """x [rows, 2d] * 4 with NaN at (row r, column c) for each r, c in nan_cols (gate or up columns, vector
+    blocks and the scalar tail alike)."""
+    x = torch.randn(rows, 2 * d, dtype=dtype) * 4
+    for r, c in nan_cols:
+        x[r, c] = float("nan")
+    return x
+
+
+NAN_COLS = [(0, 5), (1, 203 + 7), (2, 200), (3, 2 * 203 - 1)]  # gate in a vector, up in one, gate / up in the tail
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_nan_inputs_give_nan_as_the_reference(dtype):
+    x = _with_nans(5, 203, dtype, NAN_COLS)
+    for got, want in ((ops.swiglu_oai(x), ref.swiglu_oai(x)), (ops.silu_and_mul(x), ref.silu_and_mul(x))):
+        assert torch.equal(got.isnan(), want.isnan())
+        assert_close(got.nan_to_num(0.0), want.nan_to_num(0.0))
+    for do_limit in (False, True):  # a NaN anywhere in a row: scale NaN and codes 0, as the reference
+        q, scale = ops.swiglu_quant(x, do_limit=do_limit, limit=3.0)
+        want_q, want_scale = ref.swiglu_quant(x, do_limit=do_limit, limit=3.0)
+        assert scale[:4].isnan().all() and (q[:4] == 0).all() and torch.equal(want_q[:4], q[:4])
+        _check_quant(x[4:], q[4:], scale[4:], want_q[4:], want_scale[4:])
+
+
+def test_swiglu_oai_refuses_a_non_finite_alpha():
+    for alpha in (float("nan"), float("inf")):
+        with pytest.raises(RuntimeError, match="alpha must be finite"):
+            ops.swiglu_oai(torch.randn(2, 32), alpha=alpha)
+
+
+def test_outputs_inside_the_input_are_refused():
+    buf = torch.randn(4 * 64 + 64)
+    x = buf[: 4 * 64].view(4, 64)
+    with pytest.raises(RuntimeError, match="out must not overlap x"):
+        ops.silu_and_mul(x, out=buf[64:192].view(4, 32))
+    with pytest.raises(RuntimeError, match="scale must not overlap x"):
+        ops.swiglu_quant(x, out=(torch.empty(4, 32, dtype=torch.int8), buf[100:104]))
+    codes = torch.empty(4 * 32 + 12, dtype=torch.int8)  # scale: its last 16 bytes, 4 of them q's
+    with pytest.raises(RuntimeError, match="scale must not overlap q"):
+        ops.swiglu_quant(x, out=(codes[:128].view(4, 32), codes[124:].view(torch.float32)))

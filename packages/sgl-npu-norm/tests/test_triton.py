@@ -148,6 +148,23 @@ def test_swiglu_quant(shape, dtype, do_limit):
     _run_swiglu_quant(torch.randn(shape, dtype=dtype) * 4, do_limit=do_limit, limit=3.0)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_nan_inputs_give_nan_as_the_reference(dtype):
+    """NaN through the limits (torch.clamp keeps it) and into swiglu_quant's row scale (amax keeps it)."""
+    x = torch.randn(4, 200, dtype=dtype) * 4
+    x[0, 5] = x[1, 150] = x[2, 99] = float("nan")  # a gate, an up, the last up
+    for oai in (False, True):
+        out = torch.empty(4, 100, dtype=dtype)
+        if oai:
+            kernels.swiglu_oai(x, 1.702, 7.0, out)
+        else:
+            kernels.silu_and_mul(x, out)
+        assert_close(out, ref.swiglu_oai(x) if oai else ref.silu_and_mul(x))  # NaN exactly where the reference's
+    for do_limit in (False, True):
+        q, scale = _run_swiglu_quant(x, do_limit=do_limit, limit=3.0)
+        assert scale[:3].isnan().all() and (q[:3] == 0).all()
+
+
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
 @pytest.mark.parametrize("group_list_type", [0, 1])
 def test_swiglu_quant_group_list(index_dtype, group_list_type):

@@ -16,19 +16,20 @@ namespace {
 // the result is stored as bf16, exp and the reciprocal are computed to bf16's needs (kBf16 of vexp_n / vsigmoid_n:
 // silu_and_mul 1.31x, ~0.6 % of outputs one bf16 step from the reference's rounding instead of ~0.001 %);
 // swiglu_quant's fp32 activation, which sets the scale, keeps full precision.
-// (up + 1) * gate * sigmoid(alpha * gate) after gate = min(gate, limit), up = clamp(up, +-limit); into g.
+// (up + 1) * gate * sigmoid(alpha * gate) after gate = min(gate, limit), up = clamp(up, +-limit); into g. The limits
+// keep a NaN a NaN, as the reference's torch.clamp does.
 template <int N, bool kBf16>
 inline void swiglu_oai_n(f32x8* g, const f32x8* u, float alpha, float limit) {
   f32x8 s[N];
   for (int k = 0; k < N; ++k) {
-    g[k] = vmin(g[k], splat(limit));
+    g[k] = vmin_keep_nan(g[k], limit);
     s[k] = g[k] * alpha;
   }
   vsigmoid_n<N, kBf16>(s);
-  for (int k = 0; k < N; ++k) g[k] = (vclamp(u[k], -limit, limit) + 1.0f) * g[k] * s[k];
+  for (int k = 0; k < N; ++k) g[k] = (vclamp_keep_nan(u[k], -limit, limit) + 1.0f) * g[k] * s[k];
 }
 inline float swiglu_oai1(float g, float u, float alpha, float limit) {
-  g = g < limit ? g : limit;
+  g = g > limit ? limit : g;  // a NaN stays one
   u = clampf(u, -limit, limit);
   return (u + 1.0f) * g * sigmoid(alpha * g);
 }
@@ -102,7 +103,8 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
 template <int N>
 inline void swiglu_n(f32x8* g, const f32x8* u, bool do_limit, float limit) {
   vsilu_n<N>(g);
-  for (int k = 0; k < N; ++k) g[k] = do_limit ? vmin(g[k], splat(limit)) * vclamp(u[k], -limit, limit) : g[k] * u[k];
+  for (int k = 0; k < N; ++k)
+    g[k] = do_limit ? vmin_keep_nan(g[k], limit) * vclamp_keep_nan(u[k], -limit, limit) : g[k] * u[k];
 }
 
 template <class T>
@@ -114,7 +116,8 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     const T* x = static_cast<const T*>(a.x) + r * a.x_stride;
     int8_t* q = a.q + r * a.q_stride;
     // y is kept in load16<T>'s order per block of 16 (the quantization below writes q back in memory order).
-    f32x8 max4[4] = {splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
+    // max|y| as bits (vabs_bits): a NaN anywhere in the row makes the scale NaN, as the reference's amax does.
+    u32x8 max4[4] = {};
     int64_t i = 0;
     const T* next = r + 1 < end ? x + a.x_stride : x;
     // N vectors (N / 2 blocks of 16 in load16's order) from i on: the activation into y, the running max.
@@ -129,7 +132,7 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       swiglu_n<N>(g, u, a.do_limit, a.limit);
       for (int k = 0; k < N; ++k) {
         store8(y.data() + i + k * kVec, g[k]);
-        max4[k] = vmax(max4[k], vabs(g[k]));
+        max4[k] = vmax_bits(max4[k], vabs_bits(g[k]));
       }
       i += N * kVec;
     };
@@ -140,19 +143,19 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       const f32x8 u = load8(x + d + i);
       swiglu_n<1>(&g, &u, a.do_limit, a.limit);
       store8(y.data() + i, g);
-      max4[0] = vmax(max4[0], vabs(g));
+      max4[0] = vmax_bits(max4[0], vabs_bits(g));
     }
-    float max_abs = reduce_max(vmax(vmax(max4[0], max4[1]), vmax(max4[2], max4[3])));
+    uint32_t max_bits = reduce_max_bits(vmax_bits(vmax_bits(max4[0], max4[1]), vmax_bits(max4[2], max4[3])));
     for (; i < d; ++i) {
       float s = silu(to_float(x[i])), u = to_float(x[d + i]);
       if (a.do_limit) {
-        s = s < a.limit ? s : a.limit;
+        s = s > a.limit ? a.limit : s;  // a NaN stays one
         u = clampf(u, -a.limit, a.limit);
       }
       y[i] = s * u;
-      max_abs = std::fabs(y[i]) > max_abs ? std::fabs(y[i]) : max_abs;
+      max_bits = std::max(max_bits, abs_bits(y[i]));
     }
-    const float scale = max_abs / 127.0f;
+    const float scale = bitcast<float>(max_bits) / 127.0f;
     a.scale[r] = scale;
     if (!(scale > 0.f)) {  // an all-zero row quantizes to zeros (and a NaN row too, with a NaN scale)
       std::fill(q, q + d, int8_t(0));

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstring>
 
 #include "kernels/kernels.h"
@@ -11,14 +12,17 @@ using namespace sgl_npu_core;
 
 namespace {
 
-// Checks a gated input [..., 2d] and its output [..., d]; returns (input rows, output rows).
+// Checks a gated input [..., 2d] and its output [..., d] (apart from x: rows written early would be read as
+// input later); returns (input rows, output rows).
 std::pair<Rows, Rows> glu_rows_checked(const Tensor& x, const Tensor& out, ScalarType out_dtype, const char* out_name) {
+  float_dtype(x, "x");  // first: an int x is named, not its output's dtype
   Rows xr = as_rows(x, "x");
   STD_TORCH_CHECK(xr.cols % 2 == 0, "x must have an even last dim (gate and up halves), got ", xr.cols);
   Rows orow = as_rows(out, out_name);
   STD_TORCH_CHECK(orow.rows == xr.rows && orow.cols == xr.cols / 2, out_name, " must have ", xr.rows, " rows of ",
                   xr.cols / 2, ", got ", orow.rows, " x ", orow.cols);
   check_dtype(out, out_dtype, out_name);
+  check_apart(out, x, out_name, "x");
   return {xr, orow};
 }
 
@@ -75,6 +79,7 @@ void silu_and_mul(const Tensor& x, Tensor out) { run_glu(x, out, GluKind::silu_a
 
 void swiglu_oai(const Tensor& x, double alpha, double limit, Tensor out) {
   STD_TORCH_CHECK(limit > 0, "limit must be > 0, got ", limit);
+  STD_TORCH_CHECK(std::isfinite(alpha), "alpha must be finite, got ", alpha);
   run_glu(x, out, GluKind::swiglu_oai, float(alpha), float(limit));
 }
 
@@ -86,6 +91,8 @@ void swiglu_quant(const Tensor& x, const std::optional<Tensor>& group_list, int6
   check_contiguous(scale, "scale");
   STD_TORCH_CHECK(scale.numel() == xr.rows, "scale must have ", xr.rows, " elements (one per row), got ",
                   scale.numel());
+  check_apart(scale, x, "scale", "x");
+  check_apart(scale, q, "scale", "q");
   STD_TORCH_CHECK(!do_limit || limit > 0, "limit must be > 0, got ", limit);
   const int64_t rows = group_list.has_value() ? grouped_rows(*group_list, group_list_type, xr.rows) : xr.rows;
   SwigluQuantArgs a{float_dtype(x, "x"),

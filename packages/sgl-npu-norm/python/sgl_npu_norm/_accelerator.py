@@ -49,7 +49,7 @@ def _ref_silu_and_mul(x, out):
 
 
 def _ref_swiglu_oai(x, alpha, limit, out):
-    _meta.check_glu(x, out, x.dtype, limit=limit)
+    _meta.check_glu(x, out, x.dtype, limit=limit, alpha=alpha)
     out.copy_(reference.swiglu_oai(x, alpha, limit))
 
 

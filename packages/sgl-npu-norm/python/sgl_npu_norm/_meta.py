@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from sgl_npu_core.checks import (
     check,
@@ -74,13 +76,15 @@ def check_split_sum_squares(x, width0, width1, out) -> None:
     check_apart(out, x, "out", "x")
 
 
-def check_glu(x, out, out_dtype, out_name="out", limit=None) -> None:
+def check_glu(x, out, out_dtype, out_name="out", limit=None, alpha=0.0) -> None:
     check(limit is None or limit > 0, f"limit must be > 0, got {limit}")
+    check(math.isfinite(alpha), f"alpha must be finite, got {alpha}")
     check_float(x, "x")
     _, cols = check_rows(x, "x")
     check(cols % 2 == 0, f"x must have an even last dim (gate and up halves), got {cols}")
     check_same_rows(out, x, out_name, cols // 2)
     check_dtype(out, out_dtype, out_name)
+    check_apart(out, x, out_name, "x")
 
 
 def check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale) -> None:
@@ -88,6 +92,8 @@ def check_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale
     check_dtype(scale, torch.float32, "scale")
     check(scale.is_contiguous(), "scale must be contiguous")  # written at its flat row index
     check(scale.numel() == x.numel() // x.shape[-1], "scale must have one element per row of x")
+    check_apart(scale, x, "scale", "x")
+    check_apart(scale, q, "scale", "q")
     check_same_device(scale, x, "scale", "x")
     if group_list is not None:
         check(group_list.dim() == 1 and group_list.numel() > 0, "group_list must be a non-empty 1-D tensor")
@@ -234,7 +240,7 @@ def _(x, out):
 
 @LIB.fake("swiglu_oai")
 def _(x, alpha, limit, out):
-    check_glu(x, out, x.dtype, limit=limit)
+    check_glu(x, out, x.dtype, limit=limit, alpha=alpha)
 
 
 @LIB.fake("swiglu_quant")

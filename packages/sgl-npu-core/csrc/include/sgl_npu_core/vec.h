@@ -239,6 +239,20 @@ inline f32x8 vmin(f32x8 a, f32x8 b) { return a < b ? a : b; }
 #endif
 inline f32x8 vabs(f32x8 a) { return bitcast<f32x8>(bitcast<u32x8>(a) & 0x7FFFFFFFu); }
 inline f32x8 vclamp(f32x8 a, float lo, float hi) { return vmin(vmax(a, splat(lo)), splat(hi)); }
+// min(a, hi) and clamp(a, lo, hi) that keep a NaN a NaN, as torch.clamp does (vclamp gives lo): the bound goes
+// first, since min / max return their second operand where either is NaN.
+inline f32x8 vmin_keep_nan(f32x8 a, float hi) { return vmin(splat(hi), a); }
+inline f32x8 vclamp_keep_nan(f32x8 a, float lo, float hi) { return vmin(splat(hi), vmax(splat(lo), a)); }
+// |a|'s bits: as unsigned integers they order like the values, with every NaN above +inf, so an integer max of
+// them keeps a NaN (a float max drops one that an earlier lane or step saw).
+inline u32x8 vabs_bits(f32x8 a) { return bitcast<u32x8>(a) & 0x7FFFFFFFu; }
+inline u32x8 vmax_bits(u32x8 a, u32x8 b) { return a > b ? a : b; }
+inline uint32_t abs_bits(float a) { return bitcast<uint32_t>(a) & 0x7FFFFFFFu; }
+inline uint32_t reduce_max_bits(u32x8 m) {
+  uint32_t r = m[0];
+  for (int i = 1; i < kVec; ++i) r = m[i] > r ? m[i] : r;
+  return r;
+}
 // floor for |a| < 2^31 (generic: truncate, then step down where truncation went up).
 inline f32x8 vfloor(f32x8 a) {
 #if defined(__AVX__)

@@ -39,8 +39,8 @@ def _glu_kernel(x_ptr, x_stride, out_ptr, out_stride, d, alpha, limit, BLOCK: tl
     mask = cols < d
     gate, up = _load_gate_up(x_ptr, row, x_stride, d, cols, mask, OAI)
     if OAI:
-        gate = tl.minimum(gate, limit)
-        up = tl.clamp(up, -limit, limit)
+        gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)  # NaN stays NaN, as in torch.clamp
+        up = tl.clamp(up, -limit, limit, propagate_nan=tl.PropagateNan.ALL)
         y = (up + 1.0) * gate * tl.sigmoid(alpha * gate)
     else:
         y = _silu(gate) * up
@@ -82,11 +82,12 @@ def _swiglu_quant_kernel(
     gate, up = _load_gate_up(x_ptr, row, x_stride, d, cols, load_mask, False)
     act = _silu(gate)
     if DO_LIMIT:
-        act = tl.minimum(act, limit)
-        up = tl.clamp(up, -limit, limit)
+        act = tl.minimum(act, limit, propagate_nan=tl.PropagateNan.ALL)
+        up = tl.clamp(up, -limit, limit, propagate_nan=tl.PropagateNan.ALL)
     y = act * up
     # div_rn: correctly rounded like the reference's division (plain `/` may be approximate on GPUs)
     scale = tl.math.div_rn(tl.max(tl.abs(y), axis=0), 127.0)
+    scale = tl.where(tl.max((y != y).to(tl.int32), axis=0) > 0, float("nan"), scale)  # a NaN row: NaN, as amax
     safe = tl.where(scale > 0, scale, 1.0)
     q = tl.clamp(tl.floor(tl.math.div_rn(y, safe) + 0.5), -128.0, 127.0)
     q = tl.where(scale > 0, q, 0.0)
@@ -95,7 +96,7 @@ def _swiglu_quant_kernel(
 
 
 def _launch_glu(x, out, oai: bool, alpha: float = 0.0, limit: float | None = None) -> None:
-    _meta.check_glu(x, out, x.dtype, limit=limit)
+    _meta.check_glu(x, out, x.dtype, limit=limit, alpha=alpha)
     rows, d = num_rows(x), x.shape[-1] // 2
     if rows == 0:
         return
