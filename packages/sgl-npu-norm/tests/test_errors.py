@@ -215,6 +215,26 @@ def test_a_bad_second_group_leaves_the_first_untouched(call, needle):
     assert all((o == 7).all() for o in outs if o is not None)
 
 
+def test_written_tensors_holding_a_parameter_are_refused():
+    # rows written early would change the weight (or scale) the later rows read; no memory to compare on meta
+    rows, x = _x(4, 64), _x(4, 64)
+    with pytest.raises(RuntimeError, match="out must not overlap weight"):
+        ops.rmsnorm(x, rows[3], out=rows)
+    with pytest.raises(RuntimeError, match="added must not overlap bias"):
+        ops.add_rmsnorm_bias(x, _x(4, 64), _x(64), rows[2], out=(_x(4, 64), rows))
+    codes = torch.empty(4 * 64, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match="out must not overlap quant_scale"):
+        ops.rmsnorm_bias(x, _x(64), None, 1e-6, codes.view(torch.float32), out=codes.view(4, 64))
+    with pytest.raises(RuntimeError, match="residual must not overlap weight"):
+        ops.fused_add_rmsnorm(x, rows, rows[2])
+    from sgl_npu_norm import _meta  # the fakes' and device paths' checks, on the same tensors
+
+    with pytest.raises(RuntimeError, match="out must not overlap weight"):
+        _meta.check_norm(x, rows[3], None, 1e-6, None, None, rows)
+    with pytest.raises(RuntimeError, match="residual must not overlap weight"):
+        _meta.check_norm(x, rows[2], None, 1e-6, None, None, x, rows)
+
+
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_outputs_that_overlap_themselves_are_refused(device):
     # an expand()ed output would be written by several threads at once: garbage, where torch's own ops raise

@@ -25,6 +25,7 @@ struct NormCall {
   NormArgs args{};
   ChannelParam weight, bias, quant_scale, quant_offset;
   int64_t rows;
+  std::pair<const Tensor*, const char*> params[4];  // the given per-channel parameters, read by every row
 
   NormCall(const Tensor& x, const Rows& xr, const Tensor& w, const std::optional<Tensor>& b, double eps, bool gemma,
            const std::optional<Tensor>& qs, const std::optional<Tensor>& qo, const Tensor& out)
@@ -32,7 +33,11 @@ struct NormCall {
         bias(b, xr.cols, "bias", 0.f, float_dtype(x, "x"), param_dtype(x, w, b, gemma)),
         quant_scale(qs, xr.cols, "quant_scale", 0.f, float_dtype(x, "x")),
         quant_offset(qo, xr.cols, "quant_offset", 0.f, float_dtype(x, "x")),
-        rows(xr.rows) {
+        rows(xr.rows),
+        params{{&w, "weight"},
+               {b ? &*b : nullptr, "bias"},
+               {qs ? &*qs : nullptr, "quant_scale"},
+               {qo ? &*qo : nullptr, "quant_offset"}} {
     STD_TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
     STD_TORCH_CHECK(!qo.has_value() || qs.has_value(), "quant_offset needs quant_scale");
     Rows outr = as_rows(out, "out");
@@ -41,6 +46,7 @@ struct NormCall {
       check_dtype(out, ScalarType::Char, "out (quantized)");
     else
       check_same_dtype(out, x, "out", "x");
+    params_apart_from(out, "out");
     args.dtype = float_dtype(x, "x");
     args.hidden = xr.cols;
     args.eps = float(eps);
@@ -58,6 +64,12 @@ struct NormCall {
     const int64_t elem = int64_t(out.element_size());
     args.stream =
         !qs.has_value() && args.out != args.x && should_stream(args.out, rows, elem * xr.cols, elem * outr.row_stride);
+  }
+
+  // A written tensor must not hold a parameter: rows written early would change it for the rows after.
+  void params_apart_from(const Tensor& written, const char* name) const {
+    for (auto [p, p_name] : params)
+      if (p) check_apart(written, *p, name, p_name);
   }
 
   void run() const {
@@ -94,6 +106,7 @@ void add_rmsnorm(const Tensor& x, const Tensor& residual, const Tensor& weight, 
   // In place on x or residual is fine (each row is read before it is written); partly overlapping is not, nor are
   // out and added one memory.
   check_apart(out, added, "out", "added");
+  call.params_apart_from(added, "added");
   for (auto [t, name] : {std::pair{&x, "x"}, {&residual, "residual"}}) {
     check_same_or_apart(out, *t, "out", name);
     check_same_or_apart(added, *t, "added", name);
@@ -110,6 +123,7 @@ void fused_add_rmsnorm(Tensor x, Tensor residual, const Tensor& weight, double e
   Rows rr = residual_rows(x, xr, residual, "residual");
   check_apart(residual, x, "residual", "x");  // both are written
   NormCall call(x, xr, weight, std::nullopt, eps, gemma, std::nullopt, std::nullopt, x);
+  call.params_apart_from(residual, "residual");
   call.args.residual = residual.const_data_ptr();
   call.args.residual_stride = rr.row_stride;
   call.args.sum = residual.mutable_data_ptr();

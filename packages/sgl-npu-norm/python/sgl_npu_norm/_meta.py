@@ -50,6 +50,12 @@ def check_norm(x, weight, bias, eps, quant_scale, quant_offset, out, residual=No
     # In place is fine (each row is read before it is written); partial overlaps and two outputs on one memory
     # are not, as the C++ ops.
     check_same_or_apart(out, x, "out", "x")
+    written = [("out", out), ("added", added) if added is not None else ("residual", residual)]
+    for name, t in written:  # a parameter in a written tensor would change under the rows after
+        for p_name, p in (("weight", weight), ("bias", bias), ("quant_scale", quant_scale),
+                          ("quant_offset", quant_offset)):  # fmt: skip
+            if p is not None and t is not None:
+                check_apart(t, p, name, p_name)
     if residual is not None and added is None:
         check_apart(residual, x, "residual", "x")
     if added is not None:
