@@ -48,3 +48,61 @@ def test_row_stride_matches_the_cpp_rule():
 def test_load_op_library_reports_a_missing_library(tmp_path):
     with pytest.raises(ImportError, match="missing"):
         load_op_library(str(tmp_path / "__init__.py"))
+
+
+def _bytes_of(t: torch.Tensor) -> set[int]:
+    """Every byte address an element of ``t`` covers (brute force)."""
+    offsets = torch.zeros((), dtype=torch.int64)
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        offsets = offsets.unsqueeze(-1) + torch.arange(size) * stride
+    first = t.data_ptr() - t.storage_offset() * t.element_size()
+    starts = first + (offsets.flatten() + t.storage_offset()) * t.element_size()
+    return {int(s) + b for s in starts for b in range(t.element_size())}
+
+
+def _random_view(buf: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A 1- to 3-D view of ``buf``: rows of a random stride (below, at or past the width), column slices, expanded
+    or transposed now and then."""
+    r = lambda lo, hi: int(torch.randint(lo, hi + 1, (), generator=g))  # noqa: E731
+    kind = r(0, 5)
+    rows, cols = r(1, 5), r(1, 6)
+    stride = r(max(cols - 1, 1), cols + 4)
+    if kind == 0:
+        return buf[r(0, 8) :][: r(1, 20)]
+    if kind == 4:  # heads: [rows, 2, cols] with a head stride of cols or more
+        head = r(cols, cols + 2)
+        shape, strides = (rows, 2, cols), (2 * head + r(0, 3), head, 1)
+    elif kind == 5:  # expanded or transposed
+        shape, strides = ((rows, cols), (0, 1)) if r(0, 1) else ((cols, rows), (1, stride))
+    else:
+        shape, strides = (rows, cols), (stride, 1)
+    need = sum((n - 1) * s for n, s in zip(shape, strides, strict=True)) + 1
+    offset = r(0, buf.numel() - need)
+    return buf.as_strided(shape, strides, offset)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8], ids=str)
+def test_share_memory_matches_brute_force(dtype):
+    # runs of one stride are compared exactly; other pairs only where their spans meet (a conservative answer)
+    g = torch.Generator().manual_seed(0)
+    buf = torch.zeros(160, dtype=dtype)
+    exact = 0
+    for i in range(3000):
+        a, b = _random_view(buf, g), _random_view(buf, g)
+        if i % 2 and a.dim() == 2 and a.stride(1) == 1 and a.stride(0) > 0:  # b interleaved with a's rows
+            rows, cols = (
+                int(torch.randint(1, 6, (), generator=g)),
+                int(torch.randint(1, a.stride(0) + 1, (), generator=g)),
+            )
+            shift = int(torch.randint(-2 * a.stride(0), 2 * a.stride(0) + 1, (), generator=g))
+            offset = min(max(a.storage_offset() + shift, 0), buf.numel() - (rows - 1) * a.stride(0) - cols)
+            b = buf.as_strided((rows, cols), (a.stride(0), 1), offset)
+        truth = bool(_bytes_of(a) & _bytes_of(b))
+        got = checks._share_memory(a, b)
+        ra, rb = checks._byte_rows(a), checks._byte_rows(b)
+        if ra and rb and (ra[1] == 1 or rb[1] == 1 or ra[2] == rb[2]):
+            exact += 1
+            assert got == truth, (a.shape, a.stride(), a.storage_offset(), b.shape, b.stride(), b.storage_offset())
+        else:
+            assert got or not truth  # never misses a shared byte
+    assert exact > 1500

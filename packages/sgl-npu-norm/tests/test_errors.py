@@ -215,6 +215,90 @@ def test_a_bad_second_group_leaves_the_first_untouched(call, needle):
     assert all((o == 7).all() for o in outs if o is not None)
 
 
+def _elements(t):
+    """The storage indices of a [rows, cols] view's elements."""
+    rows = torch.arange(t.shape[0])[:, None] * t.stride(0)
+    return set((t.storage_offset() + rows + torch.arange(t.shape[1])).flatten().tolist())
+
+
+def test_overlap_checks_compare_rows_of_one_stride_exactly():
+    """out and x as row views of one buffer (the C++ check_same_or_apart, and the Python one the fakes and device
+    paths share): refused exactly where they share an element, unless out is x; interleaved rows pass."""
+    from sgl_npu_norm import _meta
+
+    g = torch.Generator().manual_seed(1)
+    buf, w = torch.zeros(400, dtype=BF16), _x(8)
+    refused = passed = 0
+    for _ in range(400):
+        r = lambda lo, hi: int(torch.randint(lo, hi + 1, (), generator=g))  # noqa: E731
+        rows, stride = r(1, 4), r(8, 24)
+        views = [buf.as_strided((rows, 8), (stride if r(0, 3) else r(8, 24), 1), r(0, 300)) for _ in range(2)]
+        x, out = views
+        shared = bool(_elements(x) & _elements(out))
+        same = x.storage_offset() == out.storage_offset() and x.stride() == out.stride()
+        rows_of_one_stride = rows == 1 or x.stride(0) == out.stride(0)
+        for check in (lambda x, out: ops.rmsnorm(x, w, out=out), lambda x, out: _meta.check_norm(x, w, None, 1e-6, None, None, out)):  # fmt: skip  # noqa: E501
+            if shared and not same:
+                with pytest.raises(RuntimeError, match="out must not overlap x"):
+                    check(x, out)
+                refused += 1
+            elif rows_of_one_stride:
+                check(x, out)
+                passed += 1
+    assert refused > 50 and passed > 50
+
+
+TABLES = _tables("cpu")
+
+
+def _split_args(qkv, out):
+    return (qkv, 64, 4, 2, False, None, None, None, None, 1e-6, False, True, None, False, *TABLES, None, 64,
+            True, True, *out, None)  # fmt: skip
+
+
+@pytest.mark.parametrize("checks", ["cpu op", "python"])
+def test_split_outputs_overlapping_each_other_or_other_columns_are_refused(checks):
+    from sgl_npu_norm import _meta
+
+    run = torch.ops.sgl_npu_norm.split_qkv_norm_rope if checks == "cpu op" else _meta.check_split_qkv_norm_rope
+    if checks == "python":  # the fakes' and device paths' checks take the op's arguments without the params
+        run = lambda *a: _meta.check_split_qkv_norm_rope(*a[:5], *a[11:14], *a[20:])  # noqa: E731
+    qkv, kv = _qkv("cpu"), _x(3, 128)
+    cases = {
+        "k must not overlap v": (_x(3, 256), kv, kv),
+        "q must not overlap qkv's q columns": (qkv[:, 64:320], _x(3, 128), _x(3, 128)),
+        "v must not overlap qkv's k columns": (_x(3, 256), _x(3, 128), qkv[:, 256:384]),
+        "q must not overlap qkv's k columns": (qkv[:, 256:], _x(3, 128), _x(3, 128)),  # [k | v] as q
+    }
+    for needle, out in cases.items():
+        with pytest.raises(RuntimeError, match=needle):
+            run(*_split_args(qkv, out))
+
+
+def test_split_in_place_on_its_own_columns_matches_fresh_outputs():
+    qkv = _qkv("cpu")
+    want = [torch.empty(3, w, dtype=BF16) for w in (256, 128, 128)]
+    torch.ops.sgl_npu_norm.split_qkv_norm_rope(*_split_args(qkv, want))
+    in_place = qkv.split([256, 128, 128], dim=-1)  # interleaved rows of one buffer, each apart from the others
+    torch.ops.sgl_npu_norm.split_qkv_norm_rope(*_split_args(qkv, in_place))
+    for got, w in zip(in_place, want, strict=True):
+        assert torch.equal(got, w)
+
+
+def test_rope_outputs_over_inputs_they_still_read_are_refused():
+    x = _x(3, 5, 64)
+    cos, sin = _tables("cpu", width=32)
+    with pytest.raises(RuntimeError, match="out must not overlap x"):  # a head to the right: read after written
+        torch.ops.sgl_npu_norm.head_norm_rope(x[:, :4], None, None, 0.0, False, False, None, cos, sin, None, 32, True,
+                                              True, x[:, 1:])  # fmt: skip
+    query, key = _x(3, 1, 64), _x(3, 1, 64)
+    with pytest.raises(RuntimeError, match="q_out must not overlap key"):
+        ops.fused_rope_qk_mqa(query, key, _x(3, 64), 64, out=(key, torch.empty_like(key)))
+    row = _x(3, 192)
+    with pytest.raises(RuntimeError, match="key must not overlap query"):
+        ops.apply_rope_with_cos_sin_cache_inplace(torch.tensor([0, 1, 2]), row[:, :128], row[:, 64:128], 64, _x(8, 64))
+
+
 def test_written_tensors_holding_a_parameter_are_refused():
     # rows written early would change the weight (or scale) the later rows read; no memory to compare on meta
     rows, x = _x(4, 64), _x(4, 64)

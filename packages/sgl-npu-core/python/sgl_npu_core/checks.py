@@ -116,12 +116,50 @@ def check_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_nam
     """``out`` must not share memory with ``other`` (conservatively: their byte spans must not meet), as the C++
     check_apart. Skipped where there is no memory to compare (see has_memory)."""
     if has_memory(out, other):
-        _check_spans_apart(out, other, out_name, other_name)
+        _fail_if_shared(out, other, out_name, other_name)
 
 
-def _check_spans_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
-    (a0, a1), (b0, b1) = _byte_span(out), _byte_span(other)
-    if not (a0 == a1 or b0 == b1 or a1 <= b0 or b1 <= a0):
+def _byte_rows(t: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """``t``'s elements as (first byte, runs, bytes between runs, bytes per run) of contiguous bytes, or None where
+    they do not form evenly spaced runs, as the C++ byte_rows."""
+    if t.dim() == 0 or t.numel() == 0:
+        return None
+    outer, width = t.dim() - 1, 1
+    while outer >= 0 and (t.shape[outer] == 1 or t.stride(outer) == width):
+        width *= t.shape[outer]
+        outer -= 1
+    rows, stride, expect = 1, width, None
+    for d in range(outer, -1, -1):
+        if t.shape[d] == 1:
+            continue
+        if expect is not None and t.stride(d) != expect:
+            return None
+        if expect is None:
+            stride = t.stride(d)
+        rows *= t.shape[d]
+        expect = t.stride(d) * t.shape[d]
+    if stride < width:
+        return None
+    return t.data_ptr(), rows, stride * t.element_size(), width * t.element_size()
+
+
+def _share_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors share a byte, as the C++ share_memory: run by run where their runs have one stride, else
+    (conservatively) by their spans."""
+    ra, rb = _byte_rows(a), _byte_rows(b)
+    if ra and rb:
+        (a_first, a_rows, a_stride, a_width), (b_first, b_rows, b_stride, b_width) = ra, rb
+        if a_rows == 1 or b_rows == 1 or a_stride == b_stride:
+            stride = a_stride if a_rows > 1 else b_stride
+            d = b_first - a_first
+            k = max((-b_width - d) // stride + 1, 1 - a_rows)  # the least j - i with row j of b past row i of a's start
+            return k <= b_rows - 1 and d + k * stride < a_width
+    (a0, a1), (b0, b1) = _byte_span(a), _byte_span(b)
+    return a0 != a1 and b0 != b1 and a0 < b1 and b0 < a1
+
+
+def _fail_if_shared(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
+    if _share_memory(out, other):
         fail(f"{out_name} must not overlap {other_name}")
 
 
@@ -142,4 +180,4 @@ def check_same_or_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, o
     if not has_memory(out, other):
         return
     if out.data_ptr() != other.data_ptr() or out.shape != other.shape or out.stride() != other.stride():
-        _check_spans_apart(out, other, out_name, other_name)  # has_memory already held
+        _fail_if_shared(out, other, out_name, other_name)  # has_memory already held

@@ -169,6 +169,32 @@ bool stream_heads(const HeadNormRopeArgs& a, int64_t tokens) {
          should_stream(a.out, tokens, elem * a.heads * a.width, elem * a.out_token_stride);
 }
 
+// The split op's outputs apart from one another and from the qkv columns they are not computed from; each may be
+// exactly its own columns (in place: a token's heads are read before they are written), except with gates,
+// whose columns interleave q's.
+void check_outputs_apart(const Tensor& qkv, int64_t qkv_stride, int64_t q_width, int64_t kv_hidden, bool q_gate,
+                         const Tensor* const outs[4], const char* const names[4]) {
+  const int64_t elem = int64_t(qkv.element_size()), first = int64_t(reinterpret_cast<uintptr_t>(qkv.const_data_ptr()));
+  auto columns = [&](int64_t col, int64_t width) {
+    return ByteRows{first + col * elem, qkv.size(0), qkv_stride * elem, width * elem};
+  };
+  const ByteRows blocks[3] = {columns(0, q_width), columns(q_width, kv_hidden),
+                              columns(q_width + kv_hidden, kv_hidden)};
+  const char* block_names[3] = {"qkv's q columns", "qkv's k columns", "qkv's v columns"};
+  const int own_block[4] = {0, 1, 2, 0};
+  for (int i = 0; i < 4; ++i) {
+    const auto o = outs[i] ? byte_rows(*outs[i]) : std::nullopt;  // none where empty: nothing to share
+    if (!o) continue;
+    for (int j = i + 1; j < 4; ++j)
+      STD_TORCH_CHECK(!outs[j] || !share_memory(*outs[i], *outs[j]), names[i], " must not overlap ", names[j]);
+    for (int b = 0; b < 3; ++b) {
+      const bool in_place = b == own_block[i] && !q_gate && same_rows(*o, blocks[b]);
+      STD_TORCH_CHECK(in_place || blocks[b].width == 0 || qkv.size(0) == 0 || !share_memory(*o, blocks[b]), names[i],
+                      " must not overlap ", block_names[b]);
+    }
+  }
+}
+
 }  // namespace
 
 void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>& weight,
@@ -183,6 +209,7 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
   STD_TORCH_CHECK(xi.tokens == o.tokens && xi.heads == o.heads && xi.width == o.width, "out must have the shape of x [",
                   xi.tokens, ", ", xi.heads, ", ", xi.width, "]");
   check_same_dtype(out, src, "out", "x");
+  if (x.has_value()) check_same_or_apart(out, *x, "out", "x");
   const DType dtype = float_dtype(src, "x");
   const RopeTables tables(cos, sin, positions, rope_dim, neox, full_width, o.tokens, o.width);
   HeadGroup g(dtype, o, weight, bias, eps, gemma, norm, checked_rstd(rstd, o.tokens, 1), 1, false, tables, "weight",
@@ -229,6 +256,7 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
     check_same_dtype(*outs[i], qkv, names[i], "qkv");
   }
   STD_TORCH_CHECK(q_gate == gate.has_value(), "gate must be given exactly when q heads hold a gate");
+  check_outputs_apart(qkv, qkv_stride, q_width, kv_hidden, q_gate, outs, names);
 
   const RopeTables tables(cos, sin, positions, rope_dim, neox, full_width, tokens, head_dim);
   const float* r = checked_rstd(rstd, tokens, 2);

@@ -17,6 +17,7 @@ from sgl_npu_core.checks import (
     check_rows,
     check_same_device,
     check_same_or_apart,
+    has_memory,
 )
 from sgl_npu_core.library import OpLibrary
 
@@ -128,6 +129,8 @@ def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, posi
         check_same_device(out, x, "out", "x")
     check_float(src, "x")
     check_dtype(out, src.dtype, "out")
+    if x is not None:
+        check_same_or_apart(out, x, "out", "x")
     check(eps >= 0, f"eps must be >= 0, got {eps}")
     tokens, heads, width = shape
     size = heads * width if rstd is not None and weight is not None and weight.shape == (heads * width,) else width
@@ -190,6 +193,28 @@ def group_rstd(q_in, k_in, rstd, whole_width, eps):
     return tuple(torch.rsqrt(h.float().pow(2).sum((-2, -1)) / (h.shape[-2] * h.shape[-1]) + eps) for h in (q_in, k_in))
 
 
+def _check_outputs_apart(qkv, head_dim, q_heads, kv_heads, q_gate, q, k, v, gate) -> None:
+    """As the C++ op: outputs apart from one another and from the qkv columns they are not computed from; each may
+    be exactly its own columns (in place), except with gates, whose columns interleave q's."""
+    if not has_memory(qkv):
+        return
+    kv = kv_heads * head_dim
+    blocks = qkv.split([q_heads * head_dim * (2 if q_gate else 1), kv, kv], dim=-1)
+    block_names = ["qkv's q columns", "qkv's k columns", "qkv's v columns"]
+    outs = [("q", q, 0), ("k", k, 1), ("v", v, 2), ("gate", gate, 0)]
+    for i, (name, t, own) in enumerate(outs):
+        if t is None:
+            continue
+        for other_name, other, _ in outs[i + 1 :]:
+            if other is not None:
+                check_apart(t, other, name, other_name)
+        for b, (block, block_name) in enumerate(zip(blocks, block_names, strict=True)):
+            if b == own and not q_gate:
+                check_same_or_apart(t, block, name, block_name)
+            else:
+                check_apart(t, block, name, block_name)
+
+
 def check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, norm, rstd, whole_width, q, k, v, gate) -> None:
     check(not whole_width or (norm and rstd is None), "whole_width needs norm=True and no rstd")
     check(head_dim > 0 and q_heads >= 0 and kv_heads >= 0, "head_dim must be > 0 and head counts >= 0")
@@ -202,6 +227,7 @@ def check_split_qkv_norm_rope(qkv, head_dim, q_heads, kv_heads, q_gate, norm, rs
         f"qkv must be [{tokens}, {width}], contiguous in its last dim",
     )
     check(q_gate == (gate is not None), "gate must be given exactly when q heads hold a gate")
+    _check_outputs_apart(qkv, head_dim, q_heads, kv_heads, q_gate, q, k, v, gate)
     widths = {"q": q_heads * head_dim, "k": kv_heads * head_dim, "v": kv_heads * head_dim, "gate": q_heads * head_dim}
     for name, t in (("q", q), ("k", k), ("v", v), ("gate", gate)):
         if t is None:

@@ -9,7 +9,7 @@ order it returns them). NeoX = rotate-half on ``[x1 | x2]``; GPT-J = pairs ``(x[
 from __future__ import annotations
 
 import torch
-from sgl_npu_core.checks import fail, has_memory
+from sgl_npu_core.checks import check_apart, fail, has_memory
 from sgl_npu_core.memory import empty
 
 from . import _meta
@@ -196,6 +196,7 @@ def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_
     q_heads, k_heads = _heads_of(head_size, query.shape[-1], key.shape[-1])
     both = _adjacent_heads(query, key, head_size, q_heads + k_heads)
     if both is None:
+        check_apart(key, query, "key", "query")  # query is rotated in place before key is read
         groups = [("query", _heads(query, head_size)), ("key", _heads(key, head_size))]
     else:
         groups = [("query and key", both)]
@@ -226,6 +227,8 @@ def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=N
     cos, sin = cos_sin[:, : rotary_dim // 2], cos_sin[:, rotary_dim // 2 : rotary_dim]
     _meta.check(query.dim() == 3 and key.dim() == 3, "query and key must be [tokens, heads, head_dim]")
     outs = _outputs(out, query, [tuple(query.shape[1:]), tuple(key.shape[1:])], ["q_out", "k_out"])
+    check_apart(outs[0], key, "q_out", "key")  # q_out is written before key is read
+    check_apart(outs[1], outs[0], "k_out", "q_out")
     _rotate_all([(name, _rope_args(x, o, cos, sin, None, rotary_dim, is_neox_style, False))
                  for name, x, o in zip(("query", "key"), (query, key), outs, strict=True)])  # fmt: skip
     return tuple(outs)

@@ -146,11 +146,57 @@ inline std::pair<uintptr_t, uintptr_t> byte_span(const Tensor& t) {
   return {first, first + uintptr_t((last + 1) * int64_t(t.element_size()))};
 }
 
-// An output must not share memory with an input it is computed from (conservatively: their spans must not meet).
+// A tensor's elements as evenly spaced runs of contiguous bytes: `rows` runs of `width` bytes, `stride` bytes
+// apart (a column slice of a matrix, a contiguous tensor: one run per row or one in all).
+struct ByteRows {
+  int64_t first, rows, stride, width;
+};
+
+// `t` as ByteRows, or nothing where its elements do not form such runs (an expanded or permuted view).
+inline std::optional<ByteRows> byte_rows(const Tensor& t) {
+  if (t.dim() == 0 || t.numel() == 0) return std::nullopt;
+  int64_t d = t.dim() - 1, width = 1;  // elements: the dense trailing dims make a run
+  for (; d >= 0 && (t.size(d) == 1 || t.stride(d) == width); --d) width *= t.size(d);
+  int64_t rows = 1, stride = width, expect = -1;  // the dims left must collapse into one stride
+  for (; d >= 0; --d) {
+    if (t.size(d) == 1) continue;
+    if (expect >= 0 && t.stride(d) != expect) return std::nullopt;
+    if (expect < 0) stride = t.stride(d);
+    rows *= t.size(d);
+    expect = t.stride(d) * t.size(d);
+  }
+  if (stride < width) return std::nullopt;
+  const int64_t elem = int64_t(t.element_size());
+  return ByteRows{int64_t(reinterpret_cast<uintptr_t>(t.const_data_ptr())), rows, stride * elem, width * elem};
+}
+
+// Whether two sets of runs share a byte. Runs of one stride are compared run by run: row i of a and row j of b
+// meet where -b.width < d + (j - i) * stride < a.width (d: b's first byte past a's), so the least j - i above the
+// lower bound decides. Otherwise (conservatively) their spans are compared.
+inline bool share_memory(const ByteRows& a, const ByteRows& b) {
+  if (a.rows == 1 || b.rows == 1 || a.stride == b.stride) {
+    const int64_t stride = a.rows > 1 ? a.stride : b.stride, d = b.first - a.first;
+    const int64_t low = -b.width - d;  // j - i must exceed low / stride
+    int64_t k = (low >= 0 ? low / stride : -((-low + stride - 1) / stride)) + 1;
+    k = std::max(k, 1 - a.rows);
+    return k <= b.rows - 1 && d + k * stride < a.width;
+  }
+  return a.first < b.first + (b.rows - 1) * b.stride + b.width && b.first < a.first + (a.rows - 1) * a.stride + a.width;
+}
+inline bool same_rows(const ByteRows& a, const ByteRows& b) {
+  return a.first == b.first && a.rows == b.rows && a.width == b.width && (a.rows == 1 || a.stride == b.stride);
+}
+inline bool share_memory(const Tensor& a, const Tensor& b) {
+  const auto ra = byte_rows(a), rb = byte_rows(b);
+  if (ra && rb) return share_memory(*ra, *rb);
+  const auto [a0, a1] = byte_span(a);
+  const auto [b0, b1] = byte_span(b);
+  return a0 != a1 && b0 != b1 && a0 < b1 && b0 < a1;
+}
+
+// An output must not share memory with an input it is computed from.
 inline void check_apart(const Tensor& out, const Tensor& in, const char* out_name, const char* in_name) {
-  const auto [o0, o1] = byte_span(out);
-  const auto [i0, i1] = byte_span(in);
-  STD_TORCH_CHECK(o0 == o1 || i0 == i1 || o1 <= i0 || i1 <= o0, out_name, " must not overlap ", in_name);
+  STD_TORCH_CHECK(!share_memory(out, in), out_name, " must not overlap ", in_name);
 }
 
 // An output that is either exactly an input (the same view: in place, each element read before it is written) or
