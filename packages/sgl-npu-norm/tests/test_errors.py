@@ -299,6 +299,53 @@ def test_rope_outputs_over_inputs_they_still_read_are_refused():
         ops.apply_rope_with_cos_sin_cache_inplace(torch.tensor([0, 1, 2]), row[:, :128], row[:, 64:128], 64, _x(8, 64))
 
 
+def _bad_mqa_out():
+    query = _x(3, 1, 64)
+    return ops.fused_rope_qk_mqa(query, query.clone(), _x(3, 64), 64, out=(1, 2))
+
+
+NAMING_CASES = {  # inputs whose indexing or C++ conversion used to fail with messages naming no argument
+    "None weight": (lambda: ops.rmsnorm(_x(4, 64), None), RuntimeError, "weight must be a tensor, got None"),
+    "None residual": (lambda: ops.fused_add_rmsnorm(_x(4, 64), None, _x(64)), RuntimeError, "residual must be a"),
+    "list x": (lambda: ops.silu_and_mul([1.0, 2.0]), TypeError, "x must be a torch.Tensor, got list"),
+    "0-dim x": (lambda: ops.swiglu_quant(torch.tensor(1.0)), RuntimeError, "x must have at least 1 dim"),
+    "quant out of 3": (lambda: ops.swiglu_quant(_x(4, 64), out=(1, 2, 3)), RuntimeError, "out must be a .q, scale."),
+    "0-dim sin": (
+        lambda: ops.split_qkv_rmsnorm_rope(_qkv("cpu"), torch.tensor(1.0), torch.tensor(1.0), 256, 128, 64),
+        RuntimeError,
+        "sin must have at least 1 dim",
+    ),
+    "1-D mqa cos_sin": (
+        lambda: ops.fused_rope_qk_mqa(_x(3, 1, 64), _x(3, 1, 64), _x(64), 64),
+        RuntimeError,
+        "cos_sin must be .tokens",
+    ),
+    "int in mqa out": (_bad_mqa_out, TypeError, "out q_out must be a torch.Tensor, got int"),
+    "negative lora rank": (
+        lambda: ops.fused_split_qk_norm(_x(3, 100), _x(64), _x(32), -4, 32, 16, 1e-6),
+        RuntimeError,
+        "q_lora_rank and kv_lora_rank must be > 0",
+    ),
+    "TP without eps": (
+        lambda: ops.split_qkv_tp_rmsnorm_rope(_qkv("cpu"), *_tables("cpu"), 256, 128, 64, None, _x(256), _x(128), 64),
+        RuntimeError,
+        "eps must be given",
+    ),
+    "0-dim cache": (
+        lambda: ops.apply_rope_with_cos_sin_cache_inplace(torch.tensor([0]), _x(1, 64), _x(1, 64), 64, _x()),
+        RuntimeError,
+        "cos_sin_cache must have at least 1 dim",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NAMING_CASES))
+def test_malformed_arguments_are_named(case):
+    fn, error, needle = NAMING_CASES[case]
+    with pytest.raises(error, match=needle):
+        fn()
+
+
 def test_written_tensors_holding_a_parameter_are_refused():
     # rows written early would change the weight (or scale) the later rows read; no memory to compare on meta
     rows, x = _x(4, 64), _x(4, 64)

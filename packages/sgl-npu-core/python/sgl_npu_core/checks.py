@@ -19,6 +19,16 @@ def check(cond: bool, message: str) -> None:
         fail(message)
 
 
+def last_dim(t: torch.Tensor, name: str) -> int:
+    """``t.shape[-1]``, once ``t`` is known to be a tensor with a dim (where indexing it would raise an error that
+    does not name the argument)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() == 0:
+        fail(f"{name} must have at least 1 dim")
+    return t.shape[-1]
+
+
 # The helpers below format their messages only on failure (``if not cond: fail(f"...")``): at decode sizes a
 # wrapper's eager f-strings took several µs of a ~10 µs call.
 

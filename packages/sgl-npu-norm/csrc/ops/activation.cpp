@@ -27,6 +27,7 @@ std::pair<Rows, Rows> glu_rows_checked(const Tensor& x, const Tensor& out, Scala
 }
 
 void run_glu(const Tensor& x, Tensor out, GluKind kind, float alpha, float limit) {
+  check_cpu(x, "x");  // before its dtype is read below
   auto [xr, orow] = glu_rows_checked(x, out, x.scalar_type(), "out");
   const int64_t elem = int64_t(out.element_size());
   GluArgs a{};

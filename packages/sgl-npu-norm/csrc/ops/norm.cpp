@@ -15,6 +15,7 @@ namespace {
 // The dtype weight and bias are read in: that of x where both have it (bf16 / fp16, not Gemma's 1 + w), else none
 // (fp32 copies). See ChannelParam.
 std::optional<DType> param_dtype(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b, bool gemma) {
+  check_cpu(w, "weight");  // before its dtype is read
   const ScalarType t = x.scalar_type();
   const bool same = !gemma && t != ScalarType::Float && w.scalar_type() == t && (!b || b->scalar_type() == t);
   return same ? std::optional<DType>(float_dtype(x, "x")) : std::nullopt;

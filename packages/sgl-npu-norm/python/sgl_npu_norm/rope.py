@@ -9,7 +9,7 @@ order it returns them). NeoX = rotate-half on ``[x1 | x2]``; GPT-J = pairs ``(x[
 from __future__ import annotations
 
 import torch
-from sgl_npu_core.checks import check_apart, fail, has_memory
+from sgl_npu_core.checks import check_apart, fail, has_memory, last_dim
 from sgl_npu_core.memory import empty
 
 from . import _meta
@@ -36,6 +36,7 @@ def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[to
     if len(out) != len(shapes):
         fail(f"out must hold {len(shapes)} tensors ({', '.join(names)}), got {len(out)}")
     for o, shape, name in zip(out, shapes, names, strict=True):
+        last_dim(o, f"out {name}")
         if tuple(o.shape) != shape or o.dtype != like.dtype or o.device != like.device:  # messages only on failure
             _meta.check(tuple(o.shape) == shape, f"out {name} must have shape {list(shape)}, got {list(o.shape)}")
             _meta.check_dtype(o, like.dtype, f"out {name}")
@@ -44,6 +45,9 @@ def _outputs(out, like: torch.Tensor, widths: list, names: list[str]) -> list[to
 
 
 def _check_qkv(qkv: torch.Tensor, widths: list[int]) -> None:
+    last_dim(qkv, "qkv")
+    if min(widths) < 0:
+        fail(f"the widths of qkv's parts must be >= 0, got {widths}")
     if qkv.dim() != 2:
         fail(f"qkv must be [tokens, hidden], got {qkv.dim()} dims")
     if qkv.shape[-1] != sum(widths):
@@ -119,7 +123,7 @@ def split_qkv_rmsnorm_rope(qkv, sin, cos, q_hidden_size, kv_hidden_size, head_di
     q and k head. ``sin``/``cos`` [T, rope_dim] are gathered per token; GPT-J uses their first half."""
     q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
     return _split_norm_rope(qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (q_bias, k_bias), eps,
-                            False, None, cos, sin, None, sin.shape[-1], is_neox_style, True, out)  # fmt: skip
+                            False, None, cos, sin, None, last_dim(sin, "sin"), is_neox_style, True, out)  # fmt: skip
 
 
 def split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cos_sin_cache, q_hidden_size, kv_hidden_size, head_dim,
@@ -128,9 +132,10 @@ def split_qkv_rmsnorm_rope_pos_cache(qkv, positions, cos_sin_cache, q_hidden_siz
     """:func:`split_qkv_rmsnorm_rope` with cos/sin gathered inside from ``cos_sin_cache [max_pos, rope_dim]``
     (rows ``[cos half | sin half]``) at ``positions [T]``; positions outside the cache raise."""
     q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
-    rope_dim = cos_sin_cache.shape[-1] if rope_dim is None else rope_dim
-    if not 0 < rope_dim <= cos_sin_cache.shape[-1]:
-        fail(f"rope_dim must be in (0, {cos_sin_cache.shape[-1]}]")
+    width = last_dim(cos_sin_cache, "cos_sin_cache")
+    rope_dim = width if rope_dim is None else rope_dim
+    if not 0 < rope_dim <= width:
+        fail(f"rope_dim must be in (0, {width}]")
     cos, sin = _cache_halves(cos_sin_cache, rope_dim)
     return _split_norm_rope(qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (q_bias, k_bias), eps,
                             False, None, cos, sin, positions, rope_dim, is_neox_style, False, out)  # fmt: skip
@@ -171,7 +176,7 @@ def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_k
     ``[cos half | sin half]`` rows of the T, H, W positions; rotary frequency ``i`` takes the axis chosen by
     ``mrope_section = [t, h, w]`` (sum ``rope_dim / 2``; contiguous or interleaved sections). With ``has_gate``
     q heads are stored ``[q | gate]``. Returns ``(q, k, v, gate or None)``."""
-    rope_dim = cos_sin.shape[-1] if rope_dim is None else rope_dim
+    rope_dim = last_dim(cos_sin, "cos_sin") if rope_dim is None else rope_dim
     _meta.check(cos_sin.dim() == 3 and cos_sin.shape[0] == 3, "cos_sin must be [3, tokens, rope_dim]")
     _meta.check(
         0 < rope_dim <= cos_sin.shape[-1] and rope_dim % 2 == 0,
@@ -191,9 +196,9 @@ def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_
     """In place on ``query [T, Hq * head_size]`` and ``key [T, Hk * head_size]``: RoPE with cos/sin from
     ``cos_sin_cache [max_pos, rope_dim]`` rows (``[cos half | sin half]``) at ``positions``; dims beyond
     ``rope_dim`` of each head pass through (the sgl-kernel / flashinfer entry point)."""
-    rope_dim = cos_sin_cache.shape[-1]
+    rope_dim = last_dim(cos_sin_cache, "cos_sin_cache")
     cos, sin = _cache_halves(cos_sin_cache, rope_dim)
-    q_heads, k_heads = _heads_of(head_size, query.shape[-1], key.shape[-1])
+    q_heads, k_heads = _heads_of(head_size, last_dim(query, "query"), last_dim(key, "key"))
     both = _adjacent_heads(query, key, head_size, q_heads + k_heads)
     if both is None:
         check_apart(key, query, "key", "query")  # query is rotated in place before key is read
@@ -222,10 +227,14 @@ def _adjacent_heads(query, key, head_size, heads):
 def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=None):
     """RoPE on ``query [T, Hq, D]`` and ``key [T, Hk, D]`` with ``cos_sin [T, >= rotary_dim]`` rows
     ``[cos half | sin half]``; dims beyond ``rotary_dim`` pass through. Returns ``(q_out, k_out)``."""
-    if not 0 < rotary_dim <= cos_sin.shape[-1]:
-        fail(f"rotary_dim must be in (0, {cos_sin.shape[-1]}]")
+    width = last_dim(cos_sin, "cos_sin")
+    if not 0 < rotary_dim <= width or cos_sin.dim() != 2:
+        fail(f"cos_sin must be [tokens, >= rotary_dim] and rotary_dim in (0, {width}], got {list(cos_sin.shape)}")
     cos, sin = cos_sin[:, : rotary_dim // 2], cos_sin[:, rotary_dim // 2 : rotary_dim]
-    _meta.check(query.dim() == 3 and key.dim() == 3, "query and key must be [tokens, heads, head_dim]")
+    last_dim(query, "query")
+    last_dim(key, "key")
+    if query.dim() != 3 or key.dim() != 3:
+        fail("query and key must be [tokens, heads, head_dim]")
     outs = _outputs(out, query, [tuple(query.shape[1:]), tuple(key.shape[1:])], ["q_out", "k_out"])
     check_apart(outs[0], key, "q_out", "key")  # q_out is written before key is read
     check_apart(outs[1], outs[0], "k_out", "q_out")
@@ -237,6 +246,8 @@ def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=N
 def fused_split_qk_norm(qkv_a, q_a_weight, kv_a_weight, q_lora_rank, kv_lora_rank, qk_rope_dim, eps, out=None):
     """MLA a-proj split of ``qkv_a [T, q_lora + kv_lora + rope]``: ``(q_lora [T, q_lora], k_nope [T, 1, kv_lora],
     k_pe [T, 1, rope])`` with RMSNorm over the whole q_lora (and kv_lora) width; k_pe is copied."""
+    if q_lora_rank <= 0 or kv_lora_rank <= 0:
+        fail(f"q_lora_rank and kv_lora_rank must be > 0, got {q_lora_rank} and {kv_lora_rank}")
     q_in, kv_in, pe_in = _split(qkv_a, [q_lora_rank, kv_lora_rank, qk_rope_dim])
     widths = [q_lora_rank, (1, kv_lora_rank), (1, qk_rope_dim)]
     q, k_nope, k_pe = _outputs(out, qkv_a, widths, ["q_lora", "k_nope", "k_pe"])
@@ -260,6 +271,8 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
     the peers' verdict would cost a host sync), instead of waiting for the group's timeout."""
     import torch.distributed as dist
 
+    if eps is None:
+        fail("eps must be given: this op always norms")
     distributed = group is not None or (dist.is_available() and dist.is_initialized())
     world = dist.get_world_size(group) if distributed else 1
     if world == 1:  # the statistics in the same pass (a separate pass over q and k cost ~40 % more)

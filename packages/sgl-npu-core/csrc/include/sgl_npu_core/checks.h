@@ -51,6 +51,7 @@ inline DType float_dtype(const Tensor& t, const char* name) {
 }
 
 inline void check_cpu(const Tensor& t, const char* name) {
+  STD_TORCH_CHECK(t.defined(), name, " must be a tensor, got None");  // None for a Tensor argument arrives undefined
   STD_TORCH_CHECK(t.is_cpu(), name, " must be a CPU tensor for the CPU kernel");
 }
 
