@@ -154,7 +154,9 @@ ROPE_CASES = {
         "v must have shape",
     ),  # fmt: skip
     "mrope sections": (lambda d: _mrope([16, 8, 4], d), "mrope_section"),
-    "negative mrope section": (lambda d: _mrope([-4, 20, 16], d), "mrope_section must be 3 sizes >= 0"),
+    "negative mrope section": (lambda d: _mrope([-4, 20, 16], d), "mrope_section must be 3 ints >= 0"),
+    "mrope section of floats": (lambda d: _mrope([16.0, 8, 8], d), "mrope_section must be 3 ints"),
+    "no mrope section": (lambda d: _mrope(None, d), "mrope_section must be 3 ints"),
     "mqa query dims": (
         lambda d: ops.fused_rope_qk_mqa(_x(3, 128, device=d), _x(3, 1, 128, device=d), _x(3, 64, device=d), 64),
         "query",

@@ -8,6 +8,8 @@ order it returns them). NeoX = rotate-half on ``[x1 | x2]``; GPT-J = pairs ``(x[
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from sgl_npu_core.checks import check_apart, fail, has_memory, last_dim
 from sgl_npu_core.memory import empty
@@ -182,11 +184,13 @@ def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_k
         0 < rope_dim <= cos_sin.shape[-1] and rope_dim % 2 == 0,
         "rope_dim must be even and at most the width of cos_sin",
     )
-    _meta.check(
-        len(mrope_section) == 3 and min(mrope_section) >= 0 and sum(mrope_section) == rope_dim // 2,
-        f"mrope_section must be 3 sizes >= 0 summing to rope_dim / 2 = {rope_dim // 2}, got {list(mrope_section)}",
-    )
-    cos, sin = _mrope_tables(cos_sin, mrope_section, is_interleaved, rope_dim)
+    try:
+        sections = [operator.index(n) for n in mrope_section]
+    except TypeError:
+        sections = None
+    if not (sections and len(sections) == 3 and min(sections) >= 0 and sum(sections) == rope_dim // 2):
+        fail(f"mrope_section must be 3 ints >= 0 summing to rope_dim / 2 = {rope_dim // 2}, got {mrope_section!r}")
+    cos, sin = _mrope_tables(cos_sin, sections, is_interleaved, rope_dim)
     outs = _split_norm_rope(qkv, head_size, num_q_heads, num_kv_heads, has_gate, (q_weight, k_weight),
                             (q_bias, k_bias), eps, False, None, cos, sin, None, rope_dim, True, False, out)  # fmt: skip
     return outs if has_gate else (*outs, None)
