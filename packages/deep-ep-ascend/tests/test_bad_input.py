@@ -60,8 +60,17 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         odd = float(nvl) if rank == 1 else nvl
         own, peer = "num_nvl_bytes must be an int >= 0", "rank(s) [1] rejected their arguments"
         _raises(lambda: deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=odd), own if rank == 1 else peer)
-        # Still in step: a valid exchange goes through.
+        # x whose rows cannot travel on one rank (strided last dim, or on the meta device, whose rows would move
+        # nothing): refused before the ranks agree, so its peer does not receive rows never sent.
+        peer = "rank(s) [1] rejected their inputs"
+        strided = torch.stack([x, x], -1).flatten(1)[:, ::2] if rank == 1 else x
+        _raises(lambda: buffer.dispatch(strided, **args), "contiguous in its last dim" if rank == 1 else peer)
+        on_meta = x.to("meta") if rank == 1 else x
+        _raises(lambda: buffer.dispatch(on_meta, **args), "must be a CPU tensor" if rank == 1 else peer)
+        # Still in step: a valid exchange goes through, and a combine into a strided out on one rank is refused.
         recv_x, *_, handle, _ = buffer.dispatch(x, **args)
+        strided_out = torch.empty(4, 2 * HIDDEN, dtype=x.dtype)[:, ::2] if rank == 1 else None
+        _raises(lambda: buffer.combine(recv_x, handle, out=strided_out), "contiguous" if rank == 1 else peer)
         combined, _, _ = buffer.combine(recv_x, handle)
         assert torch.equal(combined.float(), x.float() * layout[3].sum(1, keepdim=True))
     finally:

@@ -94,6 +94,16 @@ def test_low_latency_returns_group_rows_by_source():
     with pytest.raises(RuntimeError, match="rows must hold at least 6"):
         L.low_latency_returns(layout_range, recv_slot, rows[:5], returned, per_source)
     torch.library.opcheck(L.low_latency_returns.default, (layout_range, recv_slot, rows, returned, per_source))
+    with pytest.raises(RuntimeError, match="rows must not overlap layout_range"):  # read again while rows is written
+        L.low_latency_returns(rows[:4].view(2, 2).copy_(layout_range), recv_slot, rows, returned, per_source)
+
+
+def test_layout_outputs_over_topk_idx_are_refused():
+    buf = torch.zeros(32, dtype=torch.uint8)  # topk_idx [4, 1] int64, and is_token_in_rank [4, 4] over its first half
+    topk_idx, is_token_in_rank = buf.view(torch.int64).view(4, 1), buf[:16].view(torch.bool).view(4, 4)
+    counts = (torch.empty(4, dtype=torch.int32), torch.empty(8, dtype=torch.int32))
+    with pytest.raises(RuntimeError, match="is_token_in_rank must not overlap topk_idx"):
+        L.get_dispatch_layout.default(topk_idx, 8, 4, *counts, is_token_in_rank)
 
 
 def test_low_latency_routes_reject_inconsistent_counts():

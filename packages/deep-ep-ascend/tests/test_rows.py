@@ -134,3 +134,15 @@ def test_reduce_rows_reads_a_flat_source_at_element_offsets():
     assert torch.equal(out, want)
     with pytest.raises(RuntimeError, match="does not start a row inside a"):
         D.reduce_rows(flat, flat[:0].view(0, 10), torch.tensor([[91]]), None, None, out[:1])
+
+
+def test_indices_inside_an_output_are_refused():
+    # an index checked once and read again while rows are written would be overwritten midway (out-of-range reads)
+    dst = torch.zeros(4, 64, dtype=torch.uint8)
+    idx = dst.view(-1)[:32].view(torch.int64)
+    with pytest.raises(RuntimeError, match="dst must not overlap dst_rows"):
+        D.copy_rows(torch.full((4, 64), 255, dtype=torch.uint8), None, dst, idx[:4].copy_(torch.arange(4)))
+    a, out = torch.randn(4, 16), torch.zeros(4, 16)
+    rows = out.view(torch.int64).view(-1)[:8].view(4, 2)
+    with pytest.raises(RuntimeError, match="out must not overlap rows"):
+        D.reduce_rows(a, a[:0], rows.copy_(torch.tensor([[0, 1], [2, 3], [0, 1], [2, 3]])), None, None, out)

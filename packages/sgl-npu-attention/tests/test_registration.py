@@ -121,3 +121,17 @@ def test_opcheck_int8_matmul():
     bias = torch.randint(-100, 100, (9,), dtype=torch.int32)
     args = (codes, weight, torch.rand(9), torch.rand(5), bias, torch.empty(5, 9, dtype=torch.bfloat16))
     torch.library.opcheck(N.mla_int8_matmul.default, args)
+
+
+def test_cache_write_refuses_slots_inside_a_cache():
+    # the slots are checked, then read again per row while rows are written: inside the cache, a written row could
+    # turn them into out-of-range slots (a crash before this check)
+    latent, k_pe, cos, sin = torch.randn(2, 8), torch.randn(2, 4), torch.ones(2, 4), torch.zeros(2, 4)
+    kv, kr = torch.zeros(2, 4, 1, 8), torch.zeros(2, 4, 1, 4)
+    slots = kv.view(torch.int32).view(-1)[:2].copy_(torch.tensor([0, 1], dtype=torch.int32))
+    with pytest.raises(RuntimeError, match="kv_cache must not overlap slotmapping"):
+        N.mla_cache_write(latent, k_pe, torch.ones(8), cos, sin, slots, 1e-6, kv, kr)
+    from sgl_npu_attention import _meta  # the fakes' and device paths' check
+
+    with pytest.raises(RuntimeError, match="kv_cache must not overlap slotmapping"):
+        _meta.check_cache_write(latent, k_pe, torch.ones(8), cos, sin, slots, 1e-6, kv, kr)

@@ -50,6 +50,10 @@ void get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts, int64_t nu
   STD_TORCH_CHECK(is_token_in_rank.dim() == 2 && is_token_in_rank.size(0) == tokens &&
                       is_token_in_rank.size(1) == num_ranks && is_token_in_rank.is_contiguous(),
                   "is_token_in_rank must be a contiguous [", tokens, ", ", num_ranks, "]");
+  check_written_apart({{&num_tokens_per_rank, "num_tokens_per_rank"},
+                       {&num_tokens_per_expert, "num_tokens_per_expert"},
+                       {&is_token_in_rank, "is_token_in_rank"}},
+                      {{&topk_idx, "topk_idx"}});
   LayoutArgs a{topk_idx.const_data_ptr(),
                is64,
                tokens,
@@ -101,6 +105,16 @@ void low_latency_routes(const Tensor& topk_idx, const Tensor& counts, int64_t ra
   check_dtype(source, ScalarType::Int, "source");
   STD_TORCH_CHECK(source.dim() == 2 && source.size(0) == total && source.size(1) == 2 && source.is_contiguous(),
                   "source must be a contiguous [", total, ", 2]");
+  // Checked before any is written (layout_range and the rest are shaped-checked below, before they are written).
+  check_written_apart({{&token, "token"},
+                       {&source, "source"},
+                       {&dst_row, "dst_row"},
+                       {&message_row, "message_row"},
+                       {&combine_row, "combine_row"},
+                       {&per_rank, "per_rank"},
+                       {&recv_count, "recv_count"},
+                       {&layout_range, "layout_range"}},
+                      {{&topk_idx, "topk_idx"}, {&counts, "counts"}});
   RoutesArgs a{topk_idx.const_data_ptr(),
                is64,
                tokens,
@@ -170,6 +184,8 @@ void low_latency_returns(const Tensor& layout_range, const Tensor& recv_slot, Te
     check_dtype(*t, ScalarType::Long, name);
     check_contiguous(*t, name);
   }
+  check_written_apart({{&rows, "rows"}, {&returned, "returned"}, {&per_source, "per_source"}},
+                      {{&layout_range, "layout_range"}, {&recv_slot, "recv_slot"}});
   ReturnsArgs a{range,
                 static_cast<const int32_t*>(recv_slot.const_data_ptr()),
                 local,

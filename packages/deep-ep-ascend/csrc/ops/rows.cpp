@@ -11,11 +11,11 @@ using namespace sgl_npu_core;
 namespace {
 
 // A 2-D uint8 tensor (any rows viewed as bytes) whose rows are contiguous: rows, row size and row stride.
-struct ByteRows {
+struct ByteMatrix {
   int64_t rows, bytes, stride;
 };
 
-ByteRows byte_rows(const Tensor& t, const char* name) {
+ByteMatrix byte_matrix(const Tensor& t, const char* name) {
   check_cpu(t, name);
   check_dtype(t, ScalarType::Byte, name);
   STD_TORCH_CHECK(t.dim() == 2, name, " must be 2-D [rows, bytes], got ", t.dim(), " dims");
@@ -41,13 +41,14 @@ const int64_t* checked_index(const std::optional<Tensor>& idx, int64_t n, int64_
 
 void copy_rows(const Tensor& src, const std::optional<Tensor>& src_rows, Tensor dst,
                const std::optional<Tensor>& dst_rows) {
-  const ByteRows s = byte_rows(src, "src"), d = byte_rows(dst, "dst");
+  const ByteMatrix s = byte_matrix(src, "src"), d = byte_matrix(dst, "dst");
   STD_TORCH_CHECK(s.bytes == d.bytes, "src rows have ", s.bytes, " bytes but dst rows ", d.bytes);
   int64_t n = s.rows;
   if (src_rows.has_value())
     n = src_rows->numel();
   else if (dst_rows.has_value())
     n = dst_rows->numel();
+  check_written_apart({{&dst, "dst"}}, {{given(src_rows), "src_rows"}, {given(dst_rows), "dst_rows"}});
   CopyRowsArgs a{src.const_data_ptr(),
                  dst.mutable_data_ptr(),
                  checked_index(src_rows, n, s.rows, "src_rows"),
@@ -103,6 +104,7 @@ void reduce_rows(const Tensor& a, const Tensor& b, const Tensor& rows, const std
     bias_ptr = static_cast<const float*>(bias->const_data_ptr());
     bias_stride = rbias.row_stride;
   }
+  check_written_apart({{&out, "out"}}, {{&rows, "rows"}, {given(weights), "weights"}, {given(bias), "bias"}});
   ReduceRowsArgs args{dtype,
                       out_fp32,
                       a.const_data_ptr(),

@@ -15,10 +15,10 @@ class Rejection:
     frame -> exception) holding the Buffer, and with it the process group, until the cycle collector ran: a gloo
     group freed that late aborts the process at exit."""
 
-    def __init__(self, error: RuntimeError):
+    def __init__(self, error: Exception):
         self.kind, self.message = type(error), str(error)
 
-    def exception(self) -> RuntimeError:
+    def exception(self) -> Exception:
         """The same type with the same message, or a plain RuntimeError where the type cannot be made so (some of
         torch's errors take other arguments, or format the message themselves)."""
         try:
@@ -26,6 +26,18 @@ class Rejection:
         except Exception:
             return RuntimeError(self.message)
         return error if str(error) == self.message else RuntimeError(self.message)
+
+
+def check_sendable(data: list, name: str = "x") -> None:
+    """Tensors whose rows can travel: on the CPU (a meta tensor's rows would move nothing, silently), a dim per
+    token, the last dim contiguous (rows travel as bytes). Checked before the ranks agree to move rows: a rank
+    failing later would leave its peers with rows never sent."""
+    for d in data:
+        if not isinstance(d, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(d).__name__}")
+        check(d.device.type == "cpu", f"{name} must be a CPU tensor, got one on {d.device}")
+        check(d.dim() >= 1, f"{name} must have a row per token, got a 0-dim tensor")
+        check(d.numel() == 0 or d.stride(-1) == 1 or d.shape[-1] == 1, f"{name} must be contiguous in its last dim")
 
 
 def check_layout(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank):

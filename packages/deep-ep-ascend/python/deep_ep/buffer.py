@@ -228,6 +228,7 @@ class Buffer:
                 _meta.check(not isinstance(x, tuple), "quant_mode quantizes a plain [N, H] x, not a (data, scales)")
                 x = quantize(x, quant_mode, round_scale)
             data = list(x) if isinstance(x, tuple) else [x]
+            _meta.check_sendable(data)
             if handle is not None:
                 _meta.check(topk_idx is None and topk_weights is None, "a cached dispatch takes no topk_idx / weights")
                 _meta.check(data[0].shape[0] == handle.is_token_in_rank.shape[0],
@@ -235,10 +236,10 @@ class Buffer:
             else:
                 sends = self._plan_dispatch(data, num_tokens_per_rank, is_token_in_rank, num_tokens_per_expert,
                                             topk_idx, topk_weights)  # fmt: skip
-        except RuntimeError as e:
+        except Exception as e:  # any error: every rank still reaches the agreement, so none waits for the others
             error = _meta.Rejection(e)
         send_counts = sends[1] if sends is not None else torch.zeros(r, dtype=torch.int64)
-        counts = self._agree(send_counts, self._signature(data, topk_idx if handle is None else None), error)
+        counts = self._agree(send_counts, self._signature(data, topk_idx if handle is None else None, error), error)
         if handle is not None:
             counts, send_token = handle.counts(), handle.send_token
             fields = [self._dispatch_fields(counts[:, p].sum().item(), data, None) for p in range(r)]
@@ -312,9 +313,11 @@ class Buffer:
                             f"topk_weights must be [{n_recv}, topk]")  # fmt: skip
             bias_sum = self._bias_sum(bias, n, x.shape[1])
             if out is not None:
-                want = f"out must be [{n}, {x.shape[1]}] {x.dtype}"
+                want = f"out must be [{n}, {x.shape[1]}] {x.dtype}, contiguous in its last dim"
                 _meta.check(out.shape == (n, x.shape[1]) and out.dtype == x.dtype, want)
-        except RuntimeError as e:
+                _meta.check_sendable([out], "out")
+            _meta.check_sendable([x])
+        except Exception as e:
             error = _meta.Rejection(e)
         data = [x.contiguous()] if error is None else []
         weights = topk_weights.float().contiguous() if error is None and topk_weights is not None else None
@@ -322,7 +325,7 @@ class Buffer:
             data.append(weights)
         # Where x lies in shared memory (-1: private). When every rank's x does, the sources read rows in place.
         at = t.locate(data[0], "dispatch") if error is None else -1
-        signature = [*self._signature(data, None), _DTYPE_CODES.get(x.dtype, -1)]
+        signature = [*self._signature(data, None, error), _DTYPE_CODES.get(x.dtype, -1) if error is None else 0]
         placed = self._agree(torch.tensor([at]), signature, error)[:, 0]
         counts = handle.counts()
         if bool((placed >= 0).all()):
@@ -469,8 +472,11 @@ class Buffer:
                                 f"{tails[differ[0] if differ else 0][:-1]}")  # fmt: skip
         return mat[:, : vec.numel()]
 
-    def _signature(self, data: list[torch.Tensor], topk_idx) -> list[int]:
-        """Row sizes every rank must agree on (ranks with different hidden sizes would misplace rows)."""
+    def _signature(self, data: list[torch.Tensor], topk_idx, error: _meta.Rejection | None = None) -> list[int]:
+        """Row sizes every rank must agree on (ranks with different hidden sizes would misplace rows); zeros on a
+        rank whose inputs were rejected (they may have no sizes to read: its peers only need its status word)."""
+        if error is not None:
+            return [0] * 5
         sizes = [row_bytes(d) for d in data] + [0] * (3 - len(data))
         return [len(data), *sizes, 0 if topk_idx is None else topk_idx.shape[1]]
 

@@ -86,11 +86,14 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     rank raise at the same step.
     """
     t, r, me = buf._transport, buf.group_size, buf.rank
-    error, data, counts = None, [], torch.zeros(num_experts, dtype=torch.int64)
+    error, data = None, []
+    counts = torch.zeros(num_experts if type(num_experts) is int and num_experts > 0 else 0, dtype=torch.int64)
     try:
         if precheck is not None:  # a caller's own checks, agreed on with these
             precheck()
-        _meta.check(num_experts > 0 and num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
+        for name, n in (("num_experts", num_experts), ("num_max_dispatch_tokens_per_rank", tokens_per_rank)):
+            _meta.check(type(n) is int and n > 0, f"{name} must be an int > 0, got {n!r}")
+        _meta.check(num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
         _meta.check(x.dim() == 2 and x.shape[0] <= tokens_per_rank,
                     f"x must be [tokens <= {tokens_per_rank}, hidden], got {list(x.shape)}")  # fmt: skip
         _meta.check(topk_idx.dim() == 2 and topk_idx.shape[0] == x.shape[0], f"topk_idx must be [{x.shape[0]}, topk]")
@@ -102,13 +105,14 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
         # four 128-channel scales per packed int32
         if use_ue8m0 and x.shape[1] % 512:
             fail(f"use_ue8m0 needs a hidden size that is a multiple of 512, got {x.shape[1]}")
+        _meta.check_sendable([x])
         q = quantize(x, mode, round_scale)
         data = list(q) if isinstance(q, tuple) else [q]
         counts = per_expert.to(torch.int64)
-    except RuntimeError as e:
+    except Exception as e:  # any error: every rank still reaches the agreement, so none waits for the others
         error = _meta.Rejection(e)
-    signature = buf._signature(data, topk_idx if error is None else None)
-    matrix = buf._agree(counts, [*signature, tokens_per_rank, num_experts], error)
+    signature = buf._signature(data, topk_idx, error)
+    matrix = buf._agree(counts, [*signature, *((tokens_per_rank, num_experts) if error is None else (0, 0))], error)
     local, slots = num_experts // r, r * tokens_per_rank
     sizes = [row_bytes(d) for d in data]
     third = _third(buf, _receive_fields(num_experts, tokens_per_rank, sizes, 0)[-1].end)
@@ -199,10 +203,13 @@ def combine(buf, x, topk_idx, topk_weights, handle: LowLatencyHandle, return_rec
                 "zero_copy=True needs x = get_next_low_latency_combine_buffer(handle), written in place",
             )
             _meta.check(zero_copy or x.data_ptr() != own, "x is the zero-copy combine buffer: pass zero_copy=True")
+        if out is not None:
+            _meta.check_sendable([out], "out")
         data = [x.reshape(local * slots, x.shape[2])]
-    except RuntimeError as e:
+        _meta.check_sendable(data)
+    except Exception as e:
         error = _meta.Rejection(e)
-    signature = [*buf._signature(data, topk_idx if error is None else None), int(zero_copy)]
+    signature = [*buf._signature(data, topk_idx, error), int(zero_copy)]
     buf._agree(torch.zeros(0, dtype=torch.int64), signature, error)
     n, k, hidden = topk_idx.shape[0], topk_idx.shape[1], x.shape[2]
     if zero_copy and hasattr(t, "flat"):

@@ -133,12 +133,18 @@ void mla_cache_write(const Tensor& latent, const Tensor& k_pe, const Tensor& gam
   check_disjoint(kv_cache, "kv_cache");
   check_disjoint(kv_cache_rope, "kv_cache_rope");
   check_apart(kv_cache_rope, kv_cache, "kv_cache_rope", "kv_cache");
-  for (auto [t, name] : {std::pair{&latent, "latent"}, {&k_pe, "k_pe"}, {&cos, "cos"}, {&sin, "sin"}}) {
+  a.slots = checked_vector<int32_t>(slotmapping, rows, ScalarType::Int, "slotmapping");
+  // Every input apart from the caches: the slots (checked once, read again per row) and gamma included.
+  for (auto [t, name] : {std::pair{&latent, "latent"},
+                         {&k_pe, "k_pe"},
+                         {&cos, "cos"},
+                         {&sin, "sin"},
+                         {&slotmapping, "slotmapping"},
+                         {&gamma, "gamma"}}) {
     check_apart(kv_cache, *t, "kv_cache", name);
     check_apart(kv_cache_rope, *t, "kv_cache_rope", name);
   }
   a.page_size = kv_cache.size(1);
-  a.slots = checked_vector<int32_t>(slotmapping, rows, ScalarType::Int, "slotmapping");
   const int64_t slots = kv_cache.size(0) * a.page_size;
   for (int64_t t = 0; t < rows; ++t)  // all slots are checked before any row is written
     STD_TORCH_CHECK(0 <= a.slots[t] && a.slots[t] < slots, "slotmapping[", t, "] = ", a.slots[t],

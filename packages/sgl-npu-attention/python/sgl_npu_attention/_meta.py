@@ -271,6 +271,11 @@ def check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache,
     for t, name in ((kv_cache, "kv_cache"), (kv_cache_rope, "kv_cache_rope")):
         check_disjoint(t.squeeze(2), name)
     check_apart(kv_cache_rope, kv_cache, "kv_cache_rope", "kv_cache")
+    inputs = ((latent, "latent"), (k_pe, "k_pe"), (cos, "cos"), (sin, "sin"), (slotmapping, "slotmapping"),
+              (gamma, "gamma"))  # fmt: skip
+    for cache, cache_name in ((kv_cache, "kv_cache"), (kv_cache_rope, "kv_cache_rope")):
+        for t, name in inputs:  # as the C++ op: the slots are read again per row, after rows are written
+            check_apart(cache, t, cache_name, name)
 
 
 def check_int8_matmul(codes, weight, descale, row_scale, bias, out) -> None:

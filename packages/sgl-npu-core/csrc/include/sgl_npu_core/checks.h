@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -198,6 +199,20 @@ inline bool share_memory(const Tensor& a, const Tensor& b) {
 // An output must not share memory with an input it is computed from.
 inline void check_apart(const Tensor& out, const Tensor& in, const char* out_name, const char* in_name) {
   STD_TORCH_CHECK(!share_memory(out, in), out_name, " must not overlap ", in_name);
+}
+
+// Each written tensor apart from every read one and from the other written ones (null entries: absent optional
+// tensors): for ops that check their indices once and read them again while writing.
+using NamedTensor = std::pair<const Tensor*, const char*>;
+inline const Tensor* given(const std::optional<Tensor>& t) { return t.has_value() ? &*t : nullptr; }
+inline void check_written_apart(std::initializer_list<NamedTensor> written, std::initializer_list<NamedTensor> read) {
+  for (auto w = written.begin(); w != written.end(); ++w) {
+    if (!w->first) continue;
+    for (auto o = w + 1; o != written.end(); ++o)
+      if (o->first) check_apart(*w->first, *o->first, w->second, o->second);
+    for (const auto& [r, r_name] : read)
+      if (r) check_apart(*w->first, *r, w->second, r_name);
+  }
 }
 
 // An output that is either exactly an input (the same view: in place, each element read before it is written) or
