@@ -309,3 +309,41 @@ def test_the_checks_the_fakes_and_device_paths_share_match_the_cpu_ops():
         args = dict(q=q, lens=lens, out=out, sinks=None) | change
         with pytest.raises(RuntimeError, match=needle):
             ops.decode_attention(args["q"], k, v, table, args["lens"], sinks=args["sinks"], out=args["out"])
+
+
+@pytest.mark.parametrize("sm_scale", [float("nan"), float("inf"), 1e300])
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_non_finite_softmax_scale_is_refused(sm_scale, device):
+    # NaN or inf zeroed (fp32) or NaN-ed (bf16) every output, silently; 1e300 is inf in float32
+    args = [a.to(device) for a in _inputs()]
+    with pytest.raises(RuntimeError, match="sm_scale must be finite"):
+        ops.decode_attention(*args, sm_scale=sm_scale)
+    q, k, v, table, lens = args
+    cu = torch.tensor([0, 1, 2], dtype=torch.int32, device=device)
+    with pytest.raises(RuntimeError, match="sm_scale must be finite"):
+        ops.extend_attention(q, k, v, table, cu, lens, sm_scale=sm_scale)
+
+
+NAMING_CASES = {  # inputs that used to fail in the wrappers with errors naming no argument
+    "1-D q": (lambda q, k, v, t, n: ops.decode_attention(q[0, 0], k, v, t, n), RuntimeError, "q must be .tokens"),
+    "list q": (lambda q, k, v, t, n: ops.decode_attention([1.0], k, v, t, n), TypeError, "q must be a torch.Tensor"),
+    "empty head_dim": (
+        lambda q, k, v, t, n: ops.decode_attention(q[..., :0], k, v, t, n),
+        RuntimeError,
+        "non-empty head_dim",
+    ),
+    "None v_cache": (lambda q, k, v, t, n: ops.decode_attention(q, k, None, t, n), TypeError, "v_cache must be a"),
+    "None seq_lens": (lambda q, k, v, t, n: ops.decode_attention(q, k, v, t, None), RuntimeError, "seq_lens must be a"),
+    "2-D bmm a": (
+        lambda *_: ops.batch_matmul_transpose(torch.randn(2, 3), torch.randn(2, 3, 4)),
+        RuntimeError,
+        "a must be",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NAMING_CASES))
+def test_malformed_arguments_are_named(case):
+    fn, error, needle = NAMING_CASES[case]
+    with pytest.raises(error, match=needle):
+        fn(*_inputs())

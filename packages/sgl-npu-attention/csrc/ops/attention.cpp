@@ -13,6 +13,7 @@ constexpr int64_t kTileQueryRows = 128;
 // q, the K and V caches and out of decode / extend, checked; the call's kernel arguments filled from them.
 PagedCall gqa_call(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& block_table,
                    const Tensor& seq_lens, double sm_scale, const std::optional<Tensor>& sinks, const Tensor& out) {
+  check_sm_scale(sm_scale);
   check_cpu(q, "q");
   STD_TORCH_CHECK(q.dim() == 3, "q must be [tokens, q_heads, head_dim], got ", q.dim(), " dims");
   check_last_dim_contiguous(q, "q");

@@ -6,6 +6,7 @@ namespace sgl_npu_attention {
 
 void decode_mla(const Tensor& q, const Tensor& kv_nope_cache, const Tensor& kv_rope_cache, const Tensor& block_table,
                 const Tensor& seq_lens, double sm_scale, Tensor out) {
+  check_sm_scale(sm_scale);
   check_cpu(q, "q");
   STD_TORCH_CHECK(q.dim() == 3, "q must be [batch, q_heads, latent_dim + rope_dim], got ", q.dim(), " dims");
   check_last_dim_contiguous(q, "q");

@@ -1,5 +1,7 @@
 #include "ops/paged.h"
 
+#include <cmath>
+
 namespace sgl_npu_attention {
 
 namespace {
@@ -7,6 +9,11 @@ namespace {
 constexpr int64_t kSplitKeys = 1024, kEnoughTasks = 64;
 
 }  // namespace
+
+void check_sm_scale(double sm_scale) {
+  STD_TORCH_CHECK(std::isfinite(sm_scale) && std::isfinite(float(sm_scale)),
+                  "sm_scale must be finite (in float32), got ", sm_scale);
+}
 
 void check_cache(const Tensor& t, const char* name) {
   check_cpu(t, name);

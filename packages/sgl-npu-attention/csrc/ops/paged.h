@@ -15,6 +15,9 @@ using namespace sgl_npu_core;
 // A paged cache [num_blocks, page_size, kv_heads, dim] on the CPU, last dim contiguous.
 void check_cache(const Tensor& t, const char* name);
 
+// A finite softmax scale (NaN or inf would zero or NaN every output, silently).
+void check_sm_scale(double sm_scale);
+
 // block_table [requests, max_pages] int32 and seq_lens [requests] int32: every length within the table's
 // capacity, every page a request uses a block of the cache. Returns seq_lens' data.
 const int32_t* check_pages(const Tensor& block_table, const Tensor& seq_lens, int64_t blocks, int64_t page_size);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from sgl_npu_core.checks import (
     check,
@@ -66,7 +68,16 @@ def check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out) -> None:
         check_apart(out, sinks, "out", "sinks")
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def check_sm_scale(sm_scale) -> None:
+    if not (math.isfinite(sm_scale) and abs(sm_scale) <= FLOAT32_MAX):
+        fail(f"sm_scale must be finite (in float32), got {sm_scale}")
+
+
 def check_decode(q, k_cache, v_cache, block_table, seq_lens, sm_scale, sinks, sliding_window, out) -> None:
+    check_sm_scale(sm_scale)
     check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out)
     check(block_table.shape[0] == q.shape[0], f"block_table must have a row per query token ({q.shape[0]})")
 
@@ -83,11 +94,13 @@ def check_cu_seqlens(cu_seqlens_q, block_table, q) -> None:
 
 def check_extend(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, sm_scale, causal, sinks, sliding_window,
                  out) -> None:  # fmt: skip
+    check_sm_scale(sm_scale)
     check_paged(q, k_cache, v_cache, block_table, seq_lens, sinks, out)
     check_cu_seqlens(cu_seqlens_q, block_table, q)
 
 
 def check_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale, out) -> None:
+    check_sm_scale(sm_scale)
     check(q.dim() == 3, f"q must be [batch, q_heads, latent_dim + rope_dim], got {q.dim()} dims")
     check_float(q, "q")
     check_last_dim_contiguous(q, "q")

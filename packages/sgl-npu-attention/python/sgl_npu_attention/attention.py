@@ -4,10 +4,24 @@ prefix, causal)."""
 from __future__ import annotations
 
 import torch
+from sgl_npu_core.checks import check_dims, fail
 from sgl_npu_core.memory import empty
 
 _decode_attention = torch.ops.sgl_npu_attention.decode_attention.default
 _extend_attention = torch.ops.sgl_npu_attention.extend_attention.default
+
+
+def _out_and_scale(q, v_cache, sm_scale, out):
+    """``out`` ([tokens, q_heads, Dv], new unless given) and ``sm_scale`` (default ``D ** -0.5``), from checked dims."""
+    tokens, q_heads, head_dim = check_dims(q, 3, "q", "[tokens, q_heads, head_dim]")
+    if out is None:
+        dv = check_dims(v_cache, 4, "v_cache", "[num_blocks, page_size, kv_heads, head_dim_v]")[-1]
+        out = empty(tokens, q_heads, dv, dtype=q.dtype, device=q.device)
+    if sm_scale is None:
+        if head_dim <= 0:
+            fail("q must have a non-empty head_dim")
+        sm_scale = head_dim**-0.5
+    return out, sm_scale
 
 
 def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, sinks=None, sliding_window=-1,
@@ -29,9 +43,7 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, 
     A sequence with no visible key (and no sink) gets zeros. Long sequences are split over the KV axis and the
     parts merged by log-sum-exp, so a batch of one still uses every core.
     """
-    if out is None:
-        out = empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
-    sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
+    out, sm_scale = _out_and_scale(q, v_cache, sm_scale, out)
     _decode_attention(q, k_cache, v_cache, block_table, seq_lens, float(sm_scale), sinks, int(sliding_window), out)
     return out
 
@@ -49,9 +61,7 @@ def extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, s
     causal : query i of a request with q_len new tokens sees keys ``< seq_len - q_len + i + 1``; else all keys
     out : optional preallocated [T, Hq, Dv]
     """
-    if out is None:
-        out = empty(q.shape[0], q.shape[1], v_cache.shape[-1], dtype=q.dtype, device=q.device)
-    sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
+    out, sm_scale = _out_and_scale(q, v_cache, sm_scale, out)
     _extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, float(sm_scale), bool(causal), sinks,
                       int(sliding_window), out)  # fmt: skip
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from sgl_npu_core.checks import check_dims
 from sgl_npu_core.memory import empty
 
 _batch_matmul_transpose = torch.ops.sgl_npu_attention.batch_matmul_transpose.default
@@ -20,6 +21,7 @@ def batch_matmul_transpose(a, b, out=None) -> torch.Tensor:
     Products are accumulated in fp32 and rounded once to the output dtype.
     """
     if out is None:
-        out = empty(a.shape[0], a.shape[1], b.shape[-1], dtype=a.dtype, device=a.device)
+        m, heads, _ = check_dims(a, 3, "a", "[M, B, K]")
+        out = empty(m, heads, check_dims(b, 3, "b", "[B, K, N]")[-1], dtype=a.dtype, device=a.device)
     _batch_matmul_transpose(a, b, out)
     return out

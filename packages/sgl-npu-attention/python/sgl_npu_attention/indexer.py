@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from sgl_npu_core.checks import fail
+from sgl_npu_core.checks import check_dims, fail
 
 _lightning_indexer = torch.ops.sgl_npu_attention.lightning_indexer.default
 
@@ -36,6 +36,7 @@ def lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, 
     if out is None:
         if int(sparse_count) <= 0:  # it sizes out
             fail(f"sparse_count must be positive, got {sparse_count}")
-        out = torch.empty(q.shape[0], int(sparse_count), dtype=torch.int32, device=q.device)
+        tokens = check_dims(q, 3, "q", "[tokens, heads, head_dim]")[0]
+        out = torch.empty(tokens, int(sparse_count), dtype=torch.int32, device=q.device)
     _lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, int(sparse_count), out)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from sgl_npu_core.checks import check_dims
 from sgl_npu_core.memory import empty
 
 _decode_mla = torch.ops.sgl_npu_attention.decode_mla.default
@@ -30,6 +31,8 @@ def decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, sm_scale,
     and the parts merged by log-sum-exp, so a batch of one still uses every core.
     """
     if out is None:
-        out = empty(q.shape[0], q.shape[1], kv_nope_cache.shape[-1], dtype=q.dtype, device=q.device)
+        batch, q_heads, _ = check_dims(q, 3, "q", "[batch, q_heads, latent_dim + rope_dim]")
+        latent = check_dims(kv_nope_cache, 4, "kv_nope_cache", "[num_blocks, page_size, 1, latent_dim]")[-1]
+        out = empty(batch, q_heads, latent, dtype=q.dtype, device=q.device)
     _decode_mla(q, kv_nope_cache, kv_rope_cache, block_table, seq_lens, float(sm_scale), out)
     return out

@@ -19,6 +19,15 @@ def check(cond: bool, message: str) -> None:
         fail(message)
 
 
+def check_dims(t: torch.Tensor, dims: int, name: str, layout: str) -> torch.Size:
+    """``t.shape``, once ``t`` is known to be a tensor of ``dims`` dims (``layout`` names them in the message)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != dims:
+        fail(f"{name} must be {layout}, got {t.dim()} dims")
+    return t.shape
+
+
 def last_dim(t: torch.Tensor, name: str) -> int:
     """``t.shape[-1]``, once ``t`` is known to be a tensor with a dim (where indexing it would raise an error that
     does not name the argument)."""

@@ -35,8 +35,24 @@ inline const char* dtype_name(ScalarType t) {
       return "int32";
     case ScalarType::Long:
       return "int64";
+    case ScalarType::Short:
+      return "int16";
+    case ScalarType::Byte:
+      return "uint8";
+    case ScalarType::Bool:
+      return "bool";
+    case ScalarType::Double:
+      return "float64";
+    case ScalarType::Float8_e4m3fn:
+      return "float8_e4m3fn";
+    case ScalarType::Float8_e5m2:
+      return "float8_e5m2";
+    case ScalarType::ComplexFloat:
+      return "complex64";
+    case ScalarType::ComplexDouble:
+      return "complex128";
     default:
-      return "an unsupported dtype";
+      return "another dtype";
   }
 }
 
