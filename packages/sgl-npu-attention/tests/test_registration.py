@@ -135,3 +135,20 @@ def test_cache_write_refuses_slots_inside_a_cache():
 
     with pytest.raises(RuntimeError, match="kv_cache must not overlap slotmapping"):
         _meta.check_cache_write(latent, k_pe, torch.ones(8), cos, sin, slots, 1e-6, kv, kr)
+
+
+def test_prolog_outputs_over_their_inputs_are_refused():
+    # an out sharing memory with descale read garbage (max diff 1.7e9 before the check)
+    from sgl_npu_attention import _meta
+
+    codes, weight = torch.ones(4, 16, dtype=torch.int8), torch.ones(8, 16, dtype=torch.int8)
+    out = torch.zeros(4, 8)
+    descale, row_scale = out[0], torch.ones(4)
+    for check in (N.mla_int8_matmul, _meta.check_int8_matmul):
+        with pytest.raises(RuntimeError, match="out must not overlap descale"):
+            check(codes, weight, descale, row_scale, None, out)
+    x, codes = torch.randn(4, 16), torch.empty(4, 16, dtype=torch.int8)
+    row_scale = codes.view(-1)[:16].view(torch.float32)
+    for check in (N.mla_quant_rows, _meta.check_quant_rows):
+        with pytest.raises(RuntimeError, match="codes must not overlap row_scale"):
+            check(x, None, None, 1e-6, None, None, codes, row_scale)

@@ -56,6 +56,12 @@ void mla_int8_matmul(const Tensor& codes, const Tensor& weight, const Tensor& de
   STD_TORCH_CHECK(out.dim() == 2 && out.size(0) == a.m && out.size(1) == a.n, "out must have shape [", a.m, ", ", a.n,
                   "]");
   check_last_dim_contiguous(out, "out");
+  check_disjoint(out, "out");
+  check_written_apart({{&out, "out"}}, {{&codes, "codes"},
+                                        {&weight, "weight"},
+                                        {&descale, "descale"},
+                                        {&row_scale, "row_scale"},
+                                        {given(bias), "bias"}});
   if (a.m == 0 || a.n == 0) return;
   a.codes = static_cast<const int8_t*>(codes.const_data_ptr());
   a.codes_stride = codes.stride(0);
@@ -98,6 +104,13 @@ void mla_quant_rows(const Tensor& x, const std::optional<Tensor>& gamma, const s
   STD_TORCH_CHECK(codes.dim() == 2 && codes.size(0) == rows && codes.size(1) == a.cols, "codes must have shape [", rows,
                   ", ", a.cols, "]");
   check_last_dim_contiguous(codes, "codes");
+  check_disjoint(codes, "codes");
+  checked_vector<float>(row_scale, rows, ScalarType::Float, "row_scale");
+  check_written_apart({{&codes, "codes"}, {&row_scale, "row_scale"}}, {{&x, "x"},
+                                                                       {given(gamma), "gamma"},
+                                                                       {given(beta), "beta"},
+                                                                       {given(quant_scale), "quant_scale"},
+                                                                       {given(quant_offset), "quant_offset"}});
   a.x = x.const_data_ptr();
   a.x_stride = x.stride(0);
   a.codes = static_cast<int8_t*>(codes.mutable_data_ptr());

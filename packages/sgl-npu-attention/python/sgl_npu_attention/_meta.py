@@ -14,6 +14,7 @@ from sgl_npu_core.checks import (
     check_float,
     check_last_dim_contiguous,
     check_same_device,
+    check_written_apart,
     fail,
 )
 from sgl_npu_core.library import OpLibrary
@@ -259,6 +260,9 @@ def check_quant_rows(x, gamma, beta, eps, quant_scale, quant_offset, codes, row_
     check(tuple(codes.shape) == tuple(x.shape), f"codes must have shape {list(x.shape)}")
     check_dtype(codes, torch.int8, "codes")
     check_vector(row_scale, x.shape[0], "row_scale", torch.float32)
+    check_disjoint(codes, "codes")
+    params = [("gamma", gamma), ("beta", beta), ("quant_scale", quant_scale), ("quant_offset", quant_offset)]
+    check_written_apart([("codes", codes), ("row_scale", row_scale)], [("x", x), *params])
 
 
 def check_cache_write(latent, k_pe, gamma, cos, sin, slotmapping, eps, kv_cache, kv_cache_rope) -> None:
@@ -303,6 +307,9 @@ def check_int8_matmul(codes, weight, descale, row_scale, bias, out) -> None:
         check_vector(bias, n, "bias", torch.int32)
     check_float(out, "out")
     check(tuple(out.shape) == (m, n), f"out must have shape [{m}, {n}]")
+    check_disjoint(out, "out")
+    inputs = [("codes", codes), ("weight", weight), ("descale", descale), ("row_scale", row_scale), ("bias", bias)]
+    check_written_apart([("out", out)], inputs)
 
 
 @LIB.fake("mla_int8_matmul")

@@ -182,6 +182,17 @@ def _fail_if_shared(out: torch.Tensor, other: torch.Tensor, out_name: str, other
         fail(f"{out_name} must not overlap {other_name}")
 
 
+def check_written_apart(written: list, read: list) -> None:
+    """As the C++ check_written_apart: each written ``(name, tensor)`` apart from every read one and from the other
+    written ones (None: an absent optional tensor)."""
+    for i, (name, t) in enumerate(written):
+        if t is None:
+            continue
+        for other_name, other in [*written[i + 1 :], *read]:
+            if other is not None:
+                check_apart(t, other, name, other_name)
+
+
 def check_disjoint(t: torch.Tensor, name: str) -> None:
     """An output whose elements are all distinct memory (last dim contiguous), as the C++ check_disjoint: with the
     leading dims ordered by stride, each must clear everything inside it. An expand()ed output would be written by
