@@ -67,6 +67,15 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         _raises(lambda: buffer.dispatch(strided, **args), "contiguous in its last dim" if rank == 1 else peer)
         on_meta = x.to("meta") if rank == 1 else x
         _raises(lambda: buffer.dispatch(on_meta, **args), "must be a CPU tensor" if rank == 1 else peer)
+        # Arguments that used to raise torch's own errors (before the agreement, or naming nothing).
+        _raises(lambda: buffer.get_dispatch_layout(topk_idx, -4), "num_experts must be an int > 0, got -4")
+        _raises(lambda: buffer.get_dispatch_layout(topk_idx[0], EXPERTS), "topk_idx must be [tokens, topk]")
+        no_topk = topk_idx[:, :0] if rank == 1 else topk_idx
+        _raises(lambda: buffer.low_latency_dispatch(x, no_topk, 4, EXPERTS, use_fp8=False),
+                "topk >= 1" if rank == 1 else "rank(s) [1] rejected their inputs")  # fmt: skip
+        timeout = "5" if rank == 1 else 5.0
+        named = "timeout_s must be a positive number" if rank == 1 else "rank(s) [1] rejected their arguments"
+        _raises(lambda: deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=nvl, timeout_s=timeout), named)
         # Still in step: a valid exchange goes through, and a combine into a strided out on one rank is refused.
         recv_x, *_, handle, _ = buffer.dispatch(x, **args)
         strided_out = torch.empty(4, 2 * HIDDEN, dtype=x.dtype)[:, ::2] if rank == 1 else None

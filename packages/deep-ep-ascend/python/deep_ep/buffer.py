@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
-from sgl_npu_core.checks import fail
+from sgl_npu_core.checks import check_dims, fail
 
 from . import _meta, expanded, low_latency, moe
 from .events import Config, EventOverlap
@@ -50,8 +50,8 @@ def _size_error(num_nvl_bytes, num_rdma_bytes, timeout_s) -> str | None:
     for name, value in (("num_nvl_bytes", num_nvl_bytes), ("num_rdma_bytes", num_rdma_bytes)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
             return f"{name} must be an int >= 0, got {value!r}"
-    if not timeout_s > 0:
-        return f"timeout_s must be positive, got {timeout_s}"
+    if not isinstance(timeout_s, numbers.Real) or isinstance(timeout_s, bool) or not timeout_s > 0:
+        return f"timeout_s must be a positive number, got {timeout_s!r}"  # ('5' > 0 would raise before the gather)
     return None
 
 
@@ -161,6 +161,11 @@ class Buffer:
         ``num_tokens_per_rdma_rank`` counts tokens per machine when the group spans several."""
         self._check_alive()
         r = self.group_size
+        # before they size allocations (torch's own errors would not name them)
+        _meta.check(
+            type(num_experts) is int and num_experts > 0, f"num_experts must be an int > 0, got {num_experts!r}"
+        )
+        check_dims(topk_idx, 2, "topk_idx", "[tokens, topk]")
         per_rank = torch.empty(r, dtype=torch.int32, device=topk_idx.device)
         per_expert = torch.empty(num_experts, dtype=torch.int32, device=topk_idx.device)
         in_rank = torch.empty(topk_idx.shape[0], r, dtype=torch.bool, device=topk_idx.device)

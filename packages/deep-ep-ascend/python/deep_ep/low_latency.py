@@ -96,7 +96,8 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
         _meta.check(num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
         _meta.check(x.dim() == 2 and x.shape[0] <= tokens_per_rank,
                     f"x must be [tokens <= {tokens_per_rank}, hidden], got {list(x.shape)}")  # fmt: skip
-        _meta.check(topk_idx.dim() == 2 and topk_idx.shape[0] == x.shape[0], f"topk_idx must be [{x.shape[0]}, topk]")
+        _meta.check(topk_idx.dim() == 2 and topk_idx.shape[0] == x.shape[0] and topk_idx.shape[1] > 0,
+                    f"topk_idx must be [{x.shape[0]}, topk >= 1], got {list(topk_idx.shape)}")  # fmt: skip
         per_expert = torch.empty(num_experts, dtype=torch.int32)  # also checks every id, in C++
         _layout(topk_idx, num_experts, r, torch.empty(r, dtype=torch.int32), per_expert,
                 torch.empty(x.shape[0], r, dtype=torch.bool))  # fmt: skip
