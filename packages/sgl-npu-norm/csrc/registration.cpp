@@ -20,7 +20,8 @@ STABLE_TORCH_LIBRARY(sgl_npu_norm, m) {
       "Tensor(a!) q, Tensor(b!) scale) -> ()");
   m.def(
       "head_norm_rope(Tensor? x, Tensor? weight, Tensor? bias, float eps, bool gemma, bool norm, Tensor? rstd, "
-      "Tensor? cos, Tensor? sin, Tensor? positions, int rope_dim, bool neox, bool full_width, Tensor(a!) out) -> ()");
+      "Tensor? cos, Tensor? sin, Tensor? positions, int rope_dim, bool neox, bool full_width, Tensor(a!) out, "
+      "Tensor? x2=None, Tensor(b!)? out2=None) -> ()");
   m.def(
       "split_qkv_norm_rope(Tensor qkv, int head_dim, int q_heads, int kv_heads, bool q_gate, Tensor? q_weight, "
       "Tensor? k_weight, Tensor? q_bias, Tensor? k_bias, float eps, bool gemma, bool norm, Tensor? rstd, "

@@ -201,7 +201,11 @@ def _mla_bad_kv_weight(query, out):
 
 @pytest.mark.parametrize(
     "call,needle",
-    [(_apply_rope_bad_key, "key: "), (_mqa_bad_key, "key: out must be"), (_mla_bad_kv_weight, "k_nope .kv_a_weight.")],
+    [
+        (_apply_rope_bad_key, "query and key must be .tokens, heads . head_size., got 2 and 3 dims"),
+        (_mqa_bad_key, "x2: key, out2: k_out.: .*x2 must have the dtype of x"),
+        (_mla_bad_kv_weight, "kv_a_weight must have shape .32."),
+    ],
     ids=["apply_rope", "mqa", "mla_split"],
 )  # fmt: skip
 def test_a_bad_second_group_leaves_the_first_untouched(call, needle):
@@ -294,10 +298,10 @@ def test_rope_outputs_over_inputs_they_still_read_are_refused():
         torch.ops.sgl_npu_norm.head_norm_rope(x[:, :4], None, None, 0.0, False, False, None, cos, sin, None, 32, True,
                                               True, x[:, 1:])  # fmt: skip
     query, key = _x(3, 1, 64), _x(3, 1, 64)
-    with pytest.raises(RuntimeError, match="q_out must not overlap key"):
+    with pytest.raises(RuntimeError, match="x2: key, out2: k_out.: .*out must not overlap x2"):
         ops.fused_rope_qk_mqa(query, key, _x(3, 64), 64, out=(key, torch.empty_like(key)))
     row = _x(3, 192)
-    with pytest.raises(RuntimeError, match="key must not overlap query"):
+    with pytest.raises(RuntimeError, match="out2: key.: .*out must not overlap out2"):
         ops.apply_rope_with_cos_sin_cache_inplace(torch.tensor([0, 1, 2]), row[:, :128], row[:, 64:128], 64, _x(8, 64))
 
 
@@ -346,6 +350,22 @@ def test_malformed_arguments_are_named(case):
     fn, error, needle = NAMING_CASES[case]
     with pytest.raises(error, match=needle):
         fn()
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_second_head_group_must_match_the_first(device):
+    q, k = _x(3, 2, 64, device=device), _x(3, 1, 64, device=device)
+    cos, sin = _tables(device, width=32)
+    args = (None, None, 0.0, False, False, None, cos, sin, None, 32, True, True)
+    N = torch.ops.sgl_npu_norm
+    cases = {
+        "x2 needs out2": (q, torch.empty_like(q), k, None),
+        "x2 must have x's 3 tokens": (q, torch.empty_like(q), k[:2], torch.empty_like(k[:2])),
+        "out2 must .*bfloat16": (q, torch.empty_like(q), k.float(), torch.empty_like(k.float())),
+    }
+    for needle, (x, out, x2, out2) in cases.items():
+        with pytest.raises(RuntimeError, match=needle):
+            N.head_norm_rope(x, *args, out, x2, out2)
 
 
 def test_written_tensors_holding_a_parameter_are_refused():

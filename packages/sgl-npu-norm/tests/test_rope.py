@@ -267,3 +267,24 @@ def test_mrope_tables_after_a_fake_trace_and_under_inference_mode():
     want = _mrope_tables(cos_sin.clone(), [1, 2, 1], True, 8)
     got = _mrope_tables(cos_sin.requires_grad_(), [1, 2, 1], True, 8)
     assert all(torch.equal(g.detach(), w) for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("in_place", [False, True])
+def test_two_head_groups_in_one_call_match_two_calls(dtype, in_place):
+    """head_norm_rope's second group (x2 into out2, every other argument shared) against a call per group."""
+    q, k = torch.randn(5, 4, 64, dtype=dtype), torch.randn(5, 2, 64, dtype=dtype)
+    cos, sin = _full_tables(5, 32)
+    w = torch.randn(64, dtype=dtype)
+    args = (w, None, 1e-6, False, True, None, cos, sin, None, 32, True, True)
+    want_q, want_k = torch.empty_like(q), torch.empty_like(k)
+    N = torch.ops.sgl_npu_norm
+    N.head_norm_rope(q, *args, want_q)
+    N.head_norm_rope(k, *args, want_k)
+    if in_place:
+        got_q, got_k = q.clone(), k.clone()
+        N.head_norm_rope(None, *args, got_q, None, got_k)
+    else:
+        got_q, got_k = torch.empty_like(q), torch.empty_like(k)
+        N.head_norm_rope(q, *args, got_q, k, got_k)
+    assert torch.equal(got_q, want_q) and torch.equal(got_k, want_k)

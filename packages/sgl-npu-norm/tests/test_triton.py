@@ -339,3 +339,20 @@ def test_reference_fallback_checks_positions():
     assert_close(out, ref.head_norm_rope(x, *args, torch.tensor([3, 0]), 16, True, False))
     with pytest.raises(RuntimeError, match="positions"):
         _accelerator._ref_head_norm_rope(x, *args, torch.tensor([4, 0]), 16, True, False, out)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_head_norm_rope_two_groups(in_place):
+    """The op's second head group (x2 into out2, the other arguments shared) against the reference per group."""
+    q, k = torch.randn(4, 3, 32, dtype=torch.bfloat16), torch.randn(4, 1, 32, dtype=torch.bfloat16)
+    cos, sin = torch.randn(4, 16), torch.randn(4, 16)
+    args = (None, None, 0.0, False, False, None, cos, sin, None, 16, True, False)
+    want = [ref.head_norm_rope(t, *args) for t in (q, k)]
+    if in_place:
+        got = [q.clone(), k.clone()]
+        kernels.head_norm_rope(None, *args, got[0], None, got[1])
+    else:
+        got = [torch.empty_like(q), torch.empty_like(k)]
+        kernels.head_norm_rope(q, *args, got[0], k, got[1])
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)

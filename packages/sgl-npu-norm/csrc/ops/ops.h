@@ -22,12 +22,14 @@ void swiglu_oai(const Tensor& x, double alpha, double limit, Tensor out);
 void swiglu_quant(const Tensor& x, const std::optional<Tensor>& group_list, int64_t group_list_type, bool do_limit,
                   double limit, Tensor q, Tensor scale);
 
-// Per-head RMSNorm + RoPE on x [T, H, W] into out (in place when x is None); see HeadNormRopeArgs.
+// Per-head RMSNorm + RoPE on x [T, H, W] into out (in place when x is None); see HeadNormRopeArgs. With out2, a
+// second group of heads x2 [T, H2, W] (in place when x2 is None) with every other argument shared.
 void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>& weight,
                     const std::optional<Tensor>& bias, double eps, bool gemma, bool norm,
                     const std::optional<Tensor>& rstd, const std::optional<Tensor>& cos,
                     const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
-                    bool neox, bool full_width, Tensor out);
+                    bool neox, bool full_width, Tensor out, const std::optional<Tensor>& x2,
+                    const std::optional<Tensor>& out2);
 // The q and k heads of a fused qkv row through head_norm_rope, v (and the gate halves of [q | gate] heads)
 // copied, in one pass over the tokens. whole_width: one RMSNorm over all the q heads (and one over the k heads) of a
 // token, computed here; rstd [T, 2]: the same with given statistics (tensor parallelism).

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 #include "kernels/kernels.h"
 #include "ops/channel_param.h"
@@ -201,7 +202,8 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
                     const std::optional<Tensor>& bias, double eps, bool gemma, bool norm,
                     const std::optional<Tensor>& rstd, const std::optional<Tensor>& cos,
                     const std::optional<Tensor>& sin, const std::optional<Tensor>& positions, int64_t rope_dim,
-                    bool neox, bool full_width, Tensor out) {
+                    bool neox, bool full_width, Tensor out, const std::optional<Tensor>& x2,
+                    const std::optional<Tensor>& out2) {
   const Heads o = as_heads(out, "out");
   check_disjoint(out, "out");
   const Tensor& src = x.has_value() ? *x : out;  // no x: in place
@@ -211,19 +213,52 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
   check_same_dtype(out, src, "out", "x");
   if (x.has_value()) check_same_or_apart(out, *x, "out", "x");
   const DType dtype = float_dtype(src, "x");
+  STD_TORCH_CHECK(out2.has_value() || !x2.has_value(), "x2 needs out2");
+  // A second head group (a query's and a key's heads): every other argument shared, both checked before either is
+  // written and run in one pass over the tokens (at decode sizes most of a call is its dispatch).
+  const Tensor* src2 = out2.has_value() ? (x2.has_value() ? &*x2 : &*out2) : nullptr;
+  Heads o2{}, xi2{};
+  if (out2.has_value()) {
+    o2 = as_heads(*out2, "out2");
+    check_disjoint(*out2, "out2");
+    xi2 = x2.has_value() ? as_heads(*x2, "x2") : o2;
+    STD_TORCH_CHECK(xi2.tokens == o2.tokens && xi2.heads == o2.heads && xi2.width == o2.width,
+                    "out2 must have the shape of x2 [", xi2.tokens, ", ", xi2.heads, ", ", xi2.width, "]");
+    STD_TORCH_CHECK(o2.tokens == o.tokens && o2.width == o.width, "x2 must have x's ", o.tokens, " tokens and ",
+                    o.width, "-wide heads");
+    check_same_dtype(*out2, src, "out2", "x");
+    check_same_dtype(*src2, src, "x2", "x");
+    if (x2.has_value()) check_same_or_apart(*out2, *x2, "out2", "x2");
+    check_written_apart({{&out, "out"}, {&*out2, "out2"}}, {{x2.has_value() ? &*x2 : nullptr, "x2"}});
+    check_apart(*out2, src, "out2", "x");
+  }
   const RopeTables tables(cos, sin, positions, rope_dim, neox, full_width, o.tokens, o.width);
-  HeadGroup g(dtype, o, weight, bias, eps, gemma, norm, checked_rstd(rstd, o.tokens, 1), 1, false, tables, "weight",
-              "bias");
-  g.args.x = src.const_data_ptr();
-  g.args.x_token_stride = xi.token_stride;
-  g.args.x_head_stride = xi.head_stride;
-  g.args.out = out.mutable_data_ptr();
-  g.args.out_token_stride = o.token_stride;
-  g.args.out_head_stride = o.head_stride;
-  g.args.stream = stream_heads(g.args, o.tokens);
-  const HeadNormRopeArgs& a = g.args;
-  parallel_rows(o.tokens, 2 * bytes_of(dtype) * o.heads * o.width,
-                [&a](int64_t begin, int64_t end) { SGL_NPU_ISA_CALL(head_norm_rope_tokens, a, begin, end); });
+  const float* r = checked_rstd(rstd, o.tokens, 1);
+  auto group = [&](const Tensor& from, const Heads& in, Tensor& to, const Heads& shape) {
+    auto g = std::make_unique<HeadGroup>(dtype, shape, weight, bias, eps, gemma, norm, r, 1, false, tables, "weight",
+                                         "bias");
+    g->args.x = from.const_data_ptr();
+    g->args.x_token_stride = in.token_stride;
+    g->args.x_head_stride = in.head_stride;
+    g->args.out = to.mutable_data_ptr();
+    g->args.out_token_stride = shape.token_stride;
+    g->args.out_head_stride = shape.head_stride;
+    g->args.stream = stream_heads(g->args, shape.tokens);
+    return g;
+  };
+  const auto g1 = group(src, xi, out, o);
+  std::unique_ptr<HeadGroup> g2;
+  if (out2.has_value()) {
+    Tensor second = *out2;
+    g2 = group(*src2, xi2, second, o2);
+  }
+  const HeadNormRopeArgs* a1 = &g1->args;
+  const HeadNormRopeArgs* a2 = g2 ? &g2->args : nullptr;
+  parallel_rows(o.tokens, 2 * bytes_of(dtype) * (o.heads + (a2 ? o2.heads : 0)) * o.width,
+                [a1, a2](int64_t begin, int64_t end) {
+                  SGL_NPU_ISA_CALL(head_norm_rope_tokens, *a1, begin, end);
+                  if (a2) SGL_NPU_ISA_CALL(head_norm_rope_tokens, *a2, begin, end);
+                });
 }
 
 void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, int64_t kv_heads, bool q_gate,

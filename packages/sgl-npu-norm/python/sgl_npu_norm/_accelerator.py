@@ -66,7 +66,8 @@ def _ref_swiglu_quant(x, group_list, group_list_type, do_limit, limit, q, scale)
 
 
 def _ref_head_norm_rope(*args):
-    _run_ref_head_norm_rope(_meta.check_head_norm_rope(*args), *args)
+    for size, group in _meta.head_groups(*args):
+        _run_ref_head_norm_rope(size, *group)
 
 
 def _run_ref_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,

@@ -17,6 +17,8 @@ from sgl_npu_core.checks import (
     check_rows,
     check_same_device,
     check_same_or_apart,
+    check_written_apart,
+    fail,
     has_memory,
 )
 from sgl_npu_core.library import OpLibrary
@@ -167,6 +169,26 @@ def check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, posi
     return size
 
 
+def head_groups(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width, out, x2=None,
+                out2=None) -> list[tuple[int, tuple]]:  # fmt: skip
+    """The op's head groups as ``(param size, one group's arguments)``: ``x`` into ``out``, and with ``out2`` the
+    heads of ``x2`` (in place where None) with every other argument shared; all checked, as the C++ op, before
+    any group runs."""
+    first = (x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width, out)
+    groups = [(check_head_norm_rope(*first), first)]
+    check(out2 is not None or x2 is None, "x2 needs out2")
+    if out2 is not None:
+        second = (x2, *first[1:-1], out2)
+        groups.append((check_head_norm_rope(*second), second))
+        src = out if x is None else x
+        if out2.shape[0] != out.shape[0] or out2.shape[2] != out.shape[2]:
+            fail(f"x2 must have x's {out.shape[0]} tokens and {out.shape[2]}-wide heads")
+        check_dtype(out2, src.dtype, "out2")
+        check_written_apart([("out", out), ("out2", out2)], [("x2", x2)])
+        check_apart(out2, src, "out2", "x")
+    return groups
+
+
 def qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate):
     """(q [T, Hq, D], k [T, Hkv, D], v [T, kv], gate [T, Hq, D] or None) as views of the fused row."""
     q_width = q_heads * head_dim * (2 if q_gate else 1)
@@ -281,8 +303,8 @@ def _(x, group_list, group_list_type, do_limit, limit, q, scale):
 
 
 @LIB.fake("head_norm_rope")
-def _(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width, out):
-    check_head_norm_rope(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox, full_width, out)
+def _(*args):
+    head_groups(*args)
 
 
 @LIB.fake("split_qkv_norm_rope")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 
 import torch
-from sgl_npu_core.checks import check_apart, fail, has_memory, last_dim
+from sgl_npu_core.checks import check_channel_param, check_disjoint, fail, has_memory, last_dim
 from sgl_npu_core.memory import empty
 
 from . import _meta
@@ -61,20 +61,13 @@ def _split(qkv: torch.Tensor, widths: list[int]) -> list[torch.Tensor]:
     return list(qkv.split(widths, dim=-1))
 
 
-def _rotate_all(calls: list[tuple[str, tuple]]) -> None:
-    """``(name, head_norm_rope arguments)`` calls in turn, every later one checked before the first writes (a bad
-    key must not leave query rotated); an error's message starts with the name of the call it came from."""
-    for name, args in calls[1:]:
-        _named(name, _meta.check_head_norm_rope, args)
-    for name, args in calls:
-        _named(name, _head_norm_rope, args)
-
-
-def _named(name: str, fn, args: tuple):
+def _named(what: str, args: tuple) -> None:
+    """One head_norm_rope call; an error's message starts with ``what`` (which tensors the op's x / out / x2 / out2
+    are), the op's own names meaning little to the caller."""
     try:
-        return fn(*args)
+        _head_norm_rope(*args)
     except RuntimeError as error:
-        raise RuntimeError(f"{name}: {error}") from None
+        raise RuntimeError(f"{what}: {error}") from None
 
 
 def _rope_args(x, out, cos, sin, positions, rope_dim, neox, full_width, *, eps=None, weight=None):
@@ -204,13 +197,14 @@ def apply_rope_with_cos_sin_cache_inplace(positions, query, key, head_size, cos_
     cos, sin = _cache_halves(cos_sin_cache, rope_dim)
     q_heads, k_heads = _heads_of(head_size, last_dim(query, "query"), last_dim(key, "key"))
     both = _adjacent_heads(query, key, head_size, q_heads + k_heads)
-    if both is None:
-        check_apart(key, query, "key", "query")  # query is rotated in place before key is read
-        groups = [("query", _heads(query, head_size)), ("key", _heads(key, head_size))]
-    else:
-        groups = [("query and key", both)]
-    _rotate_all([(name, _rope_args(None, heads, cos, sin, positions, rope_dim, is_neox, False))
-                 for name, heads in groups])  # fmt: skip
+    if both is not None:
+        _head_norm_rope(*_rope_args(None, both, cos, sin, positions, rope_dim, is_neox, False))
+        return
+    # Two head groups of one call: both checked before either is written (query and key apart included).
+    if query.dim() != 2 or key.dim() != 2:
+        fail(f"query and key must be [tokens, heads * head_size], got {query.dim()} and {key.dim()} dims")
+    args = _rope_args(None, _heads(query, head_size), cos, sin, positions, rope_dim, is_neox, False)
+    _named("query and key (out: query, out2: key)", (*args, None, _heads(key, head_size)))
 
 
 def _adjacent_heads(query, key, head_size, heads):
@@ -240,10 +234,10 @@ def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=N
     if query.dim() != 3 or key.dim() != 3:
         fail("query and key must be [tokens, heads, head_dim]")
     outs = _outputs(out, query, [tuple(query.shape[1:]), tuple(key.shape[1:])], ["q_out", "k_out"])
-    check_apart(outs[0], key, "q_out", "key")  # q_out is written before key is read
-    check_apart(outs[1], outs[0], "k_out", "q_out")
-    _rotate_all([(name, _rope_args(x, o, cos, sin, None, rotary_dim, is_neox_style, False))
-                 for name, x, o in zip(("query", "key"), (query, key), outs, strict=True)])  # fmt: skip
+    args = _rope_args(query, outs[0], cos, sin, None, rotary_dim, is_neox_style, False)
+    _named(
+        "query and key (x: query, out: q_out, x2: key, out2: k_out)", (*args, key, outs[1])
+    )  # one call, both checked
     return tuple(outs)
 
 
@@ -255,12 +249,14 @@ def fused_split_qk_norm(qkv_a, q_a_weight, kv_a_weight, q_lora_rank, kv_lora_ran
     q_in, kv_in, pe_in = _split(qkv_a, [q_lora_rank, kv_lora_rank, qk_rope_dim])
     widths = [q_lora_rank, (1, kv_lora_rank), (1, qk_rope_dim)]
     q, k_nope, k_pe = _outputs(out, qkv_a, widths, ["q_lora", "k_nope", "k_pe"])
-    _rotate_all([
-        ("q_lora (q_a_weight)", _rope_args(q_in.unsqueeze(1), q.unsqueeze(1), None, None, None, 0, True, False, eps=eps,
-                                  weight=q_a_weight)),
-        ("k_nope (kv_a_weight)", _rope_args(kv_in.unsqueeze(1), k_nope, None, None, None, 0, True, False, eps=eps,
-                                   weight=kv_a_weight)),
-    ])  # fmt: skip
+    # What the second call could refuse (its weight, an overlapping k_nope), before the first writes q_lora.
+    check_channel_param(kv_a_weight, kv_lora_rank, qkv_a, "kv_a_weight")
+    check_disjoint(k_nope, "k_nope")
+    norm_only = (None, None, None, 0, True, False)
+    _named("q_lora (x: qkv_a's q columns, weight: q_a_weight)",
+           _rope_args(q_in.unsqueeze(1), q.unsqueeze(1), *norm_only, eps=eps, weight=q_a_weight))  # fmt: skip
+    _named("k_nope (x: qkv_a's kv columns, weight: kv_a_weight)",
+           _rope_args(kv_in.unsqueeze(1), k_nope, *norm_only, eps=eps, weight=kv_a_weight))  # fmt: skip
     k_pe.copy_(pe_in.unsqueeze(1))
     return q, k_nope, k_pe
 

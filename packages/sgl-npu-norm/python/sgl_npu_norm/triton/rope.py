@@ -120,8 +120,10 @@ def _head_norm_rope_kernel(
 
 
 def head_norm_rope(*args) -> None:
-    """The op schema's arguments (x, weight, ..., full_width, out): checked, then launched."""
-    launch_head_norm_rope(_meta.check_head_norm_rope(*args), *args)
+    """The op schema's arguments (x, weight, ..., full_width, out[, x2, out2]): every head group checked, then
+    each launched."""
+    for size, group in _meta.head_groups(*args):
+        launch_head_norm_rope(size, *group)
 
 
 def launch_head_norm_rope(size, x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, rope_dim, neox,
