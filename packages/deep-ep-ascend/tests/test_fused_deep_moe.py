@@ -85,6 +85,13 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
             assert ("int8" if rank == 1 else "rank(s) [1] rejected") in str(e), e
         else:
             raise AssertionError("float weights were accepted")
+        mode = 5 if rank == 1 else 1  # Ascend's codes are 0 (BF16) and 1 (INT8)
+        try:
+            buffer.fused_deep_moe(x, topk_idx, weights, w13, s13, w2, s2, MAX_TOKENS, experts, quant_mode=mode)
+        except RuntimeError as e:
+            assert ("quant_mode must be 0 or 1" if rank == 1 else "rank(s) [1] rejected") in str(e), e
+        else:
+            raise AssertionError("quant_mode 5 was accepted")
         # Still in step afterwards.
         again, _ = buffer.fused_deep_moe(x, topk_idx, weights, w13, s13, w2, s2, MAX_TOKENS, experts)
         assert torch.equal(again, first)

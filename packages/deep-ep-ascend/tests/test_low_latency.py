@@ -102,6 +102,15 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         dist.destroy_process_group()
 
 
+def test_rdma_size_hint_refuses_sizes_that_are_not_positive_ints():
+    import deep_ep
+
+    with pytest.raises(RuntimeError, match="num_max_dispatch_tokens_per_rank must be an int > 0, got -8"):
+        deep_ep.Buffer.get_low_latency_rdma_size_hint(-8, 64, 2, 4)
+    with pytest.raises(RuntimeError, match="hidden must be an int > 0, got 64.0"):
+        deep_ep.Buffer.get_low_latency_rdma_size_hint(8, 64.0, 2, 4)
+
+
 @pytest.mark.parametrize(("world", "transport"), [(2, "shm"), (4, "shm"), (8, "shm"), (4, "torch.distributed")])
 def test_low_latency_across_ranks(world, transport, run_ranks):
     run_ranks(__file__, world, transport)

@@ -141,6 +141,10 @@ class Buffer:
     def get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank: int, hidden: int, num_ranks: int,
                                        num_experts: int) -> int:  # fmt: skip
         """Bytes of ``num_rdma_bytes`` that low-latency calls of these sizes need (any dtype, any top-k)."""
+        sizes = {"num_max_dispatch_tokens_per_rank": num_max_dispatch_tokens_per_rank, "hidden": hidden,
+                 "num_ranks": num_ranks, "num_experts": num_experts}  # fmt: skip
+        for name, n in sizes.items():
+            _meta.check(type(n) is int and n > 0, f"{name} must be an int > 0, got {n!r}")
         return low_latency.area_bytes_hint(num_max_dispatch_tokens_per_rank, hidden, num_ranks, num_experts)
 
     @staticmethod

@@ -64,6 +64,8 @@ def fused_deep_moe(buf, x, topk_idx, topk_weights, w13, w13_scale, w2, w2_scale,
             fail(f"num_experts ({num_experts}) must be a positive multiple of {buf.group_size}")
         if fuse_mode not in _FUSE_MODES:
             fail(f"fuse_mode must be one of {list(_FUSE_MODES)}, got {fuse_mode!r}")
+        if quant_mode not in (0, 1):  # Ascend's codes (0 BF16, 1 INT8); its op runs int8 either way, as does this one
+            fail(f"quant_mode must be 0 or 1 (the activations travel as per-token int8 either way), got {quant_mode!r}")
         check_weights(w13, w13_scale, w2, w2_scale, local, x.shape[-1])
 
     (data, scales), recv_count, handle, _, _ = buf.low_latency_dispatch(

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+from sgl_npu_core.checks import fail
 
 from . import _meta
 
@@ -307,8 +308,9 @@ def node_count(group, ranks_per_node: int | None) -> int:
     """How many machines the group spans: by host name, or ranks ``r // ranks_per_node`` share one when set
     (``DEEP_EP_RANKS_PER_NODE``, which lets one machine test the multi-machine path)."""
     size = dist.get_world_size(group)
-    if ranks_per_node:
-        _meta.check(size % ranks_per_node == 0, f"{size} ranks do not fill nodes of {ranks_per_node}")
+    if ranks_per_node is not None:
+        if not (ranks_per_node > 0 and size % ranks_per_node == 0):
+            fail(f"DEEP_EP_RANKS_PER_NODE = {ranks_per_node}: {size} ranks do not fill nodes of that size")
         return size // ranks_per_node
     hosts = [None] * size
     dist.all_gather_object(hosts, os.uname().nodename, group=group)
