@@ -9,6 +9,13 @@ from sgl_npu_norm import reference as ref
 N = torch.ops.sgl_npu_norm
 
 
+def _rope_only(x, out, *second, neox=False):
+    """head_norm_rope's arguments for RoPE alone over 16 dims of x's heads into out (in place where x is None), and
+    ``second``: an (x2, out2) group."""
+    return (x, None, None, 0.0, False, False, None, torch.randn(3, 16), torch.randn(3, 16), None, 16, neox, False, out,
+            *second)  # fmt: skip
+
+
 def _across_heads(w, rstd, whole_width):
     """split_qkv_norm_rope's arguments for one norm over each group's heads (2 q heads, 1 kv head of 32)."""
     qkv = torch.randn(3, 4 * 32, dtype=w.dtype)
@@ -94,63 +101,16 @@ def _samples():
         # weights across the heads, with a given rstd or the statistics taken in the op
         "split_qkv_norm_rope_tp": (N.split_qkv_norm_rope.default, _across_heads(w, torch.rand(3, 2) + 0.5, False)),
         "split_qkv_norm_rope_whole_width": (N.split_qkv_norm_rope.default, _across_heads(w, None, True)),
-        "head_norm_rope_in_place": (
-            N.head_norm_rope.default,
-            (
-                None,
-                None,
-                None,
-                0.0,
-                False,
-                False,
-                None,
-                torch.randn(3, 16),
-                torch.randn(3, 16),
-                None,
-                16,
-                False,
-                False,
-                x.clone().view(3, 2, 32),
-            ),
-        ),
+        "head_norm_rope_in_place": (N.head_norm_rope.default, _rope_only(None, x.clone().view(3, 2, 32))),
         # a query's and a key's heads in one call: the second group in place, then from x2 into out2
         "head_norm_rope_two_groups_in_place": (
             N.head_norm_rope.default,
-            (
-                None,
-                None,
-                None,
-                0.0,
-                False,
-                False,
-                None,
-                torch.randn(3, 16),
-                torch.randn(3, 16),
-                None,
-                16,
-                True,
-                False,
-                x.clone().view(3, 2, 32),
-                None,
-                torch.randn(3, 1, 32, dtype=x.dtype),
-            ),
+            _rope_only(None, x.clone().view(3, 2, 32), None, torch.randn(3, 1, 32, dtype=x.dtype), neox=True),
         ),
         "head_norm_rope_two_groups": (
             N.head_norm_rope.default,
-            (
+            _rope_only(
                 x.view(3, 2, 32),
-                None,
-                None,
-                0.0,
-                False,
-                False,
-                None,
-                torch.randn(3, 16),
-                torch.randn(3, 16),
-                None,
-                16,
-                False,
-                False,
                 torch.empty(3, 2, 32, dtype=x.dtype),
                 torch.randn(3, 1, 32, dtype=x.dtype),
                 torch.empty(3, 1, 32, dtype=x.dtype),
