@@ -67,6 +67,8 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         _raises(lambda: buffer.dispatch(strided, **args), "contiguous in its last dim" if rank == 1 else peer)
         on_meta = x.to("meta") if rank == 1 else x
         _raises(lambda: buffer.dispatch(on_meta, **args), "must be a CPU tensor" if rank == 1 else peer)
+        four = (x, x, x, x) if rank == 1 else x  # a longer signature than the agreement's: refused before it
+        _raises(lambda: buffer.dispatch(four, **args), "(data, scales) pair" if rank == 1 else peer)
         # Arguments that used to raise torch's own errors (before the agreement, or naming nothing).
         _raises(lambda: buffer.get_dispatch_layout(topk_idx, -4), "num_experts must be an int > 0, got -4")
         _raises(lambda: buffer.get_dispatch_layout(topk_idx[0], EXPERTS), "topk_idx must be [tokens, topk]")

@@ -109,6 +109,10 @@ def test_rdma_size_hint_refuses_sizes_that_are_not_positive_ints():
         deep_ep.Buffer.get_low_latency_rdma_size_hint(-8, 64, 2, 4)
     with pytest.raises(RuntimeError, match="hidden must be an int > 0, got 64.0"):
         deep_ep.Buffer.get_low_latency_rdma_size_hint(8, 64.0, 2, 4)
+    numpy = pytest.importorskip("numpy")  # integers of other types are integers
+    assert deep_ep.Buffer.get_low_latency_rdma_size_hint(
+        numpy.int64(8), 64, 2, 4
+    ) == deep_ep.Buffer.get_low_latency_rdma_size_hint(8, 64, 2, 4)
 
 
 @pytest.mark.parametrize(("world", "transport"), [(2, "shm"), (4, "shm"), (8, "shm"), (4, "torch.distributed")])

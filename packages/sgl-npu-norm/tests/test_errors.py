@@ -291,6 +291,40 @@ def test_split_in_place_on_its_own_columns_matches_fresh_outputs():
         assert torch.equal(got, w)
 
 
+def test_split_in_place_and_broadcast_inputs_still_run():
+    """What the overlap checks must let through: a broadcast qkv (row stride 0: a division by it crashed the
+    first version of the check), mqa in place on query and key, and the gate layout's k and v in place."""
+    cos, sin = _tables("cpu", tokens=4, width=32)
+    row = torch.randn(256, dtype=BF16)
+    got = ops.split_qkv_rmsnorm_rope(row.expand(4, 256), sin, cos, 128, 64, 64)
+    want = ops.split_qkv_rmsnorm_rope(row.expand(4, 256).contiguous(), sin, cos, 128, 64, 64)
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    q, k, cs = _x(3, 2, 64), _x(3, 1, 64), _x(3, 64)
+    fresh = ops.fused_rope_qk_mqa(q, k, cs, 64)
+    ops.fused_rope_qk_mqa(q, k, cs, 64, out=(q, k))
+    assert torch.equal(q, fresh[0]) and torch.equal(k, fresh[1])
+    qkv = _x(3, 2 * 128 + 2 * 64)  # Qwen3-Next layout: q heads [q | gate], then k, v
+    args = (sin[:3], cos[:3], 128, 64, 64, 32, 1e-6, _x(64), _x(64))
+    want = ops.split_qkvgate_gemma_rmsnorm_rope(qkv, *args)
+    out = (torch.empty(3, 128, dtype=BF16), qkv[:, 256:320], qkv[:, 320:], torch.empty(3, 128, dtype=BF16))
+    ops.split_qkvgate_gemma_rmsnorm_rope(qkv, *args, out=out)  # k and v in place on their own columns
+    assert all(torch.equal(o, w) for o, w in zip(out, want, strict=True))
+
+
+def test_rope_outputs_over_positions_are_refused():
+    # positions are checked once, then indexed by per token: inside out, a written row made them out of range
+    buf = torch.zeros(4 * 64, dtype=BF16)
+    positions, out = buf.view(torch.int32)[:4].zero_(), buf.view(4, 1, 64)
+    cache = _x(8, 64, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="out must not overlap positions"):
+        torch.ops.sgl_npu_norm.head_norm_rope(_x(4, 1, 64), None, None, 0.0, False, False, None, cache[:, :32],
+                                              cache[:, 32:], positions, 64, True, False, out)  # fmt: skip
+    qkv = torch.zeros(4, 256, dtype=BF16)
+    with pytest.raises(RuntimeError, match="q must not overlap positions"):
+        ops.split_qkv_rmsnorm_rope_pos_cache(_x(4, 256), qkv.view(torch.int32)[:4, 0], cache, 128, 64, 64,
+                                             out=(qkv[:, :128], _x(4, 64), _x(4, 64)))  # fmt: skip
+
+
 def test_rope_outputs_over_inputs_they_still_read_are_refused():
     x = _x(3, 5, 64)
     cos, sin = _tables("cpu", width=32)

@@ -1,6 +1,7 @@
 """split_qkv_tp_rmsnorm_rope across 2 gloo processes: each rank holds half of the q and k heads, and the result
 equals the single-process op on the whole row (the norm spans the full width through the all-reduce)."""
 
+import re
 import subprocess
 import sys
 
@@ -29,14 +30,17 @@ def _shard(rank):
     return torch.cat([part(q, Q), part(k, KV), part(v, KV)], -1), part(qw, Q), part(kw, KV), cos, sin
 
 
-def _run_rank(rank: int, world: int, init_file: str, out_file: str, refusing_rank: int) -> None:
-    """One rank's call; with ``refusing_rank`` >= 0 that rank passes a qkv one column short, and each rank saves
-    the message of the error it raised instead of the outputs."""
+MALFORMED = {"short": lambda qkv: qkv[:, 1:], "flat": lambda qkv: qkv[0]}  # a column short; no token dim
+
+
+def _run_rank(rank: int, world: int, init_file: str, out_file: str, refusing_rank: int, how: str) -> None:
+    """One rank's call; with ``refusing_rank`` >= 0 that rank passes a qkv malformed as ``MALFORMED[how]``, and
+    each rank saves the message of the error it raised instead of the outputs."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         qkv, qw, kw, cos, sin = _shard(rank)
         if rank == refusing_rank:
-            qkv = qkv[:, 1:]
+            qkv = MALFORMED[how](qkv)
         try:
             torch.save(ops.split_qkv_tp_rmsnorm_rope(qkv, cos, sin, Q, KV, HEAD, EPS, qw, kw, ROT), out_file)
         except RuntimeError as error:
@@ -45,10 +49,10 @@ def _run_rank(rank: int, world: int, init_file: str, out_file: str, refusing_ran
         dist.destroy_process_group()
 
 
-def _run_two_ranks(tmp_path, refusing_rank: int = -1) -> list:
+def _run_two_ranks(tmp_path, refusing_rank: int = -1, how: str = "short") -> list:
     # Each rank is this file run as a script (a fresh interpreter, as torchrun would start it).
     files = [str(tmp_path / "init"), *(str(tmp_path / f"{r}.pt") for r in range(2))]
-    argv = lambda r: [sys.executable, __file__, str(r), "2", files[0], files[1 + r], str(refusing_rank)]  # noqa: E731
+    argv = lambda r: [sys.executable, __file__, str(r), "2", files[0], files[1 + r], str(refusing_rank), how]  # noqa: E731
     ranks = [subprocess.Popen(argv(r)) for r in range(2)]
     try:
         assert [p.wait(timeout=120) for p in ranks] == [0, 0]
@@ -59,13 +63,14 @@ def _run_two_ranks(tmp_path, refusing_rank: int = -1) -> list:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
-def test_a_refusing_rank_raises_and_so_do_its_peers(tmp_path):
+@pytest.mark.parametrize("how,own", [("short", "qkv must have 512 columns"), ("flat", "qkv must be .tokens, hidden.")])
+def test_a_refusing_rank_raises_and_so_do_its_peers(tmp_path, how, own):
     """The rank with a malformed qkv raises its own error after joining the all-reduce, and its peer learns of it
     there. Without the joining, the peer waits in the collective while the refusing process lives (gloo's timeout
     is 30 minutes), and here failed with gloo's "Connection closed by peer" once it exited."""
-    got = _run_two_ranks(tmp_path, refusing_rank=1)
+    got = _run_two_ranks(tmp_path, refusing_rank=1, how=how)
     assert "another rank of the group refused its inputs" in got[0]
-    assert "qkv must have 512 columns" in got[1]
+    assert re.search(own, got[1]), got[1]  # a 1-D qkv has no token count: the buffer is sized from cos
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
@@ -79,4 +84,4 @@ def test_two_gloo_ranks_match_the_whole_row(tmp_path):
 
 
 if __name__ == "__main__":
-    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    _run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from sgl_npu_core.checks import check, check_dtype
 from sgl_npu_core.library import OpLibrary
@@ -26,6 +28,12 @@ class Rejection:
         except Exception:
             return RuntimeError(self.message)
         return error if str(error) == self.message else RuntimeError(self.message)
+
+
+def check_count(n, name: str) -> None:
+    """``n`` an integer > 0 (numpy's and torch's integers included, bools not)."""
+    if not (isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0):
+        raise RuntimeError(f"{name} must be an int > 0, got {n!r}")
 
 
 def check_sendable(data: list, name: str = "x") -> None:

@@ -144,7 +144,7 @@ class Buffer:
         sizes = {"num_max_dispatch_tokens_per_rank": num_max_dispatch_tokens_per_rank, "hidden": hidden,
                  "num_ranks": num_ranks, "num_experts": num_experts}  # fmt: skip
         for name, n in sizes.items():
-            _meta.check(type(n) is int and n > 0, f"{name} must be an int > 0, got {n!r}")
+            _meta.check_count(n, name)
         return low_latency.area_bytes_hint(num_max_dispatch_tokens_per_rank, hidden, num_ranks, num_experts)
 
     @staticmethod
@@ -166,9 +166,7 @@ class Buffer:
         self._check_alive()
         r = self.group_size
         # before they size allocations (torch's own errors would not name them)
-        _meta.check(
-            type(num_experts) is int and num_experts > 0, f"num_experts must be an int > 0, got {num_experts!r}"
-        )
+        _meta.check_count(num_experts, "num_experts")
         check_dims(topk_idx, 2, "topk_idx", "[tokens, topk]")
         per_rank = torch.empty(r, dtype=torch.int32, device=topk_idx.device)
         per_expert = torch.empty(num_experts, dtype=torch.int32, device=topk_idx.device)
@@ -237,6 +235,7 @@ class Buffer:
                 _meta.check(not isinstance(x, tuple), "quant_mode quantizes a plain [N, H] x, not a (data, scales)")
                 x = quantize(x, quant_mode, round_scale)
             data = list(x) if isinstance(x, tuple) else [x]
+            _meta.check(len(data) in (1, 2), f"x must be a tensor or a (data, scales) pair, got {len(data)} items")
             _meta.check_sendable(data)
             if handle is not None:
                 _meta.check(topk_idx is None and topk_weights is None, "a cached dispatch takes no topk_idx / weights")

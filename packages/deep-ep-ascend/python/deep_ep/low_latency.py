@@ -11,6 +11,7 @@ ascending order, so ``recv_x[i, :recv_count[i]]`` is filled and reruns are bit-i
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -87,12 +88,13 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     """
     t, r, me = buf._transport, buf.group_size, buf.rank
     error, data = None, []
-    counts = torch.zeros(num_experts if type(num_experts) is int and num_experts > 0 else 0, dtype=torch.int64)
+    valid = isinstance(num_experts, numbers.Integral) and not isinstance(num_experts, bool) and num_experts > 0
+    counts = torch.zeros(int(num_experts) if valid else 0, dtype=torch.int64)  # its length, should a check fail
     try:
         if precheck is not None:  # a caller's own checks, agreed on with these
             precheck()
         for name, n in (("num_experts", num_experts), ("num_max_dispatch_tokens_per_rank", tokens_per_rank)):
-            _meta.check(type(n) is int and n > 0, f"{name} must be an int > 0, got {n!r}")
+            _meta.check_count(n, name)
         _meta.check(num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
         _meta.check(x.dim() == 2 and x.shape[0] <= tokens_per_rank,
                     f"x must be [tokens <= {tokens_per_rank}, hidden], got {list(x.shape)}")  # fmt: skip

@@ -86,6 +86,7 @@ void swiglu_oai(const Tensor& x, double alpha, double limit, Tensor out) {
 
 void swiglu_quant(const Tensor& x, const std::optional<Tensor>& group_list, int64_t group_list_type, bool do_limit,
                   double limit, Tensor q, Tensor scale) {
+  check_cpu(x, "x");  // before glu_rows_checked reads its dtype
   auto [xr, qr] = glu_rows_checked(x, q, ScalarType::Char, "q");
   check_cpu(scale, "scale");
   check_dtype(scale, ScalarType::Float, "scale");

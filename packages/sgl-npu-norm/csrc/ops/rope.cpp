@@ -171,8 +171,8 @@ bool stream_heads(const HeadNormRopeArgs& a, int64_t tokens) {
 }
 
 // The split op's outputs apart from one another and from the qkv columns they are not computed from; each may be
-// exactly its own columns (in place: a token's heads are read before they are written), except with gates,
-// whose columns interleave q's.
+// exactly its own columns (in place: a token's heads are read before they are written), except q and gate with
+// gates, whose columns interleave.
 void check_outputs_apart(const Tensor& qkv, int64_t qkv_stride, int64_t q_width, int64_t kv_hidden, bool q_gate,
                          const Tensor* const outs[4], const char* const names[4]) {
   const int64_t elem = int64_t(qkv.element_size()), first = int64_t(reinterpret_cast<uintptr_t>(qkv.const_data_ptr()));
@@ -189,7 +189,7 @@ void check_outputs_apart(const Tensor& qkv, int64_t qkv_stride, int64_t q_width,
     for (int j = i + 1; j < 4; ++j)
       STD_TORCH_CHECK(!outs[j] || !share_memory(*outs[i], *outs[j]), names[i], " must not overlap ", names[j]);
     for (int b = 0; b < 3; ++b) {
-      const bool in_place = b == own_block[i] && !q_gate && same_rows(*o, blocks[b]);
+      const bool in_place = b == own_block[i] && !(q_gate && b == 0) && same_rows(*o, blocks[b]);
       STD_TORCH_CHECK(in_place || blocks[b].width == 0 || qkv.size(0) == 0 || !share_memory(*o, blocks[b]), names[i],
                       " must not overlap ", block_names[b]);
     }
@@ -228,10 +228,18 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
                     o.width, "-wide heads");
     check_same_dtype(*out2, src, "out2", "x");
     check_same_dtype(*src2, src, "x2", "x");
-    if (x2.has_value()) check_same_or_apart(*out2, *x2, "out2", "x2");
-    check_written_apart({{&out, "out"}, {&*out2, "out2"}}, {{x2.has_value() ? &*x2 : nullptr, "x2"}});
+    if (x2.has_value()) check_same_or_apart(*out2, *x2, "out2", "x2");  // each group may be in place
+    check_apart(out, *out2, "out", "out2");
+    check_apart(out, *src2, "out", "x2");
     check_apart(*out2, src, "out2", "x");
   }
+  // What every token reads again while outputs are written (positions are checked once, then indexed by).
+  check_written_apart({{&out, "out"}, {given(out2), "out2"}}, {{given(positions), "positions"},
+                                                               {given(cos), "cos"},
+                                                               {given(sin), "sin"},
+                                                               {given(weight), "weight"},
+                                                               {given(bias), "bias"},
+                                                               {given(rstd), "rstd"}});
   const RopeTables tables(cos, sin, positions, rope_dim, neox, full_width, o.tokens, o.width);
   const float* r = checked_rstd(rstd, o.tokens, 1);
   auto group = [&](const Tensor& from, const Heads& in, Tensor& to, const Heads& shape) {
@@ -292,6 +300,16 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   }
   STD_TORCH_CHECK(q_gate == gate.has_value(), "gate must be given exactly when q heads hold a gate");
   check_outputs_apart(qkv, qkv_stride, q_width, kv_hidden, q_gate, outs, names);
+  for (int i = 0; i < 4; ++i)  // what every token reads again while the outputs are written
+    if (outs[i])
+      check_written_apart({{outs[i], names[i]}}, {{given(positions), "positions"},
+                                                  {given(cos), "cos"},
+                                                  {given(sin), "sin"},
+                                                  {given(q_weight), "q_weight"},
+                                                  {given(k_weight), "k_weight"},
+                                                  {given(q_bias), "q_bias"},
+                                                  {given(k_bias), "k_bias"},
+                                                  {given(rstd), "rstd"}});
 
   const RopeTables tables(cos, sin, positions, rope_dim, neox, full_width, tokens, head_dim);
   const float* r = checked_rstd(rstd, tokens, 2);

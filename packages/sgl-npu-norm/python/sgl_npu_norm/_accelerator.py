@@ -94,7 +94,7 @@ def _split_qkv_norm_rope_with(run_head_norm_rope, split_sum_squares):
             qkv, head_dim, q_heads, kv_heads, q_gate, norm, rstd, whole_width, q, k, v, gate
         )
         q_in, k_in, v_in, gate_in = _meta.qkv_views(qkv, head_dim, q_heads, kv_heads, q_gate)
-        if whole_width and not q_gate:
+        if whole_width and not q_gate and q_heads and kv_heads:  # split_sum_squares takes widths > 0
             q_width, k_width = q_heads * head_dim, kv_heads * head_dim
             sums = torch.empty(qkv.shape[0], 2, dtype=torch.float32, device=qkv.device)
             split_sum_squares(qkv, q_width, k_width, sums)

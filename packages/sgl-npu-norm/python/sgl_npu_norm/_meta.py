@@ -180,12 +180,16 @@ def head_groups(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, ro
     if out2 is not None:
         second = (x2, *first[1:-1], out2)
         groups.append((check_head_norm_rope(*second), second))
-        src = out if x is None else x
+        src, src2 = out if x is None else x, out2 if x2 is None else x2
         if out2.shape[0] != out.shape[0] or out2.shape[2] != out.shape[2]:
             fail(f"x2 must have x's {out.shape[0]} tokens and {out.shape[2]}-wide heads")
         check_dtype(out2, src.dtype, "out2")
-        check_written_apart([("out", out), ("out2", out2)], [("x2", x2)])
+        check_same_device(out2, out, "out2", "out")
+        check_apart(out, out2, "out", "out2")  # each group may be in place, not over the other
+        check_apart(out, src2, "out", "x2")
         check_apart(out2, src, "out2", "x")
+    if positions is not None:  # indexed by per token after the check (the C++ op checks the other inputs too)
+        check_written_apart([("out", out), ("out2", out2)], [("positions", positions)])
     return groups
 
 
@@ -217,7 +221,7 @@ def group_rstd(q_in, k_in, rstd, whole_width, eps):
 
 def _check_outputs_apart(qkv, head_dim, q_heads, kv_heads, q_gate, q, k, v, gate) -> None:
     """As the C++ op: outputs apart from one another and from the qkv columns they are not computed from; each may
-    be exactly its own columns (in place), except with gates, whose columns interleave q's."""
+    be exactly its own columns (in place), except q and gate with gates, whose columns interleave."""
     if not has_memory(qkv):
         return
     kv = kv_heads * head_dim
@@ -231,7 +235,7 @@ def _check_outputs_apart(qkv, head_dim, q_heads, kv_heads, q_gate, q, k, v, gate
             if other is not None:
                 check_apart(t, other, name, other_name)
         for b, (block, block_name) in enumerate(zip(blocks, block_names, strict=True)):
-            if b == own and not q_gate:
+            if b == own and not (q_gate and b == 0):
                 check_same_or_apart(t, block, name, block_name)
             else:
                 check_apart(t, block, name, block_name)

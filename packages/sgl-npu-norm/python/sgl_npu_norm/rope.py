@@ -11,7 +11,16 @@ from __future__ import annotations
 import operator
 
 import torch
-from sgl_npu_core.checks import check_channel_param, check_disjoint, fail, has_memory, last_dim
+from sgl_npu_core.checks import (
+    check_apart,
+    check_channel_param,
+    check_disjoint,
+    check_last_dim_contiguous,
+    check_written_apart,
+    fail,
+    has_memory,
+    last_dim,
+)
 from sgl_npu_core.memory import empty
 
 from . import _meta
@@ -249,9 +258,13 @@ def fused_split_qk_norm(qkv_a, q_a_weight, kv_a_weight, q_lora_rank, kv_lora_ran
     q_in, kv_in, pe_in = _split(qkv_a, [q_lora_rank, kv_lora_rank, qk_rope_dim])
     widths = [q_lora_rank, (1, kv_lora_rank), (1, qk_rope_dim)]
     q, k_nope, k_pe = _outputs(out, qkv_a, widths, ["q_lora", "k_nope", "k_pe"])
-    # What the second call could refuse (its weight, an overlapping k_nope), before the first writes q_lora.
+    # What the second call could refuse (its weight, k_nope's layout), before the first writes q_lora; and outputs
+    # over what a later step reads (the calls check each output against its own input only).
     check_channel_param(kv_a_weight, kv_lora_rank, qkv_a, "kv_a_weight")
+    check_last_dim_contiguous(k_nope, "k_nope")
     check_disjoint(k_nope, "k_nope")
+    check_written_apart([("q_lora", q), ("k_nope", k_nope), ("k_pe", k_pe)], [("qkv_a's rope columns", pe_in)])
+    check_apart(q, kv_in, "q_lora", "qkv_a's kv columns")
     norm_only = (None, None, None, 0, True, False)
     _named("q_lora (x: qkv_a's q columns, weight: q_a_weight)",
            _rope_args(q_in.unsqueeze(1), q.unsqueeze(1), *norm_only, eps=eps, weight=q_a_weight))  # fmt: skip
@@ -280,27 +293,30 @@ def split_qkv_tp_rmsnorm_rope(qkv, cos, sin, q_hidden_size, kv_hidden_size, head
         q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)
         _check_qkv(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
     else:
-        sums = _all_reduced_sums(qkv, head_dim, q_hidden_size, kv_hidden_size, group)
+        sums = _all_reduced_sums(qkv, cos, head_dim, q_hidden_size, kv_hidden_size, group)
         q_heads, kv_heads = _heads_of(head_dim, q_hidden_size, kv_hidden_size)  # checked in the all-reduce step
         rstd = torch.stack(_meta.rstd_of_sums(sums, q_hidden_size * world, kv_hidden_size * world, eps), dim=-1)
     args = (qkv, head_dim, q_heads, kv_heads, False, (q_weight, k_weight), (None, None), eps, False, rstd)
     return _split_norm_rope(*args, cos, sin, None, rotary_dim, True, True, out, whole_width=rstd is None)
 
 
-def _all_reduced_sums(qkv, head_dim, q_hidden_size, kv_hidden_size, group):
+def _all_reduced_sums(qkv, cos, head_dim, q_hidden_size, kv_hidden_size, group):
     """Each token's sums of squares of q and of k [T, 2], summed over the group's ranks. The all-reduced buffer
-    ends with a count of the ranks that refused their inputs, so each rank joins the collective even then."""
+    ends with a count of the ranks that refused their inputs, so each rank joins the collective even then; its
+    length comes from qkv's tokens, or cos's where qkv has no token dim (ranks whose token counts differ cannot
+    agree on a length: the collective fails on every rank)."""
     import torch.distributed as dist
 
-    rows = qkv.shape[0] if qkv.dim() else 0
-    stats = torch.zeros(2 * rows + 1, dtype=torch.float32, device=qkv.device)
+    like = qkv if isinstance(qkv, torch.Tensor) and qkv.dim() == 2 else cos
+    rows = like.shape[0] if isinstance(like, torch.Tensor) and like.dim() else 0
+    stats = torch.zeros(2 * rows + 1, dtype=torch.float32, device=like.device if rows else None)
     sums, refusals = stats[:-1].view(rows, 2), stats[-1:]
     refused = None
     try:
         _heads_of(head_dim, q_hidden_size, kv_hidden_size)
         _check_qkv(qkv, [q_hidden_size, kv_hidden_size, kv_hidden_size])
         _split_sum_squares(qkv, q_hidden_size, kv_hidden_size, sums)  # one pass, where torch took ~15x the fused op
-    except (RuntimeError, ValueError) as error:
+    except Exception as error:  # any error: this rank still joins the all-reduce
         refused = error
         refusals.fill_(1)
     dist.all_reduce(stats, group=group)

@@ -192,7 +192,10 @@ inline std::optional<ByteRows> byte_rows(const Tensor& t) {
 // meet where -b.width < d + (j - i) * stride < a.width (d: b's first byte past a's), so the least j - i above the
 // lower bound decides. Otherwise (conservatively) their spans are compared.
 inline bool share_memory(const ByteRows& a, const ByteRows& b) {
-  if (a.rows == 1 || b.rows == 1 || a.stride == b.stride) {
+  if (a.rows <= 0 || b.rows <= 0 || a.width <= 0 || b.width <= 0) return false;
+  // Runs that overlap each other (a broadcast qkv: stride 0) have only their spans to compare.
+  const bool runs = (a.rows == 1 || a.stride >= a.width) && (b.rows == 1 || b.stride >= b.width);
+  if (runs && (a.rows > 1 || b.rows > 1) && (a.rows == 1 || b.rows == 1 || a.stride == b.stride)) {
     const int64_t stride = a.rows > 1 ? a.stride : b.stride, d = b.first - a.first;
     const int64_t low = -b.width - d;  // j - i must exceed low / stride
     int64_t k = (low >= 0 ? low / stride : -((-low + stride - 1) / stride)) + 1;
