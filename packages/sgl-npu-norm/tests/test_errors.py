@@ -311,6 +311,18 @@ def test_split_in_place_and_broadcast_inputs_still_run():
     assert all(torch.equal(o, w) for o, w in zip(out, want, strict=True))
 
 
+def test_one_token_in_place_whatever_the_row_stride():
+    # one row has no stride to agree on: the C++ op and the Python checks both take q as its own columns
+    from sgl_npu_norm import _meta
+
+    qkv = _x(1, 256 + 2 * 64)
+    q = qkv.as_strided((1, 256), (999, 1))  # qkv's q columns, with another row stride
+    out = (q, _x(1, 64), _x(1, 64))
+    _meta.check_split_qkv_norm_rope(qkv, 64, 4, 1, False, True, None, False, *out, None)
+    got = ops.split_qkv_rmsnorm_rope(qkv, *_tables("cpu", tokens=1), 256, 64, 64, out=out)
+    assert got[0] is q
+
+
 def test_rope_outputs_over_positions_are_refused():
     # positions are checked once, then indexed by per token: inside out, a written row made them out of range
     buf = torch.zeros(4 * 64, dtype=BF16)

@@ -212,5 +212,6 @@ def check_same_or_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, o
     """``out`` is exactly ``other`` (in place) or apart from it, as the C++ check_same_or_apart."""
     if not has_memory(out, other):
         return
-    if out.data_ptr() != other.data_ptr() or out.shape != other.shape or out.stride() != other.stride():
+    strides_differ = any(n > 1 and a != b for n, a, b in zip(out.shape, out.stride(), other.stride(), strict=False))
+    if out.data_ptr() != other.data_ptr() or out.shape != other.shape or strides_differ:  # size-1 dims: any stride
         _fail_if_shared(out, other, out_name, other_name)  # has_memory already held

@@ -238,7 +238,8 @@ inline void check_written_apart(std::initializer_list<NamedTensor> written, std:
 // apart from it; a partial overlap would feed rows already written back in as input.
 inline void check_same_or_apart(const Tensor& out, const Tensor& in, const char* out_name, const char* in_name) {
   bool same = out.const_data_ptr() == in.const_data_ptr() && out.dim() == in.dim();
-  for (int64_t d = 0; same && d < out.dim(); ++d) same = out.size(d) == in.size(d) && out.stride(d) == in.stride(d);
+  for (int64_t d = 0; same && d < out.dim(); ++d)  // a dim of one element has no stride to agree on
+    same = out.size(d) == in.size(d) && (out.size(d) == 1 || out.stride(d) == in.stride(d));
   if (!same) check_apart(out, in, out_name, in_name);
 }
 
