@@ -110,6 +110,16 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
             on_r = (topk_idx >= 0) & (topk_idx // EXPERTS_PER_RANK == r)
             want_ex += (weights * on_r).sum(1, keepdim=True) * (x.float() * (r + 1)).to(torch.bfloat16).float()
         torch.testing.assert_close(combined_ex.float(), want_ex, rtol=1e-2, atol=1e-2)
+        # Expanded rows refused on one rank (a row short): that rank still joins the agreement, so every rank raises
+        # at the same step, and the next combine goes through.
+        short = rows[:-1] if rank == 1 else rows
+        try:
+            buffer.combine(short, ex_handle)
+        except RuntimeError as e:
+            assert ("the expanded rows" if rank == 1 else "rank(s) [1] rejected") in str(e), e
+        else:
+            raise AssertionError("a short expanded x was accepted")
+        assert torch.equal(buffer.combine((rows.float() * (rank + 1)).to(torch.bfloat16), ex_handle)[0], combined_ex)
         (again_rows,), *_ = buffer.dispatch((x * 2,), handle=ex_handle)
         assert torch.equal(again_rows, rows * 2)
         worst = buffer.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,

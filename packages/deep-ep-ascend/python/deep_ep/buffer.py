@@ -304,16 +304,26 @@ class Buffer:
         ``combined_x``; without it ``combined_x`` is a new tensor or, when nothing refers to the one the previous
         call returned any more, that one again (see ``deep_ep.pool``)."""
         self._check_alive()
-        if isinstance(handle, expanded.ExpandedHandle):
+        if not isinstance(handle, expanded.ExpandedHandle):
+            return self._combine(x, handle, topk_weights, bias, out)
+        try:  # the expanded rows' weighted sums, before the ranks agree in the combine of their base handle
             _meta.check(topk_weights is None, "an expanded combine takes its weights from the handle")
             partial = expanded.partial_sums(x, handle)
-            combined, _, event = self.combine(partial, handle.base, bias=bias)
-            return (combined.to(x.dtype) if out is None else out.copy_(combined)), None, event
+        except Exception as e:  # this rank still joins its peers' agreement, and raises there
+            return self._combine(None, handle.base, None, None, None, _meta.Rejection(e))
+        combined, _, event = self._combine(partial, handle.base, None, bias, None)
+        return (combined.to(x.dtype) if out is None else out.copy_(combined)), None, event
+
+    def _combine(self, x, handle: DispatchHandle, topk_weights, bias, out, rejected: _meta.Rejection | None = None):
+        """combine on a DispatchHandle; ``rejected``: this rank's inputs were refused before (it only joins the
+        agreement, which makes every rank raise)."""
         t = self._transport
         n = handle.is_token_in_rank.shape[0]
         n_recv = sum(handle.recv_counts)
         error = None
         try:
+            if rejected is not None:
+                raise rejected.exception()
             _meta.check(x.dim() == 2 and x.shape[0] == n_recv, f"x must be [{n_recv}, hidden], got {list(x.shape)}")
             _meta.check(x.dtype in (torch.float32, torch.float16, torch.bfloat16), f"x must be float, got {x.dtype}")
             if topk_weights is not None:
