@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 
 import torch
-from sgl_npu_core.checks import check, check_dtype
+from sgl_npu_core.checks import check, check_dtype, check_tensor, fail
 from sgl_npu_core.library import OpLibrary
 
 LIB = OpLibrary("deep_ep")
@@ -30,22 +30,28 @@ class Rejection:
         return error if str(error) == self.message else RuntimeError(self.message)
 
 
+def is_count(n) -> bool:
+    """An integer > 0 (numpy's and torch's integers included, bools not)."""
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0
+
+
 def check_count(n, name: str) -> None:
-    """``n`` an integer > 0 (numpy's and torch's integers included, bools not)."""
-    if not (isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0):
-        raise RuntimeError(f"{name} must be an int > 0, got {n!r}")
+    if not is_count(n):
+        fail(f"{name} must be an int > 0, got {n!r}")
 
 
 def check_sendable(data: list, name: str = "x") -> None:
     """Tensors whose rows can travel: on the CPU (a meta tensor's rows would move nothing, silently), a dim per
     token, the last dim contiguous (rows travel as bytes). Checked before the ranks agree to move rows: a rank
     failing later would leave its peers with rows never sent."""
-    for d in data:
-        if not isinstance(d, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(d).__name__}")
-        check(d.device.type == "cpu", f"{name} must be a CPU tensor, got one on {d.device}")
-        check(d.dim() >= 1, f"{name} must have a row per token, got a 0-dim tensor")
-        check(d.numel() == 0 or d.stride(-1) == 1 or d.shape[-1] == 1, f"{name} must be contiguous in its last dim")
+    for d in data:  # messages formatted only on failure: this runs on every dispatch and combine
+        check_tensor(d, name)
+        if d.device.type != "cpu":
+            fail(f"{name} must be a CPU tensor, got one on {d.device}")
+        if d.dim() < 1:
+            fail(f"{name} must have a row per token, got a 0-dim tensor")
+        if not (d.numel() == 0 or d.stride(-1) == 1 or d.shape[-1] == 1):
+            fail(f"{name} must be contiguous in its last dim")
 
 
 def check_layout(topk_idx, num_experts, num_ranks, num_tokens_per_rank, num_tokens_per_expert, is_token_in_rank):

@@ -11,7 +11,6 @@ ascending order, so ``recv_x[i, :recv_count[i]]`` is filled and reruns are bit-i
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import torch
@@ -88,8 +87,7 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     """
     t, r, me = buf._transport, buf.group_size, buf.rank
     error, data = None, []
-    valid = isinstance(num_experts, numbers.Integral) and not isinstance(num_experts, bool) and num_experts > 0
-    counts = torch.zeros(int(num_experts) if valid else 0, dtype=torch.int64)  # its length, should a check fail
+    counts = torch.zeros(int(num_experts) if _meta.is_count(num_experts) else 0, dtype=torch.int64)  # if checks fail
     try:
         if precheck is not None:  # a caller's own checks, agreed on with these
             precheck()

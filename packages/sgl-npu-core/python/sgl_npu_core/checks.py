@@ -19,10 +19,15 @@ def check(cond: bool, message: str) -> None:
         fail(message)
 
 
-def check_dims(t: torch.Tensor, dims: int, name: str, layout: str) -> torch.Size:
-    """``t.shape``, once ``t`` is known to be a tensor of ``dims`` dims (``layout`` names them in the message)."""
+def check_tensor(t, name: str) -> None:
+    """A TypeError naming the argument where ``t`` is no tensor (its attributes would raise one naming nothing)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def check_dims(t: torch.Tensor, dims: int, name: str, layout: str) -> torch.Size:
+    """``t.shape``, once ``t`` is known to be a tensor of ``dims`` dims (``layout`` names them in the message)."""
+    check_tensor(t, name)
     if t.dim() != dims:
         fail(f"{name} must be {layout}, got {t.dim()} dims")
     return t.shape
@@ -31,8 +36,7 @@ def check_dims(t: torch.Tensor, dims: int, name: str, layout: str) -> torch.Size
 def last_dim(t: torch.Tensor, name: str) -> int:
     """``t.shape[-1]``, once ``t`` is known to be a tensor with a dim (where indexing it would raise an error that
     does not name the argument)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_tensor(t, name)
     if t.dim() == 0:
         fail(f"{name} must have at least 1 dim")
     return t.shape[-1]
@@ -132,8 +136,8 @@ def has_memory(*tensors: torch.Tensor) -> bool:
 
 
 def check_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, other_name: str) -> None:
-    """``out`` must not share memory with ``other`` (conservatively: their byte spans must not meet), as the C++
-    check_apart. Skipped where there is no memory to compare (see has_memory)."""
+    """``out`` must not share memory with ``other`` (see _share_memory), as the C++ check_apart. Skipped where there
+    is no memory to compare (see has_memory)."""
     if has_memory(out, other):
         _fail_if_shared(out, other, out_name, other_name)
 
@@ -212,6 +216,7 @@ def check_same_or_apart(out: torch.Tensor, other: torch.Tensor, out_name: str, o
     """``out`` is exactly ``other`` (in place) or apart from it, as the C++ check_same_or_apart."""
     if not has_memory(out, other):
         return
-    strides_differ = any(n > 1 and a != b for n, a, b in zip(out.shape, out.stride(), other.stride(), strict=False))
-    if out.data_ptr() != other.data_ptr() or out.shape != other.shape or strides_differ:  # size-1 dims: any stride
+    same = out.data_ptr() == other.data_ptr() and out.shape == other.shape
+    same = same and all(n == 1 or a == b for n, a, b in zip(out.shape, out.stride(), other.stride(), strict=True))
+    if not same:  # (a dim of one element has no stride to agree on)
         _fail_if_shared(out, other, out_name, other_name)  # has_memory already held

@@ -227,13 +227,14 @@ void head_norm_rope(const std::optional<Tensor>& x, const std::optional<Tensor>&
     STD_TORCH_CHECK(o2.tokens == o.tokens && o2.width == o.width, "x2 must have x's ", o.tokens, " tokens and ",
                     o.width, "-wide heads");
     check_same_dtype(*out2, src, "out2", "x");
-    check_same_dtype(*src2, src, "x2", "x");
-    if (x2.has_value()) check_same_or_apart(*out2, *x2, "out2", "x2");  // each group may be in place
-    check_apart(out, *out2, "out", "out2");
-    check_apart(out, *src2, "out", "x2");
-    check_apart(*out2, src, "out2", "x");
+    if (x2.has_value()) {
+      check_same_dtype(*x2, src, "x2", "x");
+      check_same_or_apart(*out2, *x2, "out2", "x2");  // each group may be in place
+      check_apart(out, *x2, "out", "x2");
+    }
+    if (x.has_value()) check_apart(*out2, *x, "out2", "x");  // in place: out2 against out, below
   }
-  // What every token reads again while outputs are written (positions are checked once, then indexed by).
+  // The outputs apart, and from what every token reads again (positions are checked once, then indexed by).
   check_written_apart({{&out, "out"}, {given(out2), "out2"}}, {{given(positions), "positions"},
                                                                {given(cos), "cos"},
                                                                {given(sin), "sin"},

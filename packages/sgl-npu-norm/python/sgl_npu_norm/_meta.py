@@ -180,16 +180,18 @@ def head_groups(x, weight, bias, eps, gemma, norm, rstd, cos, sin, positions, ro
     if out2 is not None:
         second = (x2, *first[1:-1], out2)
         groups.append((check_head_norm_rope(*second), second))
-        src, src2 = out if x is None else x, out2 if x2 is None else x2
+        src = out if x is None else x
         if out2.shape[0] != out.shape[0] or out2.shape[2] != out.shape[2]:
             fail(f"x2 must have x's {out.shape[0]} tokens and {out.shape[2]}-wide heads")
         check_dtype(out2, src.dtype, "out2")
         check_same_device(out2, out, "out2", "out")
-        check_apart(out, out2, "out", "out2")  # each group may be in place, not over the other
-        check_apart(out, src2, "out", "x2")
-        check_apart(out2, src, "out2", "x")
-    if positions is not None:  # indexed by per token after the check (the C++ op checks the other inputs too)
-        check_written_apart([("out", out), ("out2", out2)], [("positions", positions)])
+        if x2 is not None:  # each group may be in place, not over the other (in place: out2 against out, below)
+            check_apart(out, x2, "out", "x2")
+        if x is not None:
+            check_apart(out2, x, "out2", "x")
+    # The outputs apart, and from the positions indexed by per token after their check (the C++ op also checks
+    # the other inputs every token reads).
+    check_written_apart([("out", out), ("out2", out2)], [("positions", positions)])
     return groups
 
 
