@@ -99,6 +99,23 @@ def test_qkvgate_gemma(dtype):
     _check_all(got, ref.split_qkvgate_gemma_rmsnorm_rope(*args), exact=(2, 3))
 
 
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "offset"])
+def test_qkvgate_outputs_over_the_streaming_threshold(aligned):
+    # qkv of 8 MB and more: the q pass asks for whole rows a token ahead, across the op's blocks of 16 tokens, and
+    # 8 MB outputs are written around the caches (v and gate copies too), where 16-byte aligned ("offset": out=
+    # views one element in, so every output takes the plain stores): the same values as the reference.
+    tokens, q_hidden, kv_hidden, head_dim, rope_dim = 1030, 4096, 4096, 128, 64
+    qkv = torch.randn(tokens, 2 * q_hidden + 2 * kv_hidden, dtype=torch.bfloat16)
+    cos, sin = _full_tables(tokens, rope_dim, torch.bfloat16)
+    qw, kw = torch.randn(head_dim, dtype=torch.bfloat16) * 0.1, torch.randn(head_dim, dtype=torch.bfloat16) * 0.1
+    args = (qkv, sin, cos, q_hidden, kv_hidden, head_dim, rope_dim, 1e-6, qw, kw)
+    shift = 0 if aligned else 1
+    out = tuple(torch.empty(tokens * w + shift, dtype=qkv.dtype)[shift:].view(tokens, w)
+                for w in (q_hidden, kv_hidden, kv_hidden, q_hidden))  # fmt: skip
+    got = ops.split_qkvgate_gemma_rmsnorm_rope(*args, out=out)
+    _check_all(got, ref.split_qkvgate_gemma_rmsnorm_rope(*args), exact=(2, 3))
+
+
 @pytest.mark.parametrize(
     "tokens,rope_dim,section,interleaved,gate,bias",
     [(7, 256, [32, 48, 48], True, True, False), (65, 128, [24, 20, 20], False, False, True),

@@ -226,8 +226,16 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
       const float rstd_h = rstd[h];
       // The next token's head, one head per head written: the requests spread over the whole token's arithmetic
       // keep DRAM busy alongside it (split_qkv_rmsnorm_rope 4096 x Qwen3-8B bf16, interleaved in one process:
-      // 1.14-1.25x over asking for them all during the sums, which fills the miss buffers and stalls).
-      if (t + 1 < end) prefetch_bytes(x + a.x_token_stride, w * int64_t(sizeof(T)));
+      // 1.14-1.25x over asking for them all during the sums, which fills the miss buffers and stalls). Or the
+      // caller's rows (next_rows), a slice per head.
+      if (!a.next_rows.base) {
+        if (t + 1 < end) prefetch_bytes(x + a.x_token_stride, w * int64_t(sizeof(T)));
+      } else if (t + 1 < a.next_rows.until) {
+        const int64_t slice = (a.next_rows.bytes / a.heads + 63) / 64 * 64, from = h * slice;
+        if (from < a.next_rows.bytes)
+          prefetch_bytes(a.next_rows.base + (t + 1) * a.next_rows.stride + from,
+                         std::min(slice, a.next_rows.bytes - from));
+      }
       const float *wp = head_param(a, a.weight, h), *bp = head_param(a, a.bias, h);
       // x may be out: every block is read before it (or its rotation partner) is written.
       auto scaled = [&](int64_t j) {  // the normed values before their rounding to T

@@ -160,11 +160,12 @@ inline void store8_stream(T* p, f32x8 v) {
   store8(p, v);
 #endif
 }
+// Data of this size and more is far from cache-resident: such outputs are written around the caches.
+constexpr int64_t kStreamMinBytes = 8 << 20;
 // Whether rows of `row_bytes` (`stride_bytes` apart) at `out` should be written with store8_stream: the
 // output is far larger than the caches and every 8-element store lands 16-byte aligned.
 inline bool should_stream(const void* out, int64_t rows, int64_t row_bytes, int64_t stride_bytes) {
-  constexpr int64_t kMinBytes = 8 << 20;
-  return rows * row_bytes >= kMinBytes && reinterpret_cast<uintptr_t>(out) % 16 == 0 && stride_bytes % 16 == 0;
+  return rows * row_bytes >= kStreamMinBytes && reinterpret_cast<uintptr_t>(out) % 16 == 0 && stride_bytes % 16 == 0;
 }
 // Asks for [p, p + bytes) to be brought into the caches ahead of its use, one request per 64-byte line: for rows
 // read a stride apart, where the hardware prefetcher restarts at every 4 KB page. kLocality 3 (prefetcht0) fills L1,
@@ -178,6 +179,18 @@ inline void prefetch_bytes(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, kLocality);
   __asm__ __volatile__("");
+}
+// memcpy with non-temporal stores where `dst` is 16-byte aligned and `bytes` a multiple of 16 (else memcpy).
+inline void copy_stream(void* dst, const void* src, int64_t bytes) {
+#if defined(__SSE2__)
+  if (reinterpret_cast<uintptr_t>(dst) % 16 == 0 && bytes % 16 == 0) {
+    auto* d = static_cast<__m128i*>(dst);
+    const auto* s = static_cast<const __m128i*>(src);
+    for (int64_t i = 0; i < bytes / 16; ++i) _mm_stream_si128(d + i, _mm_loadu_si128(s + i));
+    return;
+  }
+#endif
+  std::memcpy(dst, src, size_t(bytes));
 }
 inline void stream_fence() {
 #if defined(__SSE2__)
