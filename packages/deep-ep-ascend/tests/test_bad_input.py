@@ -44,10 +44,18 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         _raises(lambda: buffer.dispatch(x, **{**args, "is_token_in_rank": layout[3].int()}), "must be bool")
         # Hidden sizes that differ between ranks.
         wide = torch.randn(4, HIDDEN * (1 + rank)).to(torch.bfloat16)
-        _raises(lambda: buffer.dispatch(wide, **args), "ranks disagree on the row sizes")
+        _raises(lambda: buffer.dispatch(wide, **args), "ranks disagree on the call's sizes")
         # More tokens than low-latency slots; experts that do not divide among the ranks.
         _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 3, EXPERTS, use_fp8=False), "x must be [tokens <= 3")
         _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 4, world + 1, use_fp8=False), "must be a multiple")
+        # Ranks that disagree on the number of experts publish counts of different lengths: every rank reads its
+        # peers' sizes first (torch.distributed's gather aborted the process on the mismatch).
+        experts = EXPERTS * (1 + rank)
+        _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 4, experts, use_fp8=False), "ranks disagree")
+        if transport == "shm":  # more counts than a rank can publish: refused before the agreement
+            many = 5000 if rank == 1 else EXPERTS
+            own, peer = "num_experts must be at most 4080, got 5000", "rank(s) [1] rejected their inputs"
+            _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 4, many, use_fp8=False), own if rank else peer)
         # ue8m0 packs four 128-channel scales per int32: a hidden size of 64 has none to pack.
         ue8m0 = dict(use_fp8=True, round_scale=True, use_ue8m0=True)
         _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 4, EXPERTS, **ue8m0), "multiple of 512, got 64")

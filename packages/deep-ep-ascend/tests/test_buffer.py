@@ -86,6 +86,9 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
             assert torch.equal(s.view(torch.uint8), want_s.view(torch.uint8))
         # Experts writing into get_next_combine_buffer: on shared memory the sources read the rows in place.
         staged = buffer.get_next_combine_buffer(handle, HIDDEN)
+        for hidden in (-HIDDEN, 0, 2.5):  # a negative size reached torch's view() and its message
+            with pytest.raises(RuntimeError, match="hidden must be an int > 0"):
+                buffer.get_next_combine_buffer(handle, hidden)
         staged.copy_(y)
         in_place, in_place_w, _ = buffer.combine(staged, handle, topk_weights=recv_w, bias=bias)
         assert torch.equal(in_place, combined) and torch.equal(in_place_w, combined_w)

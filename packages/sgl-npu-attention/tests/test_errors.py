@@ -334,6 +334,23 @@ NAMING_CASES = {  # inputs that used to fail in the wrappers with errors naming 
     ),
     "None v_cache": (lambda q, k, v, t, n: ops.decode_attention(q, k, None, t, n), TypeError, "v_cache must be a"),
     "None seq_lens": (lambda q, k, v, t, n: ops.decode_attention(q, k, v, t, None), RuntimeError, "seq_lens must be a"),
+    "float sliding_window": (  # int() truncated it: 2.5 kept the last 2 keys
+        lambda q, k, v, t, n: ops.decode_attention(q, k, v, t, n, sliding_window=2.5),
+        TypeError,
+        "sliding_window must be an int, got 2.5",
+    ),
+    "bool sliding_window": (
+        lambda q, k, v, t, n: ops.extend_attention(
+            q, k, v, t, torch.tensor([0, 1, 2], dtype=torch.int32), n, sliding_window=True
+        ),  # fmt: skip
+        TypeError,
+        "sliding_window must be an int",
+    ),
+    "float sparse_count": (
+        lambda *_: ops.lightning_indexer(*_indexer(), sparse_count=8.5),
+        TypeError,
+        "sparse_count must be an int, got 8.5",
+    ),
     "2-D bmm a": (
         lambda *_: ops.batch_matmul_transpose(torch.randn(2, 3), torch.randn(2, 3, 4)),
         RuntimeError,

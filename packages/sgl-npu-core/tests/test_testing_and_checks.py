@@ -106,3 +106,13 @@ def test_share_memory_matches_brute_force(dtype):
         else:
             assert got or not truth  # never misses a shared byte
     assert exact > 1500
+
+
+def test_as_int_takes_integers_only():
+    import numpy as np
+
+    for value in (7, np.int64(7), torch.tensor(7)):
+        assert checks.as_int(value, "n") == 7 and type(checks.as_int(value, "n")) is int
+    for value in (2.5, 7.0, True, "7", None, torch.tensor(7.0), torch.tensor([7])):
+        with pytest.raises(TypeError, match="n must be an int, got"):
+            checks.as_int(value, "n")

@@ -392,6 +392,7 @@ class Buffer:
         Valid until the next ``dispatch``; it must not overlap that dispatch's received rows (raise
         ``num_nvl_bytes`` if it does)."""
         self._check_alive()
+        _meta.check_count(hidden, "hidden")
         n_recv, size = sum(handle.recv_counts), torch.empty((), dtype=dtype).element_size()
         cap = self._transport.capacity("dispatch")
         if cap is None:
@@ -472,23 +473,34 @@ class Buffer:
     def _check_alive(self) -> None:
         _meta.check(not self._destroyed, "this Buffer was destroyed")
 
-    def _agree(self, vec: torch.Tensor, signature: list[int], error: _meta.Rejection | None) -> torch.Tensor:
-        """Publish ``vec`` (every rank the same length), the row sizes in ``signature`` and a status word; returns
-        the ``[R, len(vec)]`` matrix. A rank whose inputs were rejected raises its own error, the others an error
-        naming it; ranks whose row sizes differ all raise. Nothing has been written to any rank yet, and every
-        rank raises at the same step, so none is left waiting."""
-        words = torch.tensor([*signature, int(error is not None)])
-        mat = self._transport.gather(torch.cat([vec.to(torch.int64), words]))
+    def _agree(self, vec: torch.Tensor, signature: list[int], error: _meta.Rejection | None,
+               equal_lengths: bool = True) -> torch.Tensor:  # fmt: skip
+        """Publish ``vec``, the row sizes in ``signature`` (the same number of words on every rank) and a status
+        word; returns the ``[R, len(vec)]`` matrix. A rank whose inputs were rejected raises its own error, the
+        others an error naming it; ranks whose sizes or vector lengths differ all raise. Nothing has been written
+        to any rank yet, and every rank raises at the same step, so none is left waiting. The fixed-length words go
+        first, so every rank reads its peers' even where their vectors' lengths differ (``equal_lengths=False``:
+        low-latency counts per expert, where ranks may disagree on the experts); a transport that cannot gather
+        unequal lengths then agrees on those words alone first."""
+        words = torch.tensor([*signature, vec.numel(), int(error is not None)])
+        t = self._transport
+        if equal_lengths or t.gathers_unequal_lengths:
+            mat = t.gather(torch.cat([words, vec.to(torch.int64)]))
+            self._check_agreed(mat[:, : words.numel()].tolist(), error)
+            return mat[:, words.numel() :]
+        self._check_agreed(t.gather(words).tolist(), error)
+        return t.gather(vec.to(torch.int64)) if vec.numel() else torch.zeros(self.group_size, 0, dtype=torch.int64)
+
+    def _check_agreed(self, heads: list[list[int]], error: _meta.Rejection | None) -> None:
+        """Raises (on every rank alike) unless every rank's published words are those of rank 0 with status 0."""
         if error is not None:
             raise error.exception()
-        tails = mat[:, vec.numel() :].tolist()  # one small read instead of several tensor ops
-        bad = [r for r, tail in enumerate(tails) if tail[-1]]
+        bad = [r for r, head in enumerate(heads) if head[-1]]
         _meta.check(not bad, f"deep_ep: rank(s) {bad} rejected their inputs to this collective call")
-        differ = [r for r, tail in enumerate(tails) if tail != tails[0]]
-        _meta.check(not differ, f"deep_ep: ranks disagree on the row sizes (hidden size, dtype or top-k): rank 0 "
-                                f"has {tails[0][:-1]}, rank {differ[0] if differ else 0} "
-                                f"{tails[differ[0] if differ else 0][:-1]}")  # fmt: skip
-        return mat[:, : vec.numel()]
+        differ = [r for r, head in enumerate(heads) if head != heads[0]]
+        _meta.check(not differ, f"deep_ep: ranks disagree on the call's sizes (hidden size, dtype, top-k or number "
+                                f"of experts): rank 0 has {heads[0][:-1]}, rank {differ[0] if differ else 0} "
+                                f"{heads[differ[0] if differ else 0][:-1]}")  # fmt: skip
 
     def _signature(self, data: list[torch.Tensor], topk_idx, error: _meta.Rejection | None = None) -> list[int]:
         """Row sizes every rank must agree on (ranks with different hidden sizes would misplace rows); zeros on a

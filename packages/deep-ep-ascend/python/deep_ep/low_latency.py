@@ -21,6 +21,8 @@ from .events import EventOverlap
 from .quant import FP8_GROUP, quantize
 from .transport import Field, Send, pack_fields, row_bytes
 
+AGREEMENT_WORDS = 16  # room for the agreement's fixed words ahead of the counts per expert (9 here)
+
 _reduce_rows = torch.ops.deep_ep.reduce_rows.default
 _routes = torch.ops.deep_ep.low_latency_routes.default
 _returns = torch.ops.deep_ep.low_latency_returns.default
@@ -87,13 +89,15 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     """
     t, r, me = buf._transport, buf.group_size, buf.rank
     error, data = None, []
-    counts = torch.zeros(int(num_experts) if _meta.is_count(num_experts) else 0, dtype=torch.int64)  # if checks fail
+    counts = torch.zeros(0, dtype=torch.int64)  # what a rank whose checks fail publishes
     try:
         if precheck is not None:  # a caller's own checks, agreed on with these
             precheck()
         for name, n in (("num_experts", num_experts), ("num_max_dispatch_tokens_per_rank", tokens_per_rank)):
             _meta.check_count(n, name)
         _meta.check(num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
+        most = t.max_gather_words and t.max_gather_words - AGREEMENT_WORDS
+        _meta.check(not most or num_experts <= most, f"num_experts must be at most {most}, got {num_experts}")
         _meta.check(x.dim() == 2 and x.shape[0] <= tokens_per_rank,
                     f"x must be [tokens <= {tokens_per_rank}, hidden], got {list(x.shape)}")  # fmt: skip
         _meta.check(topk_idx.dim() == 2 and topk_idx.shape[0] == x.shape[0] and topk_idx.shape[1] > 0,
@@ -113,7 +117,8 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
     except Exception as e:  # any error: every rank still reaches the agreement, so none waits for the others
         error = _meta.Rejection(e)
     signature = buf._signature(data, topk_idx, error)
-    matrix = buf._agree(counts, [*signature, *((tokens_per_rank, num_experts) if error is None else (0, 0))], error)
+    matrix = buf._agree(counts, [*signature, *((tokens_per_rank, num_experts) if error is None else (0, 0))], error,
+                        equal_lengths=False)  # fmt: skip
     local, slots = num_experts // r, r * tokens_per_rank
     sizes = [row_bytes(d) for d in data]
     third = _third(buf, _receive_fields(num_experts, tokens_per_rank, sizes, 0)[-1].end)

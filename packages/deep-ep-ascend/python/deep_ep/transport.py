@@ -96,6 +96,10 @@ def _count(src: torch.Tensor, send: Send) -> int:
 class _Transport:
     rank: int
     size: int
+    # Whether a gather may carry vectors of different lengths from different ranks (each rank then reads the
+    # others' first words correctly); torch.distributed's all_gather aborts the process on such a mismatch.
+    gathers_unequal_lengths = False
+    max_gather_words: int | None = None
 
     def field_view(self, field: Field, rank: int | None = None) -> torch.Tensor:
         """``field`` on ``rank`` (this one by default) as a uint8 ``[rows, row_bytes]`` tensor."""
@@ -120,6 +124,9 @@ class ShmTransport(_Transport):
     a slower peer has read this one), then rank 0's areas, rank 1's areas, ... The segment's name is unlinked as
     soon as every rank has mapped it, so nothing is left in /dev/shm whether the processes exit cleanly or die.
     """
+
+    gathers_unequal_lengths = True
+    max_gather_words = MAILBOX_WORDS
 
     kind = "shared memory"
 

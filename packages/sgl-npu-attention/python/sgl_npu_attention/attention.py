@@ -4,7 +4,7 @@ prefix, causal)."""
 from __future__ import annotations
 
 import torch
-from sgl_npu_core.checks import check_dims, fail
+from sgl_npu_core.checks import as_int, check_dims, fail
 from sgl_npu_core.memory import empty
 
 _decode_attention = torch.ops.sgl_npu_attention.decode_attention.default
@@ -44,7 +44,8 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, 
     parts merged by log-sum-exp, so a batch of one still uses every core.
     """
     out, sm_scale = _out_and_scale(q, v_cache, sm_scale, out)
-    _decode_attention(q, k_cache, v_cache, block_table, seq_lens, float(sm_scale), sinks, int(sliding_window), out)
+    _decode_attention(q, k_cache, v_cache, block_table, seq_lens, float(sm_scale), sinks,
+                      as_int(sliding_window, "sliding_window"), out)  # fmt: skip
     return out
 
 
@@ -63,5 +64,5 @@ def extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, s
     """
     out, sm_scale = _out_and_scale(q, v_cache, sm_scale, out)
     _extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, float(sm_scale), bool(causal), sinks,
-                      int(sliding_window), out)  # fmt: skip
+                      as_int(sliding_window, "sliding_window"), out)  # fmt: skip
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from sgl_npu_core.checks import check_dims, fail
+from sgl_npu_core.checks import as_int, check_dims, fail
 
 _lightning_indexer = torch.ops.sgl_npu_attention.lightning_indexer.default
 
@@ -33,10 +33,11 @@ def lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, 
     sparse_count : keys kept per token (DeepSeek-V3.2: 2048)
     out : optional preallocated int32 [T, sparse_count]
     """
+    sparse_count = as_int(sparse_count, "sparse_count")
     if out is None:
-        if int(sparse_count) <= 0:  # it sizes out
+        if sparse_count <= 0:  # it sizes out
             fail(f"sparse_count must be positive, got {sparse_count}")
         tokens = check_dims(q, 3, "q", "[tokens, heads, head_dim]")[0]
-        out = torch.empty(tokens, int(sparse_count), dtype=torch.int32, device=q.device)
-    _lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, int(sparse_count), out)
+        out = torch.empty(tokens, sparse_count, dtype=torch.int32, device=q.device)
+    _lightning_indexer(q, k_cache, weights, block_table, cu_seqlens_q, seq_lens, sparse_count, out)
     return out

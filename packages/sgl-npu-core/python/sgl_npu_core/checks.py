@@ -3,6 +3,7 @@ Python: fake impls (torch.compile tracing) and accelerator (Triton / reference) 
 
 from __future__ import annotations
 
+import operator
 from typing import NoReturn
 
 import torch
@@ -23,6 +24,17 @@ def check_tensor(t, name: str) -> None:
     """A TypeError naming the argument where ``t`` is no tensor (its attributes would raise one naming nothing)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def as_int(value, name: str) -> int:
+    """``value`` as a Python int: an integer (numpy's and 0-dim integer tensors included), never a bool, a float,
+    a string or a tensor with dims, which ``int()`` would silently truncate, parse or unwrap."""
+    if not isinstance(value, bool) and not (isinstance(value, torch.Tensor) and value.dim()):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be an int, got {value!r}")
 
 
 def check_dims(t: torch.Tensor, dims: int, name: str, layout: str) -> torch.Size:
