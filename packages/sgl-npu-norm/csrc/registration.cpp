@@ -27,6 +27,9 @@ STABLE_TORCH_LIBRARY(sgl_npu_norm, m) {
       "Tensor? k_weight, Tensor? q_bias, Tensor? k_bias, float eps, bool gemma, bool norm, Tensor? rstd, "
       "bool whole_width, Tensor? cos, Tensor? sin, Tensor? positions, int rope_dim, bool neox, bool full_width, "
       "Tensor(a!) q, Tensor(b!) k, Tensor(c!) v, Tensor(d!)? gate) -> ()");
+  m.def(
+      "mrope_tables(Tensor cos_sin, int section_t, int section_h, int section_w, bool interleaved, Tensor(a!) out) "
+      "-> ()");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {
@@ -39,4 +42,5 @@ STABLE_TORCH_LIBRARY_IMPL(sgl_npu_norm, CPU, m) {
   m.impl("swiglu_quant", TORCH_BOX(&sgl_npu_norm::swiglu_quant));
   m.impl("head_norm_rope", TORCH_BOX(&sgl_npu_norm::head_norm_rope));
   m.impl("split_qkv_norm_rope", TORCH_BOX(&sgl_npu_norm::split_qkv_norm_rope));
+  m.impl("mrope_tables", TORCH_BOX(&sgl_npu_norm::mrope_tables));
 }

@@ -38,6 +38,7 @@ def _samples():
         "add_rmsnorm": (N.add_rmsnorm.default, (x, res, w, b, 1e-6, False, None, None, out, torch.empty_like(x))),
         "fused_add_rmsnorm": (N.fused_add_rmsnorm.default, (x.clone(), res.clone(), w, 1e-6, True)),
         "split_sum_squares": (N.split_sum_squares.default, (x, 40, 20, torch.empty(3, 2))),
+        "mrope_tables": (N.mrope_tables.default, (torch.randn(3, 3, 40), 8, 4, 4, True, torch.empty(3, 32))),
         "silu_and_mul": (N.silu_and_mul.default, (g, torch.empty(3, 64, dtype=g.dtype))),
         "swiglu_oai": (N.swiglu_oai.default, (g, 1.702, 7.0, torch.empty(3, 64, dtype=g.dtype))),
         "swiglu_quant": (

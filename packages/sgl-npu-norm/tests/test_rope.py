@@ -156,6 +156,38 @@ def test_mrope_tables_take_each_frequency_from_its_section(section, interleaved,
         assert table.stride(-1) == 1 and torch.equal(table, want)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("section,interleaved", [([24, 20, 20], True), ([3, 1, 4], False), ([0, 0, 12], True)])
+def test_mrope_tables_op_and_its_device_path_agree(dtype, section, interleaved):
+    # the device path builds the tables with torch calls: run here on CPU tensors against the C++ op
+    from sgl_npu_norm import _accelerator
+
+    rope_dim, tokens = 2 * sum(section), 37
+    cos_sin = torch.randn(3, tokens, rope_dim + 6, dtype=dtype)[..., 3 : 3 + rope_dim]
+    want, got = (torch.full((tokens, rope_dim), 7.0, dtype=dtype) for _ in range(2))
+    torch.ops.sgl_npu_norm.mrope_tables(cos_sin, *section, interleaved, want)
+    _accelerator._mrope_tables(cos_sin, *section, interleaved, got)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])  # meta: the fake impl's checks say the same
+def test_mrope_tables_op_refuses_malformed_arguments(device):
+    op = torch.ops.sgl_npu_norm.mrope_tables
+    cos_sin, out = torch.randn(3, 4, 32, device=device), torch.empty(4, 32, device=device)
+    cases = {
+        "mrope sections must be >= 0 and sum to rope_dim / 2 = 16": lambda: op(cos_sin, 8, 4, 5, True, out),
+        "mrope sections must be": lambda: op(cos_sin, 20, -4, 0, False, out),
+        "out must be .4, rope_dim. with rope_dim even": lambda: op(cos_sin, 8, 4, 4, True, out[:, :31].clone()),
+        "cos_sin must be .3, tokens, rope_dim.": lambda: op(cos_sin[:2], 8, 4, 4, True, out),
+        "out must be contiguous": lambda: op(cos_sin, 8, 4, 4, True, out.t().contiguous().t()),
+    }
+    if device == "cpu":  # meta tensors have no memory to overlap
+        cases["out must not overlap cos_sin"] = lambda: op(cos_sin, 8, 4, 4, True, cos_sin[1])
+    for needle, call in cases.items():
+        with pytest.raises(RuntimeError, match=needle):
+            call()
+
+
 def test_mrope_axes():
     assert ref.mrope_axes([2, 1, 1], False, 4) == [0, 0, 1, 2]
     assert ref.mrope_axes([2, 2, 2], True, 6) == [0, 1, 2, 0, 1, 2]

@@ -41,4 +41,10 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
                          const std::optional<Tensor>& positions, int64_t rope_dim, bool neox, bool full_width, Tensor q,
                          Tensor k, Tensor v, const std::optional<Tensor>& gate);
 
+// Multimodal RoPE's per-token table out [T, rope_dim] (rows [cos half | sin half]) from cos_sin [3, T, >= rope_dim]
+// (the T, H and W positions' rows, any strides): frequency i from the axis its section names (contiguous sections t, h,
+// w; or interleaved: i % 3 == 1 below 3h from H, i % 3 == 2 below 3w from W, the rest from T).
+void mrope_tables(const Tensor& cos_sin, int64_t section_t, int64_t section_h, int64_t section_w, bool interleaved,
+                  Tensor out);
+
 }  // namespace sgl_npu_norm

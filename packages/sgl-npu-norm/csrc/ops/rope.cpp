@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "kernels/kernels.h"
 #include "ops/channel_param.h"
@@ -378,6 +379,76 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
     }
     if (stream_v || stream_gate) stream_fence();
   });
+}
+
+namespace {
+
+// Rows [begin, end) of the mrope table in E-sized elements: each row the T axis's, then the H and W frequencies
+// copied over theirs (one contiguous copy and ~h + w element moves per half, against a gather per element).
+template <class E>
+void mrope_rows(const E* src, const int64_t (&strides)[3], int64_t half, const std::vector<int64_t> (&freqs)[3], E* out,
+                int64_t begin, int64_t end) {
+  const int64_t col = strides[2];
+  for (int64_t t = begin; t < end; ++t) {
+    E* row = out + t * 2 * half;
+    const E* first = src + t * strides[1];
+    if (col == 1) {
+      std::memcpy(row, first, sizeof(E) * 2 * half);
+    } else {
+      for (int64_t i = 0; i < 2 * half; ++i) row[i] = first[i * col];
+    }
+    for (int64_t axis = 1; axis < 3; ++axis) {
+      const E* from = first + axis * strides[0];
+      for (int64_t i : freqs[axis]) {
+        row[i] = from[i * col];
+        row[half + i] = from[(half + i) * col];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void mrope_tables(const Tensor& cos_sin, int64_t section_t, int64_t section_h, int64_t section_w, bool interleaved,
+                  Tensor out) {
+  check_cpu(cos_sin, "cos_sin");
+  STD_TORCH_CHECK(cos_sin.dim() == 3 && cos_sin.size(0) == 3, "cos_sin must be [3, tokens, rope_dim], got ",
+                  cos_sin.dim(), " dims");
+  float_dtype(cos_sin, "cos_sin");
+  check_cpu(out, "out");
+  check_same_dtype(out, cos_sin, "out", "cos_sin");
+  const int64_t tokens = cos_sin.size(1), width = cos_sin.size(2);
+  STD_TORCH_CHECK(
+      out.dim() == 2 && out.size(0) == tokens && out.size(1) > 0 && out.size(1) % 2 == 0 && out.size(1) <= width,
+      "out must be [", tokens, ", rope_dim] with rope_dim even and at most cos_sin's ", width, " columns");
+  check_contiguous(out, "out");
+  check_apart(out, cos_sin, "out", "cos_sin");
+  const int64_t half = out.size(1) / 2;
+  STD_TORCH_CHECK(section_t >= 0 && section_h >= 0 && section_w >= 0 && section_t + section_h + section_w == half,
+                  "mrope sections must be >= 0 and sum to rope_dim / 2 = ", half, ", got [", section_t, ", ", section_h,
+                  ", ", section_w, "]");
+  std::vector<int64_t> freqs[3];  // the frequencies each axis gives
+  for (int64_t i = 0; i < half; ++i) {
+    int64_t axis = 0;
+    if (interleaved)
+      axis = i % 3 == 1 && i < 3 * section_h ? 1 : i % 3 == 2 && i < 3 * section_w ? 2 : 0;
+    else
+      axis = i < section_t ? 0 : i < section_t + section_h ? 1 : 2;
+    freqs[axis].push_back(i);
+  }
+  const int64_t elem = int64_t(out.element_size());
+  auto run = [&](auto element) {
+    using E = decltype(element);
+    const E* src = static_cast<const E*>(cos_sin.const_data_ptr());
+    E* dst = static_cast<E*>(out.mutable_data_ptr());
+    const int64_t strides[3] = {cos_sin.stride(0), cos_sin.stride(1), cos_sin.stride(2)};
+    parallel_rows(tokens, 4 * half * elem,
+                  [&](int64_t begin, int64_t end) { mrope_rows<E>(src, strides, half, freqs, dst, begin, end); });
+  };
+  if (elem == 2)
+    run(uint16_t{});
+  else
+    run(uint32_t{});
 }
 
 }  // namespace sgl_npu_norm

@@ -113,6 +113,16 @@ def _split_qkv_norm_rope_with(run_head_norm_rope, split_sum_squares):
     return impl
 
 
+def _mrope_tables(cos_sin, section_t, section_h, section_w, interleaved, out):
+    """The T axis's rows, with the H and W frequencies copied over theirs as strided slices."""
+    _meta.check_mrope_tables(cos_sin, section_t, section_h, section_w, interleaved, out)
+    (tokens, rope_dim), half = out.shape, out.shape[1] // 2
+    out.copy_(cos_sin[0, :, :rope_dim])
+    halves = out.view(tokens, 2, half)
+    for axis, freqs in enumerate(_meta.mrope_freqs(section_t, section_h, section_w, interleaved), start=1):
+        halves[:, :, freqs] = cos_sin[axis, :, :rope_dim].reshape(tokens, 2, half)[:, :, freqs]
+
+
 def _register(name, reference_impl):
     LIB.accelerator_impl(name, lambda *a: getattr(_triton(), name)(*a), reference_impl)
 
@@ -125,6 +135,7 @@ _register("silu_and_mul", _ref_silu_and_mul)
 _register("swiglu_oai", _ref_swiglu_oai)
 _register("swiglu_quant", _ref_swiglu_quant)
 _register("head_norm_rope", _ref_head_norm_rope)
+LIB.accelerator_impl("mrope_tables", _mrope_tables, _mrope_tables)  # data movement only: torch ops on the device
 LIB.accelerator_impl(
     "split_qkv_norm_rope",
     lambda *a: _split_qkv_norm_rope_with(_triton().launch_head_norm_rope, _triton().split_sum_squares)(*a),

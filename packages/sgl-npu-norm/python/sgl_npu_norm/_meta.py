@@ -85,6 +85,30 @@ def check_split_sum_squares(x, width0, width1, out) -> None:
     check_apart(out, x, "out", "x")
 
 
+def mrope_freqs(section_t, section_h, section_w, interleaved):
+    """The H and W axes' rotary frequencies ``(slice, slice)`` (the T axis gives the rest; see reference.mrope_axes)."""
+    if interleaved:  # frequencies 1, 4, 7, ... below 3h from H, 2, 5, 8, ... below 3w from W
+        return slice(1, 3 * section_h, 3), slice(2, 3 * section_w, 3)
+    return slice(section_t, section_t + section_h), slice(section_t + section_h, None)
+
+
+def check_mrope_tables(cos_sin, section_t, section_h, section_w, interleaved, out) -> None:
+    check(
+        cos_sin.dim() == 3 and cos_sin.shape[0] == 3, f"cos_sin must be [3, tokens, rope_dim], got {cos_sin.dim()} dims"
+    )
+    check_float(cos_sin, "cos_sin")
+    check_dtype(out, cos_sin.dtype, "out")
+    tokens, width = cos_sin.shape[1:]
+    if not (out.dim() == 2 and out.shape[0] == tokens and 0 < out.shape[1] <= width and out.shape[1] % 2 == 0):
+        fail(f"out must be [{tokens}, rope_dim] with rope_dim even and at most cos_sin's {width} columns")
+    check_contiguous(out, "out")
+    check_same_device(out, cos_sin, "out", "cos_sin")
+    check_apart(out, cos_sin, "out", "cos_sin")
+    half, sections = out.shape[1] // 2, (section_t, section_h, section_w)
+    if not (min(sections) >= 0 and sum(sections) == half):
+        fail(f"mrope sections must be >= 0 and sum to rope_dim / 2 = {half}, got {list(sections)}")
+
+
 def check_glu(x, out, out_dtype, out_name="out", limit=None, alpha=0.0) -> None:
     check(limit is None or limit > 0, f"limit must be > 0, got {limit}")
     check(math.isfinite(alpha), f"alpha must be finite, got {alpha}")
@@ -291,6 +315,11 @@ def _(x, residual, weight, eps, gemma):
 @LIB.fake("split_sum_squares")
 def _(x, width0, width1, out):
     check_split_sum_squares(x, width0, width1, out)
+
+
+@LIB.fake("mrope_tables")
+def _(cos_sin, section_t, section_h, section_w, interleaved, out):
+    check_mrope_tables(cos_sin, section_t, section_h, section_w, interleaved, out)
 
 
 @LIB.fake("silu_and_mul")
