@@ -161,13 +161,16 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       std::fill(q, q + d, int8_t(0));
       continue;
     }
-    // y / scale exactly as the reference divides (so the floor lands where its does), at a multiply's cost;
-    // a scale so small that 1 / scale overflows (max|y| < ~1e-36) takes true divisions.
+    // y / scale + 0.5 as y * (1 / scale) + 0.5, one FMA: within an ulp of the reference's two roundings, so a code
+    // differs only where that sum lies within ~1e-5 of an integer (y itself differs from torch's by a few ulps, its
+    // exp being our own). Without the exact division (Markstein's correction, three instructions more per 8 values)
+    // the op runs 1.08x faster at 4096 x 7168 and 1.12x at 128 x 7168 bf16 (alternated in one process). A scale so
+    // small that 1 / scale overflows (max|y| < ~1e-36) takes true divisions.
     const float inv = 1.0f / scale;
     const bool fast = std::isfinite(inv);
     auto shifted = [&](int64_t j) {  // v / scale + 0.5, whose floor is the code
       const f32x8 v = load8(y.data() + j);
-      return (fast ? vdiv_by(v, scale, inv) : v / scale) + 0.5f;
+      return fast ? v * inv + 0.5f : v / scale + 0.5f;
     };
     int64_t j = 0;
     for (; j + 2 * kVec <= d; j += 2 * kVec) store16_int8_floor<T>(q + j, {shifted(j), shifted(j + kVec)});

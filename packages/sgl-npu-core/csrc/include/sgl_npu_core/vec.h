@@ -389,18 +389,6 @@ inline f32x8 vsilu(f32x8 x) {
   return x;
 }
 
-// y / s correctly rounded, for a scalar s > 0 with r = 1.0f / s (correctly rounded, so s must not be tiny
-// enough for r to overflow): Markstein's correction of y * r, with the residual y - q s exact in an fma.
-inline f32x8 vdiv_by(f32x8 y, float s, float r) {
-#if defined(__FMA__)
-  const __m256 yv = bitcast<__m256>(y), q = _mm256_mul_ps(yv, _mm256_set1_ps(r));
-  const __m256 residual = _mm256_fnmadd_ps(q, _mm256_set1_ps(s), yv);
-  return bitcast<f32x8>(_mm256_fmadd_ps(residual, _mm256_set1_ps(r), q));
-#else
-  return y / s;
-#endif
-}
-
 // ---- sixteen values at a time -------------------------------------------------------------------------------
 // load16<T> gives 16 values of T as two fp32 vectors in an order elementwise code need not know: for bf16 on AVX2
 // the even- and the odd-indexed values (one 32-byte load and two instructions, against four for memory order),
