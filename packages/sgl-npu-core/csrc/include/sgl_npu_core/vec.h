@@ -376,9 +376,25 @@ inline f32x8 vsigmoid(f32x8 x) {
   vsigmoid_n<1>(&x);
   return x;
 }
-// x * sigmoid(x) of N vectors in place.
+// x * sigmoid(x) of N vectors in place: x / (1 + exp(-x)) by one correctly rounded division, which runs beside the
+// FMA pipes: 1.05-1.15x over vrcp's estimate, Newton step and multiply (swiglu_quant bf16 / fp16 4096 x 7168,
+// silu_and_mul fp16 / fp32; without AVX-512 silu_and_mul bf16 1.09x, fp16 0.99x; alternated in one process; sigmoid
+// alone by division measured 0.98-1.01x and keeps vrcp). With AVX-512, kBf16 keeps sigmoid's 14-bit estimate times x
+// (see vsigmoid_n): fewer instructions than the division.
 template <int N, bool kBf16 = false>
 inline void vsilu_n(f32x8* v) {
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  constexpr bool kByDivision = !kBf16;
+#else
+  constexpr bool kByDivision = true;
+#endif
+  if constexpr (kByDivision) {
+    f32x8 e[N];
+    for (int k = 0; k < N; ++k) e[k] = -v[k];
+    vexp_n<N, kBf16>(e);
+    for (int k = 0; k < N; ++k) v[k] = v[k] / (1.0f + e[k]);
+    return;
+  }
   f32x8 s[N];
   for (int k = 0; k < N; ++k) s[k] = v[k];
   vsigmoid_n<N, kBf16>(s);
