@@ -52,6 +52,9 @@ def _run_rank(rank: int, world: int, init_file: str, transport: str) -> None:
         # peers' sizes first (torch.distributed's gather aborted the process on the mismatch).
         experts = EXPERTS * (1 + rank)
         _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, 4, experts, use_fp8=False), "ranks disagree")
+        huge = 2**70 if rank == 1 else 4  # an int64 word of the agreement could not hold it
+        own, peer = "num_max_dispatch_tokens_per_rank must be below 2^31", "rank(s) [1] rejected their inputs"
+        _raises(lambda: buffer.low_latency_dispatch(x, topk_idx, huge, EXPERTS, use_fp8=False), own if rank else peer)
         if transport == "shm":  # more counts than a rank can publish: refused before the agreement
             many = 5000 if rank == 1 else EXPERTS
             own, peer = "num_experts must be at most 4080, got 5000", "rank(s) [1] rejected their inputs"

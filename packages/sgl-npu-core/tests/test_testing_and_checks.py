@@ -113,6 +113,6 @@ def test_as_int_takes_integers_only():
 
     for value in (7, np.int64(7), torch.tensor(7)):
         assert checks.as_int(value, "n") == 7 and type(checks.as_int(value, "n")) is int
-    for value in (2.5, 7.0, True, "7", None, torch.tensor(7.0), torch.tensor([7])):
+    for value in (2.5, 7.0, True, "7", None, torch.tensor(7.0), torch.tensor([7]), torch.tensor(True)):
         with pytest.raises(TypeError, match="n must be an int, got"):
             checks.as_int(value, "n")

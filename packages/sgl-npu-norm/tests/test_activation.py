@@ -126,3 +126,24 @@ def test_outputs_inside_the_input_are_refused():
     codes = torch.empty(4 * 32 + 12, dtype=torch.int8)  # scale: its last 16 bytes, 4 of them q's
     with pytest.raises(RuntimeError, match="scale must not overlap q"):
         ops.swiglu_quant(x, out=(codes[:128].view(4, 32), codes[124:].view(torch.float32)))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_infinite_and_huge_gates_give_what_the_reference_gives(dtype):
+    # silu(-inf) = -inf * sigmoid(-inf) = NaN in torch, and a huge negative gate gives -0; exp saturating at ~2.4e38
+    # had given -inf and -0.42 (x / (1 + 2.4e38) at x = -1e38). Vector blocks and the scalar tail alike (d = 203).
+    big = torch.finfo(dtype).max
+    x = torch.randn(4, 2 * 203, dtype=dtype)
+    for c in (0, 9, 40, 200, 202):  # gates in the 4-vector, 2-vector and 1-vector steps and the tail
+        x[0, c], x[1, c], x[2, c] = float("-inf"), float("inf"), -big
+        x[3, c] = -100.0
+    x[1, 203:] = x[1, 203:].abs() + 1  # +inf gate times a positive up: +inf
+    for got, want in ((ops.silu_and_mul(x), ref.silu_and_mul(x)), (ops.swiglu_oai(x), ref.swiglu_oai(x))):
+        assert torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(got.isinf(), want.isinf())
+        assert_close(got.nan_to_num(0.0, 0.0, 0.0), want.nan_to_num(0.0, 0.0, 0.0))
+    rows = torch.tensor([0, 2, 3])  # -inf gates make the row's scale NaN and its codes 0; huge negative ones ~0
+    q, scale = ops.swiglu_quant(x[rows])
+    want_q, want_scale = ref.swiglu_quant(x[rows])
+    assert scale[0].isnan() and want_scale[0].isnan() and (q[0] == 0).all()
+    _check_quant(x[rows][1:], q[1:], scale[1:], want_q[1:], want_scale[1:])

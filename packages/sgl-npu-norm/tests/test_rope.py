@@ -180,6 +180,9 @@ def test_mrope_tables_op_refuses_malformed_arguments(device):
         "out must be .4, rope_dim. with rope_dim even": lambda: op(cos_sin, 8, 4, 4, True, out[:, :31].clone()),
         "cos_sin must be .3, tokens, rope_dim.": lambda: op(cos_sin[:2], 8, 4, 4, True, out),
         "out must be contiguous": lambda: op(cos_sin, 8, 4, 4, True, out.t().contiguous().t()),
+        "out must have the dtype of cos_sin .float32., got float16": lambda: op(cos_sin, 8, 4, 4, True, out.half()),
+        # sections whose int64 sum wraps to 16
+        "sum to rope_dim / 2 = 16, got .9223372036854775807": lambda: op(cos_sin, 2**63 - 1, 2**63 - 1, 18, False, out),
     }
     if device == "cpu":  # meta tensors have no memory to overlap
         cases["out must not overlap cos_sin"] = lambda: op(cos_sin, 8, 4, 4, True, cos_sin[1])

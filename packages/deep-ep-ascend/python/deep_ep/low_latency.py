@@ -95,6 +95,8 @@ def dispatch(buf, half, x, topk_idx, tokens_per_rank, num_experts, stats, use_fp
             precheck()
         for name, n in (("num_experts", num_experts), ("num_max_dispatch_tokens_per_rank", tokens_per_rank)):
             _meta.check_count(n, name)
+            # the agreement publishes both as int64 words, outside this try: a larger one would raise on this rank
+            _meta.check(n < 2**31, f"{name} must be below 2^31, got {n}")
         _meta.check(num_experts % r == 0, f"num_experts ({num_experts}) must be a multiple of {r}")
         most = t.max_gather_words and t.max_gather_words - AGREEMENT_WORDS
         _meta.check(not most or num_experts <= most, f"num_experts must be at most {most}, got {num_experts}")

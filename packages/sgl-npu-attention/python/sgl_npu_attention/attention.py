@@ -43,9 +43,9 @@ def decode_attention(q, k_cache, v_cache, block_table, seq_lens, sm_scale=None, 
     A sequence with no visible key (and no sink) gets zeros. Long sequences are split over the KV axis and the
     parts merged by log-sum-exp, so a batch of one still uses every core.
     """
+    sliding_window = as_int(sliding_window, "sliding_window")
     out, sm_scale = _out_and_scale(q, v_cache, sm_scale, out)
-    _decode_attention(q, k_cache, v_cache, block_table, seq_lens, float(sm_scale), sinks,
-                      as_int(sliding_window, "sliding_window"), out)  # fmt: skip
+    _decode_attention(q, k_cache, v_cache, block_table, seq_lens, float(sm_scale), sinks, sliding_window, out)
     return out
 
 
@@ -62,7 +62,8 @@ def extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, s
     causal : query i of a request with q_len new tokens sees keys ``< seq_len - q_len + i + 1``; else all keys
     out : optional preallocated [T, Hq, Dv]
     """
+    sliding_window = as_int(sliding_window, "sliding_window")
     out, sm_scale = _out_and_scale(q, v_cache, sm_scale, out)
     _extend_attention(q, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, float(sm_scale), bool(causal), sinks,
-                      as_int(sliding_window, "sliding_window"), out)  # fmt: skip
+                      sliding_window, out)  # fmt: skip
     return out

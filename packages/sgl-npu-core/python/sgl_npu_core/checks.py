@@ -29,7 +29,8 @@ def check_tensor(t, name: str) -> None:
 def as_int(value, name: str) -> int:
     """``value`` as a Python int: an integer (numpy's and 0-dim integer tensors included), never a bool, a float,
     a string or a tensor with dims, which ``int()`` would silently truncate, parse or unwrap."""
-    if not isinstance(value, bool) and not (isinstance(value, torch.Tensor) and value.dim()):
+    tensor = isinstance(value, torch.Tensor)
+    if not isinstance(value, bool) and not (tensor and (value.dim() or value.dtype == torch.bool)):
         try:
             return operator.index(value)
         except TypeError:
@@ -66,6 +67,13 @@ def check_float(t: torch.Tensor, name: str) -> None:
 def check_dtype(t: torch.Tensor, dtype: torch.dtype, name: str) -> None:
     if t.dtype != dtype:
         fail(f"{name} must be {dtype}, got {t.dtype}")
+
+
+def check_same_dtype(t: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:
+    """The C++ check_same_dtype's message: dtypes named without ``torch.``."""
+    if t.dtype != ref.dtype:
+        want, got = str(ref.dtype).removeprefix("torch."), str(t.dtype).removeprefix("torch.")
+        fail(f"{name} must have the dtype of {ref_name} ({want}), got {got}")
 
 
 def check_same_device(t: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:

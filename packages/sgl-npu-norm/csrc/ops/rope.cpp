@@ -345,7 +345,8 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   // pos_cache 1.05-1.21x on both models' shapes; the v copy had been ~12 % of the op's time, its rows fetched by
   // memcpy's own loads.)
   const int64_t row_bytes = elem * (q_width + 2 * kv_hidden);
-  if (tokens * row_bytes >= kStreamMinBytes) {  // smaller qkv mostly stays in the caches from the last call
+  const bool rows_asked = gq.args.by16 && tokens * row_bytes >= kStreamMinBytes;  // only the 16-wide path asks
+  if (rows_asked) {  // smaller qkv mostly stays in the caches from the last call
     gq.args.next_rows = {base, elem * qkv_stride, row_bytes, 0};
     gk.args.next_rows = {base, 0, 0, 0};
   }
@@ -359,6 +360,7 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   };
   auto copy_rows = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
+      if (!rows_asked && t + 1 < end) prefetch_bytes(v_src + elem * (t + 1) * qkv_stride, elem * kv_hidden);
       copy(stream_v, v_dst + elem * t * strides[2], v_src + elem * t * qkv_stride, elem * kv_hidden);
       for (int64_t h = 0; g_dst && h < q_heads; ++h)  // gate: the second half of each [q | gate] head
         copy(stream_gate, g_dst + elem * (t * strides[3] + h * head_dim),
@@ -412,8 +414,7 @@ void mrope_rows(const E* src, const int64_t (&strides)[3], int64_t half, const s
 void mrope_tables(const Tensor& cos_sin, int64_t section_t, int64_t section_h, int64_t section_w, bool interleaved,
                   Tensor out) {
   check_cpu(cos_sin, "cos_sin");
-  STD_TORCH_CHECK(cos_sin.dim() == 3 && cos_sin.size(0) == 3, "cos_sin must be [3, tokens, rope_dim], got ",
-                  cos_sin.dim(), " dims");
+  STD_TORCH_CHECK(cos_sin.dim() == 3 && cos_sin.size(0) == 3, "cos_sin must be [3, tokens, rope_dim]");
   float_dtype(cos_sin, "cos_sin");
   check_cpu(out, "out");
   check_same_dtype(out, cos_sin, "out", "cos_sin");
@@ -424,7 +425,8 @@ void mrope_tables(const Tensor& cos_sin, int64_t section_t, int64_t section_h, i
   check_contiguous(out, "out");
   check_apart(out, cos_sin, "out", "cos_sin");
   const int64_t half = out.size(1) / 2;
-  STD_TORCH_CHECK(section_t >= 0 && section_h >= 0 && section_w >= 0 && section_t + section_h + section_w == half,
+  auto fits = [half](int64_t n) { return n >= 0 && n <= half; };  // each first: their sum could overflow
+  STD_TORCH_CHECK(fits(section_t) && fits(section_h) && fits(section_w) && section_t + section_h + section_w == half,
                   "mrope sections must be >= 0 and sum to rope_dim / 2 = ", half, ", got [", section_t, ", ", section_h,
                   ", ", section_w, "]");
   std::vector<int64_t> freqs[3];  // the frequencies each axis gives

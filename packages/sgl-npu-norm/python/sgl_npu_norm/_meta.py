@@ -16,6 +16,7 @@ from sgl_npu_core.checks import (
     check_last_dim_contiguous,
     check_rows,
     check_same_device,
+    check_same_dtype,
     check_same_or_apart,
     check_written_apart,
     fail,
@@ -93,11 +94,9 @@ def mrope_freqs(section_t, section_h, section_w, interleaved):
 
 
 def check_mrope_tables(cos_sin, section_t, section_h, section_w, interleaved, out) -> None:
-    check(
-        cos_sin.dim() == 3 and cos_sin.shape[0] == 3, f"cos_sin must be [3, tokens, rope_dim], got {cos_sin.dim()} dims"
-    )
+    check(cos_sin.dim() == 3 and cos_sin.shape[0] == 3, "cos_sin must be [3, tokens, rope_dim]")
     check_float(cos_sin, "cos_sin")
-    check_dtype(out, cos_sin.dtype, "out")
+    check_same_dtype(out, cos_sin, "out", "cos_sin")
     tokens, width = cos_sin.shape[1:]
     if not (out.dim() == 2 and out.shape[0] == tokens and 0 < out.shape[1] <= width and out.shape[1] % 2 == 0):
         fail(f"out must be [{tokens}, rope_dim] with rope_dim even and at most cos_sin's {width} columns")

@@ -323,11 +323,12 @@ inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi 
 // side: one vector's ~15-deep chain leaves the out-of-order window mostly waiting (silu_and_mul with N = 4 runs
 // 1.2-1.33x faster than one vector at a time, 2026-11-27). GCC unrolls the constant-count loops over k.
 // kBf16: accurate enough for results stored as bf16 (~8e-5 relative, 0.04 of a bf16 rounding step): a degree-3
-// polynomial and no correction of f, three FMAs fewer.
-template <int N, bool kBf16 = false>
+// polynomial and no correction of f, three FMAs fewer. kInfAbove: +inf from x >= ~88.4 (n = 128 builds 2^n = inf)
+// instead of saturating at ~2.4e38, for callers that divide by the result.
+template <int N, bool kBf16 = false, bool kInfAbove = false>
 inline void vexp_n(f32x8* v) {
   f32x8 shifted[N], f[N], p[N];
-  for (int k = 0; k < N; ++k) v[k] = vclamp(v[k], -87.33654f, 88.37626f);
+  for (int k = 0; k < N; ++k) v[k] = vclamp(v[k], -87.33654f, kInfAbove ? 89.0f : 88.37626f);
   for (int k = 0; k < N; ++k) shifted[k] = v[k] * 1.44269502162933349609375f + 12582912.0f;
   for (int k = 0; k < N; ++k) f[k] = v[k] * 1.44269502162933349609375f - (shifted[k] - 12582912.0f);
   if constexpr (kBf16) {  // least-squares relative fit on [-1/2, 1/2]
@@ -363,12 +364,19 @@ inline f32x8 vrcp(f32x8 d) {
 template <int N, bool kBf16 = false>
 inline void vsigmoid_n(f32x8* v) {
   for (int k = 0; k < N; ++k) v[k] = -v[k];
-  vexp_n<N, kBf16>(v);
 #if defined(__AVX512F__) && defined(__AVX512VL__)
-  if constexpr (kBf16) {
+  if constexpr (kBf16) {  // exp may be inf here: the estimate of 1 / inf is 0, so sigmoid(-inf) = 0 as torch's
+    vexp_n<N, kBf16, true>(v);
     for (int k = 0; k < N; ++k) v[k] = bitcast<f32x8>(_mm256_rcp14_ps(bitcast<__m256>(1.0f + v[k])));
     return;
   }
+#endif
+  // With AVX vrcp's estimate of 1 / ~2.4e38 (saturated exp) is 0, and its Newton step would turn 1 / inf into NaN;
+  // without, vrcp divides, and 1 / inf is the 0 that makes sigmoid(-inf) * -inf NaN as torch's.
+#if defined(__AVX__)
+  vexp_n<N, kBf16>(v);
+#else
+  vexp_n<N, kBf16, true>(v);
 #endif
   for (int k = 0; k < N; ++k) v[k] = vrcp(1.0f + v[k]);
 }
@@ -388,10 +396,10 @@ inline void vsilu_n(f32x8* v) {
 #else
   constexpr bool kByDivision = true;
 #endif
-  if constexpr (kByDivision) {
+  if constexpr (kByDivision) {  // exp(-x) = inf below x ~ -88.4: x / inf = -0, and -inf / inf = NaN as torch's
     f32x8 e[N];
     for (int k = 0; k < N; ++k) e[k] = -v[k];
-    vexp_n<N, kBf16>(e);
+    vexp_n<N, kBf16, true>(e);
     for (int k = 0; k < N; ++k) v[k] = v[k] / (1.0f + e[k]);
     return;
   }
