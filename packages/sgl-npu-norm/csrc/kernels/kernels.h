@@ -31,7 +31,8 @@ struct NormArgs {
   const float* quant_offset;  // optional
   void* out;
   int64_t out_stride;
-  bool stream;  // write `out` with non-temporal stores (see sgl_npu_core::should_stream)
+  bool stream;         // write `out` with non-temporal stores (see sgl_npu_core::should_stream)
+  bool ask_next_rows;  // x (and residual) far larger than the caches: ask for the next rows ahead (sum_squares)
 };
 
 enum class GluKind : int8_t { silu_and_mul, swiglu_oai };

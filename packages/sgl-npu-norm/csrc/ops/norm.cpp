@@ -65,6 +65,7 @@ struct NormCall {
     const int64_t elem = int64_t(out.element_size());
     args.stream =
         !qs.has_value() && args.out != args.x && should_stream(args.out, rows, elem * xr.cols, elem * outr.row_stride);
+    args.ask_next_rows = rows * int64_t(x.element_size()) * xr.cols >= kStreamMinBytes;
   }
 
   // A written tensor must not hold a parameter: rows written early would change it for the rows after.
