@@ -8,10 +8,9 @@ order it returns them). NeoX = rotate-half on ``[x1 | x2]``; GPT-J = pairs ``(x[
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from sgl_npu_core.checks import (
+    as_int,
     check_apart,
     check_channel_param,
     check_disjoint,
@@ -178,7 +177,7 @@ def split_qkv_rmsnorm_mrope(qkv, q_weight, k_weight, cos_sin, num_q_heads, num_k
         "rope_dim must be even and at most the width of cos_sin",
     )
     try:
-        sections = [operator.index(n) for n in mrope_section]
+        sections = [as_int(n, "mrope_section") for n in mrope_section]
     except TypeError:
         sections = None
     if not (sections and len(sections) == 3 and min(sections) >= 0 and sum(sections) == rope_dim // 2):
@@ -235,9 +234,7 @@ def fused_rope_qk_mqa(query, key, cos_sin, rotary_dim, is_neox_style=True, out=N
         fail("query and key must be [tokens, heads, head_dim]")
     outs = _outputs(out, query, [tuple(query.shape[1:]), tuple(key.shape[1:])], ["q_out", "k_out"])
     args = _rope_args(query, outs[0], cos, sin, None, rotary_dim, is_neox_style, False)
-    _named(
-        "query and key (x: query, out: q_out, x2: key, out2: k_out)", (*args, key, outs[1])
-    )  # one call, both checked
+    _named("query and key (x: query, out: q_out, x2: key, out2: k_out)", (*args, key, outs[1]))  # both checked
     return tuple(outs)
 
 
