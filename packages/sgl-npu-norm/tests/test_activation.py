@@ -6,7 +6,7 @@ import torch
 from sgl_npu_core.testing import FLOAT_DTYPES, assert_close, assert_codes_close
 from sgl_npu_norm import reference as ref
 
-SHAPES = [(1, 16), (3, 200), (2, 3, 514), (4, 2 * 3584)]
+SHAPES = [(1, 16), (3, 200), (2, 3, 514), (2, 2 * 59), (4, 2 * 3584)]  # 59 = 32 + 16 + 8 + 3: every step a row takes
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)

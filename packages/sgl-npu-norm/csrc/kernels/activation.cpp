@@ -12,10 +12,11 @@ using namespace sgl_npu_core;
 
 namespace {
 
-// The activations take N vectors at a time (see vexp_n): N = 4 for whole blocks of 32 values, 1 for the rest. Where
-// the result is stored as bf16, exp and the reciprocal are computed to bf16's needs (kBf16 of vexp_n / vsigmoid_n:
-// silu_and_mul 1.31x, ~0.6 % of outputs one bf16 step from the reference's rounding instead of ~0.001 %);
-// swiglu_quant's fp32 activation, which sets the scale, keeps full precision.
+// The activations take N vectors at a time (see vexp_n): whole blocks of 32 values as load32's kW32 vectors (zmm
+// where AVX-512 is built; swiglu_oai's as four f32x8), N = 2 or 1 for the rest of a row. Where the result is stored
+// as bf16, exp and the reciprocal are computed to bf16's needs (kBf16 of vexp_n / vsigmoid_n: silu_and_mul 1.31x,
+// ~0.6 % of outputs one bf16 step from the reference's rounding instead of ~0.001 %); swiglu_quant's fp32
+// activation, which sets the scale, keeps full precision.
 // (up + 1) * gate * sigmoid(alpha * gate) after gate = min(gate, limit), up = clamp(up, +-limit); into g. The limits
 // keep a NaN a NaN, as the reference's torch.clamp does.
 template <int N, bool kBf16>
@@ -54,15 +55,15 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
     int64_t i = 0;
     if (a.kind == GluKind::silu_and_mul) {
       const T* next = r + 1 < end ? x + a.x_stride : x;
-      for (; i + 4 * kVec <= d; i += 4 * kVec) {
+      for (; i + 32 <= d; i += 32) {
         ask_next_row(next, d, i);
         ask_next_row(next, d, i + 2 * kVec);
-        const f32x8x2 g0 = load16(x + i), g1 = load16(x + i + 2 * kVec);
-        const f32x8x2 u0 = load16(x + d + i), u1 = load16(x + d + i + 2 * kVec);
-        f32x8 s[4] = {g0.lo, g0.hi, g1.lo, g1.hi};
-        vsilu_n<4, kBf16>(s);
-        store16(out + i, {s[0] * u0.lo, s[1] * u0.hi}, a.stream);
-        store16(out + i + 2 * kVec, {s[2] * u1.lo, s[3] * u1.hi}, a.stream);
+        f32xW g[kW32], u[kW32];
+        load32(x + i, g);
+        load32(x + d + i, u);
+        vsilu_n<kW32, kBf16>(g);
+        for (int k = 0; k < kW32; ++k) g[k] = g[k] * u[k];
+        store32(out + i, g, a.stream);
       }
       for (; i + 2 * kVec <= d; i += 2 * kVec) {
         const f32x8x2 g = load16(x + i), u = load16(x + d + i);
@@ -100,8 +101,8 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
 }
 
 // silu(gate) * up, both clamped to limit first when do_limit (silu from above, up on both sides); into g.
-template <int N>
-inline void swiglu_n(f32x8* g, const f32x8* u, bool do_limit, float limit) {
+template <int N, class V>
+inline void swiglu_n(V* g, const V* u, bool do_limit, float limit) {
   vsilu_n<N>(g);
   for (int k = 0; k < N; ++k)
     g[k] = do_limit ? vmin_keep_nan(g[k], limit) * vclamp_keep_nan(u[k], -limit, limit) : g[k] * u[k];
@@ -115,37 +116,42 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     const T* x = static_cast<const T*>(a.x) + r * a.x_stride;
     int8_t* q = a.q + r * a.q_stride;
-    // y is kept in load16<T>'s order per block of 16 (the quantization below writes q back in memory order).
-    // max|y| as bits (vabs_bits): a NaN anywhere in the row makes the scale NaN, as the reference's amax does.
-    u32x8 max4[4] = {};
+    // y is kept in load32<T>'s order per block of 32 and load16<T>'s per block of 16 (the quantization below writes
+    // q back in memory order). max|y| as bits (vabs_bits): a NaN anywhere in the row makes the scale NaN, as the
+    // reference's amax does.
+    typename UintVec<f32xW>::type max32[kW32] = {};
+    u32x8 max8 = {};
     int64_t i = 0;
     const T* next = r + 1 < end ? x + a.x_stride : x;
-    // N vectors (N / 2 blocks of 16 in load16's order) from i on: the activation into y, the running max.
-    auto step = [&](auto n) {
-      constexpr int N = decltype(n)::value;
-      f32x8 g[N], u[N];
-      for (int k = 0; k < N; k += 2) {
-        ask_next_row(next, d, i + k * kVec);
-        const f32x8x2 gk = load16(x + i + k * kVec), uk = load16(x + d + i + k * kVec);
-        g[k] = gk.lo, g[k + 1] = gk.hi, u[k] = uk.lo, u[k + 1] = uk.hi;
+    for (; i + 32 <= d; i += 32) {
+      ask_next_row(next, d, i);
+      ask_next_row(next, d, i + 2 * kVec);
+      f32xW g[kW32], u[kW32];
+      load32(x + i, g);
+      load32(x + d + i, u);
+      swiglu_n<kW32>(g, u, a.do_limit, a.limit);
+      for (int k = 0; k < kW32; ++k) {
+        std::memcpy(y.data() + i + k * kWLanes, &g[k], sizeof g[k]);
+        max32[k] = vmax_bits(max32[k], vabs_bits(g[k]));
       }
-      swiglu_n<N>(g, u, a.do_limit, a.limit);
-      for (int k = 0; k < N; ++k) {
-        store8(y.data() + i + k * kVec, g[k]);
-        max4[k] = vmax_bits(max4[k], vabs_bits(g[k]));
-      }
-      i += N * kVec;
-    };
-    while (i + 4 * kVec <= d) step(std::integral_constant<int, 4>());
-    if (i + 2 * kVec <= d) step(std::integral_constant<int, 2>());
+    }
+    if (i + 2 * kVec <= d) {
+      const f32x8x2 gk = load16(x + i), uk = load16(x + d + i);
+      f32x8 g[2] = {gk.lo, gk.hi}, u[2] = {uk.lo, uk.hi};
+      swiglu_n<2>(g, u, a.do_limit, a.limit);
+      std::memcpy(y.data() + i, g, sizeof g);
+      max8 = vmax_bits(max8, vmax_bits(vabs_bits(g[0]), vabs_bits(g[1])));
+      i += 2 * kVec;
+    }
     for (; i + kVec <= d; i += kVec) {
       f32x8 g = load8(x + i);
       const f32x8 u = load8(x + d + i);
       swiglu_n<1>(&g, &u, a.do_limit, a.limit);
       store8(y.data() + i, g);
-      max4[0] = vmax_bits(max4[0], vabs_bits(g));
+      max8 = vmax_bits(max8, vabs_bits(g));
     }
-    uint32_t max_bits = reduce_max_bits(vmax_bits(vmax_bits(max4[0], max4[1]), vmax_bits(max4[2], max4[3])));
+    for (int k = 1; k < kW32; ++k) max32[0] = vmax_bits(max32[0], max32[k]);
+    uint32_t max_bits = std::max(reduce_max_bits(max32[0]), reduce_max_bits(max8));
     for (; i < d; ++i) {
       float s = silu(to_float(x[i])), u = to_float(x[d + i]);
       if (a.do_limit) {
@@ -173,6 +179,15 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       return fast ? v * inv + 0.5f : v / scale + 0.5f;
     };
     int64_t j = 0;
+    for (; j + 32 <= d; j += 32) {
+      f32xW v[kW32];
+      for (int k = 0; k < kW32; ++k) {
+        std::memcpy(&v[k], y.data() + j + k * kWLanes, sizeof v[k]);
+        v[k] = fast ? v[k] * inv + 0.5f : v[k] / scale + 0.5f;
+      }
+      store16_int8_floor<T>(q + j, half16<T, 0>(v));
+      store16_int8_floor<T>(q + j + 16, half16<T, 1>(v));
+    }
     for (; j + 2 * kVec <= d; j += 2 * kVec) store16_int8_floor<T>(q + j, {shifted(j), shifted(j + kVec)});
     for (; j + kVec <= d; j += kVec) store8_int8(q + j, vfloor(vclamp(shifted(j), -129.f, 128.f)));
     for (; j < d; ++j) q[j] = int8_t(clampf(std::floor(y[j] / scale + 0.5f), -128.f, 127.f));

@@ -261,11 +261,50 @@ inline f32x8 vclamp_keep_nan(f32x8 a, float lo, float hi) { return vmin(splat(hi
 inline u32x8 vabs_bits(f32x8 a) { return bitcast<u32x8>(a) & 0x7FFFFFFFu; }
 inline u32x8 vmax_bits(u32x8 a, u32x8 b) { return a > b ? a : b; }
 inline uint32_t abs_bits(float a) { return bitcast<uint32_t>(a) & 0x7FFFFFFFu; }
-inline uint32_t reduce_max_bits(u32x8 m) {
+template <class U>
+inline uint32_t reduce_max_bits(U m) {
   uint32_t r = m[0];
-  for (int i = 1; i < kVec; ++i) r = m[i] > r ? m[i] : r;
+  for (int i = 1; i < int(sizeof(U) / sizeof(uint32_t)); ++i) r = m[i] > r ? m[i] : r;
   return r;
 }
+// 16-wide fp32 (zmm) where AVX-512 is built: the exp-heavy activations run their blocks of 32 values on two of
+// these (see f32xW). Only the operations those need.
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+#define SGL_NPU_HAVE_F32X16 1
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+inline f32x16 vmax(f32x16 a, f32x16 b) {
+  return bitcast<f32x16>(_mm512_max_ps(bitcast<__m512>(a), bitcast<__m512>(b)));
+}
+inline f32x16 vmin(f32x16 a, f32x16 b) {
+  return bitcast<f32x16>(_mm512_min_ps(bitcast<__m512>(a), bitcast<__m512>(b)));
+}
+inline f32x16 vclamp(f32x16 a, float lo, float hi) { return vmin(vmax(a, f32x16{} + lo), f32x16{} + hi); }
+inline f32x16 vmin_keep_nan(f32x16 a, float hi) { return vmin(f32x16{} + hi, a); }
+inline f32x16 vclamp_keep_nan(f32x16 a, float lo, float hi) { return vmin(f32x16{} + hi, vmax(f32x16{} + lo, a)); }
+inline u32x16 vabs_bits(f32x16 a) { return bitcast<u32x16>(a) & 0x7FFFFFFFu; }
+inline u32x16 vmax_bits(u32x16 a, u32x16 b) { return a > b ? a : b; }
+// The lanes [8h, 8h + 8) of a.
+template <int h>
+inline f32x8 half8(f32x16 a) {
+  if constexpr (h == 0)
+    return __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7);
+  else
+    return __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+#endif
+// The unsigned integer vector of V's width (exp builds 2^n in it).
+template <class V>
+struct UintVec {
+  using type = u32x8;
+};
+#if defined(SGL_NPU_HAVE_F32X16)
+template <>
+struct UintVec<f32x16> {
+  using type = u32x16;
+};
+#endif
+
 // floor for |a| < 2^31 (generic: truncate, then step down where truncation went up).
 inline f32x8 vfloor(f32x8 a) {
 #if defined(__AVX__)
@@ -324,26 +363,30 @@ inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi 
 // 1.2-1.33x faster than one vector at a time, 2026-11-27). GCC unrolls the constant-count loops over k.
 // kBf16: accurate enough for results stored as bf16 (~8e-5 relative, 0.04 of a bf16 rounding step): a degree-3
 // polynomial and no correction of f, three FMAs fewer. kInfAbove: +inf from x >= ~88.4 (n = 128 builds 2^n = inf)
-// instead of saturating at ~2.4e38, for callers that divide by the result.
-template <int N, bool kBf16 = false, bool kInfAbove = false>
-inline void vexp_n(f32x8* v) {
-  f32x8 shifted[N], f[N], p[N];
-  for (int k = 0; k < N; ++k) v[k] = vclamp(v[k], -87.33654f, kInfAbove ? 89.0f : 88.37626f);
-  for (int k = 0; k < N; ++k) shifted[k] = v[k] * 1.44269502162933349609375f + 12582912.0f;
-  for (int k = 0; k < N; ++k) f[k] = v[k] * 1.44269502162933349609375f - (shifted[k] - 12582912.0f);
+// instead of saturating at ~2.4e38, for callers that divide by the result. kOfNegated: exp(-v), the sign carried by
+// the constants instead of one negation per vector (bit-identical; swiglu_quant 1.02x). V: f32x8 or f32x16.
+template <int N, bool kBf16 = false, bool kInfAbove = false, bool kOfNegated = false, class V>
+inline void vexp_n(V* v) {
+  using U = typename UintVec<V>::type;
+  constexpr float kSign = kOfNegated ? -1.0f : 1.0f, kLo = -87.33654f, kHi = kInfAbove ? 89.0f : 88.37626f;
+  constexpr float kLog2e = kSign * 1.44269502162933349609375f;
+  V shifted[N], f[N], p[N];
+  for (int k = 0; k < N; ++k) v[k] = kOfNegated ? vclamp(v[k], -kHi, -kLo) : vclamp(v[k], kLo, kHi);
+  for (int k = 0; k < N; ++k) shifted[k] = v[k] * kLog2e + 12582912.0f;
+  for (int k = 0; k < N; ++k) f[k] = v[k] * kLog2e - (shifted[k] - 12582912.0f);
   if constexpr (kBf16) {  // least-squares relative fit on [-1/2, 1/2]
-    for (int k = 0; k < N; ++k) p[k] = splat(0.05508868380751114f) * f[k] + 0.24260405145947936f;
+    for (int k = 0; k < N; ++k) p[k] = f[k] * 0.05508868380751114f + 0.24260405145947936f;
     for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 0.6932762416819607f;
     for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 0.9999289403695112f;
   } else {
-    for (int k = 0; k < N; ++k) f[k] = v[k] * 1.925963033500011079e-8f + f[k];  // log2 e - its fp32 value above
-    for (int k = 0; k < N; ++k) p[k] = splat(1.3266970636323094e-3f) * f[k] + 9.675459936261177e-3f;
+    for (int k = 0; k < N; ++k) f[k] = v[k] * (kSign * 1.925963033500011079e-8f) + f[k];  // log2 e - its fp32 value
+    for (int k = 0; k < N; ++k) p[k] = f[k] * 1.3266970636323094e-3f + 9.675459936261177e-3f;
     for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 5.550742521882057e-2f;
     for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 2.4022121727466583e-1f;
     for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 6.931469440460205e-1f;
     for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 1.0f;
   }
-  for (int k = 0; k < N; ++k) v[k] = p[k] * bitcast<f32x8>((bitcast<u32x8>(shifted[k]) << 23) + (127u << 23));
+  for (int k = 0; k < N; ++k) v[k] = p[k] * bitcast<V>((bitcast<U>(shifted[k]) << 23) + (127u << 23));
 }
 inline f32x8 vexp(f32x8 x) {
   vexp_n<1>(&x);
@@ -359,26 +402,33 @@ inline f32x8 vrcp(f32x8 d) {
   return 1.0f / d;
 #endif
 }
+#if defined(SGL_NPU_HAVE_F32X16)
+inline f32x8 vrcp14(f32x8 d) { return bitcast<f32x8>(_mm256_rcp14_ps(bitcast<__m256>(d))); }
+inline f32x16 vrcp14(f32x16 d) { return bitcast<f32x16>(_mm512_rcp14_ps(bitcast<__m512>(d))); }
+#endif
 // sigmoid of N vectors in place (vexp saturates, so 1 + exp(-x) stays finite and vrcp applies), chains side by side.
 // kBf16 (see vexp_n): with AVX-512 the 14-bit reciprocal estimate stands without vrcp's Newton step (~6e-5).
-template <int N, bool kBf16 = false>
-inline void vsigmoid_n(f32x8* v) {
+template <int N, bool kBf16 = false, class V>
+inline void vsigmoid_n(V* v) {
   for (int k = 0; k < N; ++k) v[k] = -v[k];
-#if defined(__AVX512F__) && defined(__AVX512VL__)
+#if defined(SGL_NPU_HAVE_F32X16)
   if constexpr (kBf16) {  // exp may be inf here: the estimate of 1 / inf is 0, so sigmoid(-inf) = 0 as torch's
     vexp_n<N, kBf16, true>(v);
-    for (int k = 0; k < N; ++k) v[k] = bitcast<f32x8>(_mm256_rcp14_ps(bitcast<__m256>(1.0f + v[k])));
+    for (int k = 0; k < N; ++k) v[k] = vrcp14(1.0f + v[k]);
     return;
-  }
+  } else
 #endif
-  // With AVX vrcp's estimate of 1 / ~2.4e38 (saturated exp) is 0, and its Newton step would turn 1 / inf into NaN;
-  // without, vrcp divides, and 1 / inf is the 0 that makes sigmoid(-inf) * -inf NaN as torch's.
+  {
+    static_assert(std::is_same_v<V, f32x8>, "the full-precision sigmoid is 8 lanes wide");
+    // With AVX vrcp's estimate of 1 / ~2.4e38 (saturated exp) is 0, and its Newton step would turn 1 / inf into
+    // NaN; without, vrcp divides, and 1 / inf is the 0 that makes sigmoid(-inf) * -inf NaN as torch's.
 #if defined(__AVX__)
-  vexp_n<N, kBf16>(v);
+    vexp_n<N, kBf16>(v);
 #else
-  vexp_n<N, kBf16, true>(v);
+    vexp_n<N, kBf16, true>(v);
 #endif
-  for (int k = 0; k < N; ++k) v[k] = vrcp(1.0f + v[k]);
+    for (int k = 0; k < N; ++k) v[k] = vrcp(1.0f + v[k]);
+  }
 }
 inline f32x8 vsigmoid(f32x8 x) {
   vsigmoid_n<1>(&x);
@@ -389,24 +439,25 @@ inline f32x8 vsigmoid(f32x8 x) {
 // silu_and_mul fp16 / fp32; without AVX-512 silu_and_mul bf16 1.09x, fp16 0.99x; alternated in one process; sigmoid
 // alone by division measured 0.98-1.01x and keeps vrcp). With AVX-512, kBf16 keeps sigmoid's 14-bit estimate times x
 // (see vsigmoid_n): fewer instructions than the division.
-template <int N, bool kBf16 = false>
-inline void vsilu_n(f32x8* v) {
-#if defined(__AVX512F__) && defined(__AVX512VL__)
+template <int N, bool kBf16 = false, class V>
+inline void vsilu_n(V* v) {
+#if defined(SGL_NPU_HAVE_F32X16)
   constexpr bool kByDivision = !kBf16;
 #else
   constexpr bool kByDivision = true;
 #endif
   if constexpr (kByDivision) {  // exp(-x) = inf below x ~ -88.4: x / inf = -0, and -inf / inf = NaN as torch's
-    f32x8 e[N];
-    for (int k = 0; k < N; ++k) e[k] = -v[k];
-    vexp_n<N, kBf16, true>(e);
+    V e[N];
+    for (int k = 0; k < N; ++k) e[k] = v[k];
+    vexp_n<N, kBf16, true, true>(e);
     for (int k = 0; k < N; ++k) v[k] = v[k] / (1.0f + e[k]);
     return;
+  } else {
+    V s[N];
+    for (int k = 0; k < N; ++k) s[k] = v[k];
+    vsigmoid_n<N, kBf16>(s);
+    for (int k = 0; k < N; ++k) v[k] = v[k] * s[k];
   }
-  f32x8 s[N];
-  for (int k = 0; k < N; ++k) s[k] = v[k];
-  vsigmoid_n<N, kBf16>(s);
-  for (int k = 0; k < N; ++k) v[k] = v[k] * s[k];
 }
 inline f32x8 vsilu(f32x8 x) {
   vsilu_n<1>(&x);
@@ -557,6 +608,64 @@ inline void permute16(float* v, int64_t n) {
       std::memcpy(v + i, block, sizeof block);
     }
   }
+}
+
+// ---- thirty-two values at a time ----------------------------------------------------------------------------
+// The exp-heavy activations take 32 values a step as kW32 vectors of f32xW: two zmm where AVX-512 is built, four
+// ymm otherwise. Their exp chains are long, and the out-of-order window holds as many instructions either way:
+// with 16 lanes each it holds twice the work (swiglu_quant, silu_and_mul: see docs/norm.md).
+// load32<T>(p, v) holds p[0, 32) in an order elementwise code need not know; half16<T, h>(v) gives p[16h, 16h + 16)
+// in load16<T>'s order, for the sixteen-value stores; store32<T> puts all 32 back.
+#if defined(SGL_NPU_HAVE_F32X16)
+using f32xW = f32x16;
+inline f32x16 load16_wide(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline f32x16 load16_wide(const fp16_t* p) {
+  return bitcast<f32x16>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+}
+#else
+using f32xW = f32x8;
+#endif
+constexpr int kWLanes = int(sizeof(f32xW) / sizeof(float));
+constexpr int kW32 = 32 / kWLanes;
+
+template <class T>
+inline void load32(const T* p, f32xW* v) {
+#if defined(SGL_NPU_HAVE_F32X16)
+  if constexpr (kSplitsPairs<T>) {  // the even- and the odd-indexed values of all 32, as load16 splits 16
+    const __m512i w = _mm512_loadu_si512(p);
+    v[0] = bitcast<f32x16>(_mm512_slli_epi32(w, 16));
+    v[1] = bitcast<f32x16>(_mm512_and_si512(w, _mm512_set1_epi32(int(0xFFFF0000u))));
+  } else {
+    v[0] = load16_wide(p);
+    v[1] = load16_wide(p + 16);
+  }
+#else
+  for (int h = 0; h < 2; ++h) {
+    const f32x8x2 b = load16(p + 16 * h);
+    v[2 * h] = b.lo;
+    v[2 * h + 1] = b.hi;
+  }
+#endif
+}
+template <class T, int h>
+inline f32x8x2 half16(const f32xW* v) {
+#if defined(SGL_NPU_HAVE_F32X16)
+  if constexpr (kSplitsPairs<T>)
+    return {half8<h>(v[0]), half8<h>(v[1])};
+  else
+    return {half8<0>(v[h]), half8<1>(v[h])};
+#else
+  return {v[2 * h], v[2 * h + 1]};
+#endif
+}
+template <class T>
+inline void store32(T* p, const f32xW* v, bool stream = false) {
+  store16(p, half16<T, 0>(v), stream);
+  store16(p + 16, half16<T, 1>(v), stream);
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
