@@ -292,6 +292,7 @@ inline f32x8 half8(f32x16 a) {
   else
     return __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
 }
+inline float reduce_add(f32x16 v) { return reduce_add(half8<0>(v) + half8<1>(v)); }
 #endif
 // The unsigned integer vector of V's width (exp builds 2^n in it).
 template <class V>
@@ -662,8 +663,54 @@ inline f32x8x2 half16(const f32xW* v) {
   return {v[2 * h], v[2 * h + 1]};
 #endif
 }
+// The inverse of half16: v from the two sixteen-value halves in load16<T>'s order.
+template <class T>
+inline void from_halves(f32x8x2 h0, f32x8x2 h1, f32xW* v) {
+#if defined(SGL_NPU_HAVE_F32X16)
+  auto join = [](f32x8 lo, f32x8 hi) {
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  };
+  if constexpr (kSplitsPairs<T>) {
+    v[0] = join(h0.lo, h1.lo);
+    v[1] = join(h0.hi, h1.hi);
+  } else {
+    v[0] = join(h0.lo, h0.hi);
+    v[1] = join(h1.lo, h1.hi);
+  }
+#else
+  v[0] = h0.lo, v[1] = h0.hi, v[2] = h1.lo, v[3] = h1.hi;
+#endif
+}
 template <class T>
 inline void store32(T* p, const f32xW* v, bool stream = false) {
+#if defined(SGL_NPU_HAVE_F32X16)
+  // Cached stores of all 32 at once; streamed ones (outputs of 8 MB and more) go by sixteen.
+  if (!stream) {
+    if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(p, v, 32 * sizeof(float));
+      return;
+    } else if constexpr (std::is_same_v<T, fp16_t>) {
+      for (int k = 0; k < 2; ++k)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p) + k,
+                            _mm512_cvtps_ph(bitcast<__m512>(v[k]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      return;
+    }
+#if defined(SGL_NPU_BF16_CONVERT_INSN)
+    if constexpr (kSplitsPairs<T>) {
+      const __mmask16 denormal =
+          _mm512_fpclass_ps_mask(bitcast<__m512>(v[0]), 0x20) | _mm512_fpclass_ps_mask(bitcast<__m512>(v[1]), 0x20);
+      if (__builtin_expect(denormal == 0, 1)) {  // see no_denormal: the conversion flushes denormals
+        // evens 0..15 then odds 0..15 -> memory order
+        const __m512i halves = bitcast<__m512i>(_mm512_cvtne2ps_pbh(bitcast<__m512>(v[1]), bitcast<__m512>(v[0])));
+        const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                               6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        _mm512_storeu_si512(p, _mm512_permutexvar_epi16(order, halves));
+        return;
+      }
+    }
+#endif
+  }
+#endif
   store16(p, half16<T, 0>(v), stream);
   store16(p + 16, half16<T, 1>(v), stream);
 }
