@@ -44,6 +44,15 @@ inline void ask_next_row(const T* next, int64_t d, int64_t i) {
   prefetch_bytes(next + d + i, 2 * kVec * int64_t(sizeof(T)));
 }
 
+// The gate and up values at [i, i + 32) in load32's order, asking for the same place of the next row.
+template <class T>
+inline void gate_up32(const T* x, const T* next, int64_t d, int64_t i, f32xW* g, f32xW* u) {
+  ask_next_row(next, d, i);
+  ask_next_row(next, d, i + 2 * kVec);
+  load32(x + i, g);
+  load32(x + d + i, u);
+}
+
 template <class T>
 void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
   constexpr bool kBf16 = std::is_same_v<T, bf16_t>;
@@ -56,11 +65,8 @@ void glu_rows_t(const GluArgs& a, int64_t begin, int64_t end) {
     if (a.kind == GluKind::silu_and_mul) {
       const T* next = r + 1 < end ? x + a.x_stride : x;
       for (; i + 32 <= d; i += 32) {
-        ask_next_row(next, d, i);
-        ask_next_row(next, d, i + 2 * kVec);
         f32xW g[kW32], u[kW32];
-        load32(x + i, g);
-        load32(x + d + i, u);
+        gate_up32(x, next, d, i, g, u);
         vsilu_n<kW32, kBf16>(g);
         for (int k = 0; k < kW32; ++k) g[k] = g[k] * u[k];
         store32(out + i, g, a.stream);
@@ -124,11 +130,8 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     int64_t i = 0;
     const T* next = r + 1 < end ? x + a.x_stride : x;
     for (; i + 32 <= d; i += 32) {
-      ask_next_row(next, d, i);
-      ask_next_row(next, d, i + 2 * kVec);
       f32xW g[kW32], u[kW32];
-      load32(x + i, g);
-      load32(x + d + i, u);
+      gate_up32(x, next, d, i, g, u);
       swiglu_n<kW32>(g, u, a.do_limit, a.limit);
       for (int k = 0; k < kW32; ++k) {
         std::memcpy(y.data() + i + k * kWLanes, &g[k], sizeof g[k]);
