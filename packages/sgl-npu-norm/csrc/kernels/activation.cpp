@@ -134,7 +134,7 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       gate_up32(x, next, d, i, g, u);
       swiglu_n<kW32>(g, u, a.do_limit, a.limit);
       for (int k = 0; k < kW32; ++k) {
-        std::memcpy(y.data() + i + k * kWLanes, &g[k], sizeof g[k]);
+        std::memcpy(y.data() + i + k * kLanes<f32xW>, &g[k], sizeof g[k]);
         max32[k] = vmax_bits(max32[k], vabs_bits(g[k]));
       }
     }
@@ -185,7 +185,7 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     for (; j + 32 <= d; j += 32) {
       f32xW v[kW32];
       for (int k = 0; k < kW32; ++k) {
-        std::memcpy(&v[k], y.data() + j + k * kWLanes, sizeof v[k]);
+        std::memcpy(&v[k], y.data() + j + k * kLanes<f32xW>, sizeof v[k]);
         v[k] = fast ? v[k] * inv + 0.5f : v[k] / scale + 0.5f;
       }
       store16_int8_floor<T>(q + j, half16<T, 0>(v));

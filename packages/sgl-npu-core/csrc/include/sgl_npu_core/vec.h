@@ -612,11 +612,11 @@ inline void permute16(float* v, int64_t n) {
 }
 
 // ---- thirty-two values at a time ----------------------------------------------------------------------------
-// The exp-heavy activations take 32 values a step as kW32 vectors of f32xW: two zmm where AVX-512 is built, four
-// ymm otherwise. Their exp chains are long, and the out-of-order window holds as many instructions either way:
-// with 16 lanes each it holds twice the work (swiglu_quant, silu_and_mul: see docs/norm.md).
+// Blocks of 32 values as 32 / kLanes<V> vectors V: f32x8, or f32x16 where AVX-512 is built (f32xW, the widest).
+// The exp-heavy activations take theirs on f32xW: their exp chains are long, and the out-of-order window holds as
+// many instructions either way, so with 16 lanes each it holds twice the work (see docs/norm.md).
 // load32<T>(p, v) holds p[0, 32) in an order elementwise code need not know; half16<T, h>(v) gives p[16h, 16h + 16)
-// in load16<T>'s order, for the sixteen-value stores; store32<T> puts all 32 back.
+// in load16<T>'s order, for the sixteen-value stores (from_halves is its inverse); store32<T> puts all 32 back.
 #if defined(SGL_NPU_HAVE_F32X16)
 using f32xW = f32x16;
 inline f32x16 load16_wide(const float* p) {
@@ -630,85 +630,90 @@ inline f32x16 load16_wide(const fp16_t* p) {
 #else
 using f32xW = f32x8;
 #endif
-constexpr int kWLanes = int(sizeof(f32xW) / sizeof(float));
-constexpr int kW32 = 32 / kWLanes;
+template <class V>
+inline constexpr int kLanes = int(sizeof(V) / sizeof(float));
+constexpr int kW32 = 32 / kLanes<f32xW>;
 
-template <class T>
-inline void load32(const T* p, f32xW* v) {
+template <class T, class V>
+inline void load32(const T* p, V* v) {
+  if constexpr (std::is_same_v<V, f32x8>) {
+    for (int h = 0; h < 2; ++h) {
+      const f32x8x2 b = load16(p + 16 * h);
+      v[2 * h] = b.lo;
+      v[2 * h + 1] = b.hi;
+    }
 #if defined(SGL_NPU_HAVE_F32X16)
-  if constexpr (kSplitsPairs<T>) {  // the even- and the odd-indexed values of all 32, as load16 splits 16
+  } else if constexpr (kSplitsPairs<T>) {  // the even- and the odd-indexed values of all 32, as load16 splits 16
     const __m512i w = _mm512_loadu_si512(p);
     v[0] = bitcast<f32x16>(_mm512_slli_epi32(w, 16));
     v[1] = bitcast<f32x16>(_mm512_and_si512(w, _mm512_set1_epi32(int(0xFFFF0000u))));
   } else {
     v[0] = load16_wide(p);
     v[1] = load16_wide(p + 16);
-  }
-#else
-  for (int h = 0; h < 2; ++h) {
-    const f32x8x2 b = load16(p + 16 * h);
-    v[2 * h] = b.lo;
-    v[2 * h + 1] = b.hi;
-  }
 #endif
+  }
 }
-template <class T, int h>
-inline f32x8x2 half16(const f32xW* v) {
+template <class T, int h, class V>
+inline f32x8x2 half16(const V* v) {
+  if constexpr (std::is_same_v<V, f32x8>) {
+    return {v[2 * h], v[2 * h + 1]};
 #if defined(SGL_NPU_HAVE_F32X16)
-  if constexpr (kSplitsPairs<T>)
+  } else if constexpr (kSplitsPairs<T>) {
     return {half8<h>(v[0]), half8<h>(v[1])};
-  else
-    return {half8<0>(v[h]), half8<1>(v[h])};
-#else
-  return {v[2 * h], v[2 * h + 1]};
-#endif
-}
-// The inverse of half16: v from the two sixteen-value halves in load16<T>'s order.
-template <class T>
-inline void from_halves(f32x8x2 h0, f32x8x2 h1, f32xW* v) {
-#if defined(SGL_NPU_HAVE_F32X16)
-  auto join = [](f32x8 lo, f32x8 hi) {
-    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  };
-  if constexpr (kSplitsPairs<T>) {
-    v[0] = join(h0.lo, h1.lo);
-    v[1] = join(h0.hi, h1.hi);
   } else {
-    v[0] = join(h0.lo, h0.hi);
-    v[1] = join(h1.lo, h1.hi);
-  }
-#else
-  v[0] = h0.lo, v[1] = h0.hi, v[2] = h1.lo, v[3] = h1.hi;
+    return {half8<0>(v[h]), half8<1>(v[h])};
 #endif
+  }
 }
-template <class T>
-inline void store32(T* p, const f32xW* v, bool stream = false) {
+template <class T, class V>
+inline void from_halves(f32x8x2 h0, f32x8x2 h1, V* v) {
+  if constexpr (std::is_same_v<V, f32x8>) {
+    v[0] = h0.lo, v[1] = h0.hi, v[2] = h1.lo, v[3] = h1.hi;
+#if defined(SGL_NPU_HAVE_F32X16)
+  } else {
+    auto join = [](f32x8 lo, f32x8 hi) {
+      return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    };
+    if constexpr (kSplitsPairs<T>) {
+      v[0] = join(h0.lo, h1.lo);
+      v[1] = join(h0.hi, h1.hi);
+    } else {
+      v[0] = join(h0.lo, h0.hi);
+      v[1] = join(h1.lo, h1.hi);
+    }
+#endif
+  }
+}
+template <class T, class V>
+inline void store32(T* p, const V* v, bool stream = false) {
 #if defined(SGL_NPU_HAVE_F32X16)
   // Cached stores of all 32 at once; streamed ones (outputs of 8 MB and more) go by sixteen.
-  if (!stream) {
-    if constexpr (std::is_same_v<T, float>) {
-      std::memcpy(p, v, 32 * sizeof(float));
-      return;
-    } else if constexpr (std::is_same_v<T, fp16_t>) {
-      for (int k = 0; k < 2; ++k)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p) + k,
-                            _mm512_cvtps_ph(bitcast<__m512>(v[k]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      return;
-    }
-#if defined(SGL_NPU_BF16_CONVERT_INSN)
-    if constexpr (kSplitsPairs<T>) {
-      const __mmask16 denormal =
-          _mm512_fpclass_ps_mask(bitcast<__m512>(v[0]), 0x20) | _mm512_fpclass_ps_mask(bitcast<__m512>(v[1]), 0x20);
-      if (__builtin_expect(denormal == 0, 1)) {  // see no_denormal: the conversion flushes denormals
-        // evens 0..15 then odds 0..15 -> memory order
-        const __m512i halves = bitcast<__m512i>(_mm512_cvtne2ps_pbh(bitcast<__m512>(v[1]), bitcast<__m512>(v[0])));
-        const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
-                                               6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-        _mm512_storeu_si512(p, _mm512_permutexvar_epi16(order, halves));
+  if constexpr (std::is_same_v<V, f32x16>) {
+    if (!stream) {
+      if constexpr (std::is_same_v<T, float>) {
+        std::memcpy(p, v, 32 * sizeof(float));
+        return;
+      } else if constexpr (std::is_same_v<T, fp16_t>) {
+        for (int k = 0; k < 2; ++k)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(p) + k,
+                              _mm512_cvtps_ph(bitcast<__m512>(v[k]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
         return;
       }
-    }
+#if defined(SGL_NPU_BF16_CONVERT_INSN)
+      if constexpr (kSplitsPairs<T>) {
+        const __mmask16 denormal =
+            _mm512_fpclass_ps_mask(bitcast<__m512>(v[0]), 0x20) | _mm512_fpclass_ps_mask(bitcast<__m512>(v[1]), 0x20);
+        if (__builtin_expect(denormal == 0, 1)) {  // see no_denormal: the conversion flushes denormals
+          // evens 0..15 then odds 0..15 -> memory order
+          const __m512i halves = bitcast<__m512i>(_mm512_cvtne2ps_pbh(bitcast<__m512>(v[1]), bitcast<__m512>(v[0])));
+          const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                                 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+          _mm512_storeu_si512(p, _mm512_permutexvar_epi16(order, halves));
+          return;
+        }
+      }
 #endif
+    }
   }
 #endif
   store16(p, half16<T, 0>(v), stream);
