@@ -10,11 +10,13 @@ using namespace sgl_npu_core;
 
 namespace {
 
-// The vectors a block of 32 values runs on: f32xW, but f32x8 for fp16, whose 16-lane conversions cost more here than
-// two 8-lane ones where the arithmetic per value is this light (on zmm, single thread, 64 x 7168, alternated in one
-// process: rmsnorm fp16 0.89x and fused_add_rmsnorm 0.86x, against bf16 1.12-1.2x and 1.12-1.45x).
+// The vectors a block of 32 values runs on: f32xW for bf16, f32x8 otherwise. Where the arithmetic per value is this
+// light, zmm pays only for bf16, whose loads take two instructions per 32 values (tools/kernel_ab, 64 x 7168, against
+// the code before blocks of 32; rmsnorm / fused_add_rmsnorm: bf16 on zmm 1.13-1.28x / 1.11-1.12x; fp16 on zmm 0.89x /
+// 0.86x, its 16-lane conversions costing more than two 8-lane ones, on f32x8 1.06x / 1.00x; fp32 on zmm 0.98x / 0.95x,
+// on f32x8 1.05x / 0.99x).
 template <class T>
-using Vec32 = std::conditional_t<std::is_same_v<T, fp16_t>, f32x8, f32xW>;
+using Vec32 = std::conditional_t<std::is_same_v<T, bf16_t>, f32xW, f32x8>;
 template <class T>
 constexpr int kVecs32 = 32 / kLanes<Vec32<T>>;
 

@@ -365,7 +365,8 @@ inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi 
 // kBf16: accurate enough for results stored as bf16 (~8e-5 relative, 0.04 of a bf16 rounding step): a degree-3
 // polynomial and no correction of f, three FMAs fewer. kInfAbove: +inf from x >= ~88.4 (n = 128 builds 2^n = inf)
 // instead of saturating at ~2.4e38, for callers that divide by the result. kOfNegated: exp(-v), the sign carried by
-// the constants instead of one negation per vector (bit-identical; swiglu_quant 1.02x). V: f32x8 or f32x16.
+// the constants instead of one negation per vector (swiglu_quant 1.02x; bit-identical for every non-NaN v, and a NaN v
+// gives +inf where exp(-NaN) gave ~1e-38: a caller dividing v by the result keeps its NaN). V: f32x8 or f32x16.
 template <int N, bool kBf16 = false, bool kInfAbove = false, bool kOfNegated = false, class V>
 inline void vexp_n(V* v) {
   using U = typename UintVec<V>::type;
