@@ -17,8 +17,11 @@ flags=(-std=c++17 -O3 -fno-math-errno -Wno-psabi -mavx2 -mfma -mf16c -mavx512f -
 objects=()
 for tree in base head; do
   src=$([ $tree = base ] && echo "$base" || echo "$root")
+  # The base's core helpers in a namespace of their own: an inline helper emitted out of line in both trees would
+  # otherwise link as one copy for both sides.
+  rename=$([ $tree = base ] && echo "-Dsgl_npu_core=sgl_npu_core_base" || true)
   for kernel in activation rmsnorm; do
-    g++ "${flags[@]}" -DSGL_NPU_ISA=$tree -I"$src/packages/sgl-npu-core/csrc/include" \
+    g++ "${flags[@]}" $rename -DSGL_NPU_ISA=$tree -I"$src/packages/sgl-npu-core/csrc/include" \
       -I"$src/packages/sgl-npu-norm/csrc" -c "$src/packages/sgl-npu-norm/csrc/kernels/$kernel.cpp" \
       -o "$base/${tree}_$kernel.o"
     objects+=("$base/${tree}_$kernel.o")
