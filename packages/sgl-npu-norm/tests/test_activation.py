@@ -131,13 +131,13 @@ def test_outputs_inside_the_input_are_refused():
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_infinite_and_huge_gates_give_what_the_reference_gives(dtype):
     # silu(-inf) = -inf * sigmoid(-inf) = NaN in torch, and a huge negative gate gives -0; exp saturating at ~2.4e38
-    # had given -inf and -0.42 (x / (1 + 2.4e38) at x = -1e38). Vector blocks and the scalar tail alike (d = 203).
+    # had given -inf and -0.42 (x / (1 + 2.4e38) at x = -1e38). Every step of a row alike (d = 6 * 32 + 16 + 8 + 3).
     big = torch.finfo(dtype).max
-    x = torch.randn(4, 2 * 203, dtype=dtype)
-    for c in (0, 9, 40, 200, 202):  # gates in the 4-vector, 2-vector and 1-vector steps and the tail
+    x = torch.randn(4, 2 * 219, dtype=dtype)
+    for c in (0, 9, 40, 200, 212, 218):  # gates in blocks of 32, the 16- and 8-value steps and the scalar tail
         x[0, c], x[1, c], x[2, c] = float("-inf"), float("inf"), -big
         x[3, c] = -100.0
-    x[1, 203:] = x[1, 203:].abs() + 1  # +inf gate times a positive up: +inf
+    x[1, 219:] = x[1, 219:].abs() + 1  # +inf gate times a positive up: +inf
     for got, want in ((ops.silu_and_mul(x), ref.silu_and_mul(x)), (ops.swiglu_oai(x), ref.swiglu_oai(x))):
         assert torch.equal(got.isnan(), want.isnan())
         assert torch.equal(got.isinf(), want.isinf())

@@ -177,16 +177,14 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     // small that 1 / scale overflows (max|y| < ~1e-36) takes true divisions.
     const float inv = 1.0f / scale;
     const bool fast = std::isfinite(inv);
-    auto shifted = [&](int64_t j) {  // v / scale + 0.5, whose floor is the code
-      const f32x8 v = load8(y.data() + j);
-      return fast ? v * inv + 0.5f : v / scale + 0.5f;
-    };
+    auto shift = [&](auto v) { return fast ? v * inv + 0.5f : v / scale + 0.5f; };  // floor(shift(y)): the code
+    auto shifted = [&](int64_t j) { return shift(load8(y.data() + j)); };
     int64_t j = 0;
     for (; j + 32 <= d; j += 32) {
       f32xW v[kW32];
       for (int k = 0; k < kW32; ++k) {
         std::memcpy(&v[k], y.data() + j + k * kLanes<f32xW>, sizeof v[k]);
-        v[k] = fast ? v[k] * inv + 0.5f : v[k] / scale + 0.5f;
+        v[k] = shift(v[k]);
       }
       store16_int8_floor<T>(q + j, half16<T, 0>(v));
       store16_int8_floor<T>(q + j + 16, half16<T, 1>(v));

@@ -102,8 +102,10 @@ struct Channel {
     return {load8(f32 + i), load8(f32 + i + kVec)};
   }
   void at32(int64_t i, Vec32<T>* v) const {
-    if constexpr (kSame) return load32(same + i, v);
-    from_halves<T>(at16(i), at16(i + 16), v);
+    if constexpr (kSame)
+      load32(same + i, v);
+    else
+      from_halves<T>(at16(i), at16(i + 16), v);
   }
   f32x8 at8(int64_t i) const {  // memory order (the tail past the last block of 16)
     if constexpr (kSame) return load8(same + i);

@@ -267,8 +267,8 @@ inline uint32_t reduce_max_bits(U m) {
   for (int i = 1; i < int(sizeof(U) / sizeof(uint32_t)); ++i) r = m[i] > r ? m[i] : r;
   return r;
 }
-// 16-wide fp32 (zmm) where AVX-512 is built: the exp-heavy activations run their blocks of 32 values on two of
-// these (see f32xW). Only the operations those need.
+// 16-wide fp32 (zmm) where AVX-512 is built: the activations and bf16 RMSNorm run their blocks of 32 values on two
+// of these (see f32xW). Only the operations those need.
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 #define SGL_NPU_HAVE_F32X16 1
 typedef float f32x16 __attribute__((vector_size(64)));
@@ -453,7 +453,6 @@ inline void vsilu_n(V* v) {
     for (int k = 0; k < N; ++k) e[k] = v[k];
     vexp_n<N, kBf16, true, true>(e);
     for (int k = 0; k < N; ++k) v[k] = v[k] / (1.0f + e[k]);
-    return;
   } else {
     V s[N];
     for (int k = 0; k < N; ++k) s[k] = v[k];
@@ -615,7 +614,7 @@ inline void permute16(float* v, int64_t n) {
 // ---- thirty-two values at a time ----------------------------------------------------------------------------
 // Blocks of 32 values as 32 / kLanes<V> vectors V: f32x8, or f32x16 where AVX-512 is built (f32xW, the widest).
 // The exp-heavy activations take theirs on f32xW: their exp chains are long, and the out-of-order window holds as
-// many instructions either way, so with 16 lanes each it holds twice the work (see docs/norm.md).
+// many instructions either way, so with 16 lanes each it holds twice the work (see docs/design.md).
 // load32<T>(p, v) holds p[0, 32) in an order elementwise code need not know; half16<T, h>(v) gives p[16h, 16h + 16)
 // in load16<T>'s order, for the sixteen-value stores (from_halves is its inverse); store32<T> puts all 32 back.
 #if defined(SGL_NPU_HAVE_F32X16)
