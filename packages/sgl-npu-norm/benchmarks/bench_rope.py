@@ -31,9 +31,20 @@ def _nbytes(*tensors) -> int:
     return sum(t.nbytes for t in tensors)
 
 
+def _angles(*rows, rope_dim):
+    return torch.rand(*rows, rope_dim // 2) * 6
+
+
 def _tables(tokens, rope_dim, dtype):
-    angles = torch.rand(tokens, rope_dim // 2) * 6
+    angles = _angles(tokens, rope_dim=rope_dim)
     return torch.cat([angles.sin()] * 2, -1).to(dtype), torch.cat([angles.cos()] * 2, -1).to(dtype)
+
+
+def _cos_sin(*rows, rope_dim, dtype=torch.float32):
+    """Rows of ``[cos half | sin half]`` of real angles. Random normal values in their place would scale q and k on
+    every call of the in-place op, which after a few dozen calls runs on infs, NaNs and denormals (2x slower)."""
+    angles = _angles(*rows, rope_dim=rope_dim)
+    return torch.cat([angles.cos(), angles.sin()], -1).to(dtype)
 
 
 def _qkv_case(tokens, model, dtype, gate=False, whole_width=False):
@@ -69,7 +80,7 @@ def split_qkv_rmsnorm_rope(tokens, model, dtype) -> Case:
 def split_qkv_rmsnorm_rope_pos_cache(tokens, model, dtype) -> Case:
     q, kv, head, rope = MODELS[model]
     qkv, (qw, kw), out = _qkv_case(tokens, model, dtype)
-    cache = torch.randn(32768, rope)  # fp32, as SGLang keeps it
+    cache = _cos_sin(32768, rope_dim=rope)  # fp32, as SGLang keeps it
     positions = torch.randint(0, 32768, (tokens,))
     args = (qkv, positions, cache, q, kv, head, 1e-6, qw, kw)
     return _case(
@@ -91,7 +102,7 @@ def split_qkvgate_gemma_rmsnorm_rope(tokens, model, dtype) -> Case:
 def apply_rope_with_cos_sin_cache_inplace(tokens, model, dtype) -> Case:
     q, kv, head, rope = MODELS[model]
     query, key = torch.randn(tokens, q, dtype=dtype), torch.randn(tokens, kv, dtype=dtype)
-    cache = torch.randn(32768, rope)
+    cache = _cos_sin(32768, rope_dim=rope)
     positions = torch.randint(0, 32768, (tokens,))
     args = (positions, query, key, head, cache)
     return Case(
@@ -112,7 +123,7 @@ def split_qkv_rmsnorm_mrope(tokens, model, dtype) -> Case:
     q, kv, head, rope = MODELS[model]
     gate = model == "qwen3-next"
     qkv, (qw, kw), out = _qkv_case(tokens, model, dtype, gate=gate)
-    cos_sin = torch.randn(3, tokens, rope)  # fp32 rows of the T, H and W positions, gathered from SGLang's cache
+    cos_sin = _cos_sin(3, tokens, rope_dim=rope)  # fp32 rows of the T, H and W positions, gathered from SGLang's cache
     args = (qkv, qw, kw, cos_sin, q // head, kv // head, head, 1e-6, MROPE_SECTIONS[model], True)
     nbytes = _nbytes(qkv, *out) + cos_sin[0].nbytes  # each frequency's cos and sin come from one of the three rows
     return _case("split_qkv_rmsnorm_mrope", args, out, nbytes, has_gate=gate)
@@ -121,7 +132,7 @@ def split_qkv_rmsnorm_mrope(tokens, model, dtype) -> Case:
 def fused_rope_qk_mqa(tokens, model, dtype) -> Case:
     q, kv, head, rope = MODELS[model]
     query, key = torch.randn(tokens, q // head, head, dtype=dtype), torch.randn(tokens, kv // head, head, dtype=dtype)
-    cos_sin = torch.randn(tokens, rope, dtype=dtype)
+    cos_sin = _cos_sin(tokens, rope_dim=rope, dtype=dtype)
     out = torch.empty_like(query), torch.empty_like(key)
     args = (query, key, cos_sin, rope)
     return _case("fused_rope_qk_mqa", args, out, _nbytes(query, key, cos_sin, *out))
