@@ -55,9 +55,9 @@ def test_swiglu_quant(shape, dtype, do_limit):
     _check_quant(x, q, scale, *ref.swiglu_quant(x, do_limit=do_limit, limit=3.0))
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_outputs_over_the_streaming_threshold(dtype):
-    # outputs of 8 MB and more are written around the caches (should_stream): the same values
+    # outputs of 8 MB and more are written around the caches (should_stream), 64 bytes at a time: the same values
     x = torch.randn(600, 2 * 7168).to(dtype) * 4
     assert_close(ops.silu_and_mul(x), ref.silu_and_mul(x))
     assert_close(ops.swiglu_oai(x), ref.swiglu_oai(x))

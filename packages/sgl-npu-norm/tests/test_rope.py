@@ -99,17 +99,17 @@ def test_qkvgate_gemma(dtype):
     _check_all(got, ref.split_qkvgate_gemma_rmsnorm_rope(*args), exact=(2, 3))
 
 
-@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "offset"])
-def test_qkvgate_outputs_over_the_streaming_threshold(aligned):
+@pytest.mark.parametrize("shift", [0, 8, 1], ids=["aligned", "16-byte", "offset"])
+def test_qkvgate_outputs_over_the_streaming_threshold(shift):
     # qkv of 8 MB and more: the q pass asks for whole rows a token ahead, across the op's blocks of 16 tokens, and
-    # 8 MB outputs are written around the caches (v and gate copies too), where 16-byte aligned ("offset": out=
-    # views one element in, so every output takes the plain stores): the same values as the reference.
+    # 8 MB outputs are written around the caches (v and gate copies too), where 16-byte aligned, by whole 64-byte
+    # lines where 64-byte aligned ("16-byte": out= views 8 elements in, so 16 bytes at a time; "offset": one element
+    # in, so every output takes the plain stores): the same values as the reference.
     tokens, q_hidden, kv_hidden, head_dim, rope_dim = 1030, 4096, 4096, 128, 64
     qkv = torch.randn(tokens, 2 * q_hidden + 2 * kv_hidden, dtype=torch.bfloat16)
     cos, sin = _full_tables(tokens, rope_dim, torch.bfloat16)
     qw, kw = torch.randn(head_dim, dtype=torch.bfloat16) * 0.1, torch.randn(head_dim, dtype=torch.bfloat16) * 0.1
     args = (qkv, sin, cos, q_hidden, kv_hidden, head_dim, rope_dim, 1e-6, qw, kw)
-    shift = 0 if aligned else 1
     out = tuple(torch.empty(tokens * w + shift, dtype=qkv.dtype)[shift:].view(tokens, w)
                 for w in (q_hidden, kv_hidden, kv_hidden, q_hidden))  # fmt: skip
     got = ops.split_qkvgate_gemma_rmsnorm_rope(*args, out=out)
@@ -277,15 +277,17 @@ def test_tp_rmsnorm_rope_single_rank(dtype):
     assert_close(got[0], ref.norm_rope_heads(q_norm, cos, sin).flatten(1))
 
 
-def test_denormal_normed_values_are_kept():
+@pytest.mark.parametrize("head", [32, 64])
+def test_denormal_normed_values_are_kept(head):
     # The normed head is rounded to bf16 before the rotation; AVX-512's one-instruction rounding would flush the
     # denormal ones (weight 2^-130) to zero. Identity rotation (cos 1, sin 0), so q = k = the rounded normed head.
-    tiny = [1, 18, 30]
-    qkv = torch.ones(2, 96, dtype=torch.bfloat16)
-    w = torch.ones(32, dtype=torch.bfloat16)
+    # Head 32 takes the kernel's blocks of 16, head 64 its blocks of 32.
+    tiny = [1, 18, 30] + ([33, 50, 63] if head == 64 else [])
+    qkv = torch.ones(2, 3 * head, dtype=torch.bfloat16)
+    w = torch.ones(head, dtype=torch.bfloat16)
     w[tiny] = 2.0**-130
-    cos, sin = torch.ones(2, 32, dtype=torch.bfloat16), torch.zeros(2, 32, dtype=torch.bfloat16)
-    args = (qkv, sin, cos, 32, 32, 32, 1e-6, w, w)
+    cos, sin = torch.ones(2, head, dtype=torch.bfloat16), torch.zeros(2, head, dtype=torch.bfloat16)
+    args = (qkv, sin, cos, head, head, head, 1e-6, w, w)
     got, want = ops.split_qkv_rmsnorm_rope(*args), ref.split_qkv_rmsnorm_rope(*args)
     _check_all(got, want, exact=(0, 1, 2))
     assert (got[0][:, tiny] != 0).all()

@@ -183,6 +183,50 @@ inline const float* head_param(const HeadNormRopeArgs& a, const float* param, in
   return a.norm && param ? param + h * a.param_head_stride : nullptr;
 }
 
+// Token t's rotation tables (rope_dim values each) in load16<bf16_t>'s order.
+template <class C>
+void fill_tables16(const HeadNormRopeArgs& a, int64_t t, int64_t end, float* c_tab, float* s_tab) {
+  if (a.rope_dim && a.neox) {
+    fill_tables16_neox<C>(a, t, end, c_tab, s_tab);
+  } else if (a.rope_dim) {
+    fill_tables<C>(a, t, end, c_tab, s_tab);
+    permute16<bf16_t>(c_tab, a.rope_dim);
+    permute16<bf16_t>(s_tab, a.rope_dim);
+  }
+}
+
+// Head h of token t of a bf16 call.
+inline const bf16_t* head_of(const HeadNormRopeArgs& a, int64_t t, int64_t h) {
+  return static_cast<const bf16_t*>(a.x) + t * a.x_token_stride + h * a.x_head_stride;
+}
+
+// heads_rstd for token t of the bf16 paths, the sums of squares taken eight heads at a time.
+inline void bf16_heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<float>& rstd) {
+  const bool paired = a.eps >= 0x1p-100f;  // see head_squares
+  if (a.norm && !a.rstd)
+    for (int64_t h0 = 0; h0 < a.heads; h0 += kVec) {  // eight heads' sums reduced together
+      f32x8 sums[kVec];
+      for (int64_t i = 0; i < kVec; ++i)
+        sums[i] = h0 + i < a.heads ? head_squares(head_of(a, t, h0 + i), a.width, paired) : splat(0.f);
+      store8(rstd.data() + h0, reduce_add8(sums));
+    }
+  heads_rstd(a, t, rstd);
+}
+
+// The next token's head h, asked for while head h of token t is computed: the requests spread over the whole token's
+// arithmetic keep DRAM busy alongside it (split_qkv_rmsnorm_rope 4096 x Qwen3-8B bf16, interleaved in one process:
+// 1.14-1.25x over asking for them all during the sums, which fills the miss buffers and stalls). Or the caller's
+// rows (next_rows), a slice per head.
+inline void ask_next_head(const HeadNormRopeArgs& a, int64_t t, int64_t end, int64_t h) {
+  if (!a.next_rows.base) {
+    if (t + 1 < end) prefetch_bytes(head_of(a, t + 1, h), a.width * int64_t(sizeof(bf16_t)));
+  } else if (t + 1 < a.next_rows.until) {
+    const int64_t slice = (a.next_rows.bytes / a.heads + 63) / 64 * 64, from = h * slice;
+    if (from < a.next_rows.bytes)
+      prefetch_bytes(a.next_rows.base + (t + 1) * a.next_rows.stride + from, std::min(slice, a.next_rows.bytes - from));
+  }
+}
+
 // The 16-wide path for bf16 heads (a.by16: the head, the rotated dims and each NeoX half are whole blocks of 16):
 // values stay in load16's order, the rotation tables are arranged to match (and weight / bias arrive so). No fp32
 // copy of the head: the second pass reloads it from L1.
@@ -191,7 +235,6 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   using T = bf16_t;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
   std::vector<float> buf(2 * r), rstd = heads_rstd_buffer(a);
-  const bool paired = a.eps >= 0x1p-100f;  // see head_squares
   float *c_tab = buf.data(), *s_tab = c_tab + r;
   auto table = [](const float* tab, int64_t j) { return f32x8x2{load8(tab + j), load8(tab + j + kVec)}; };
   // a * c + b * s, lane by lane
@@ -199,43 +242,13 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
     return f32x8x2{x.lo * c.lo + y.lo * s.lo, x.hi * c.hi + y.hi * s.hi};
   };
   for (int64_t t = begin; t < end; ++t) {
-    if (r && a.neox) {
-      fill_tables16_neox<C>(a, t, end, c_tab, s_tab);
-    } else if (r) {
-      fill_tables<C>(a, t, end, c_tab, s_tab);
-      permute16<T>(c_tab, r);
-      permute16<T>(s_tab, r);
-    }
-    auto head_x = [&](int64_t h) { return static_cast<const T*>(a.x) + t * a.x_token_stride + h * a.x_head_stride; };
-    if (a.norm && !a.rstd)
-      for (int64_t h0 = 0; h0 < a.heads; h0 += kVec) {  // eight heads' sums reduced together
-        f32x8 sums[kVec];
-        for (int64_t i = 0; i < kVec; ++i) {
-          if (h0 + i >= a.heads) {
-            sums[i] = splat(0.f);
-            continue;
-          }
-          sums[i] = head_squares(head_x(h0 + i), w, paired);
-        }
-        store8(rstd.data() + h0, reduce_add8(sums));
-      }
-    heads_rstd(a, t, rstd);
+    fill_tables16<C>(a, t, end, c_tab, s_tab);
+    bf16_heads_rstd(a, t, rstd);
     for (int64_t h = 0; h < a.heads; ++h) {
-      const T* x = head_x(h);
+      const T* x = head_of(a, t, h);
       T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
       const float rstd_h = rstd[h];
-      // The next token's head, one head per head written: the requests spread over the whole token's arithmetic
-      // keep DRAM busy alongside it (split_qkv_rmsnorm_rope 4096 x Qwen3-8B bf16, interleaved in one process:
-      // 1.14-1.25x over asking for them all during the sums, which fills the miss buffers and stalls). Or the
-      // caller's rows (next_rows), a slice per head.
-      if (!a.next_rows.base) {
-        if (t + 1 < end) prefetch_bytes(x + a.x_token_stride, w * int64_t(sizeof(T)));
-      } else if (t + 1 < a.next_rows.until) {
-        const int64_t slice = (a.next_rows.bytes / a.heads + 63) / 64 * 64, from = h * slice;
-        if (from < a.next_rows.bytes)
-          prefetch_bytes(a.next_rows.base + (t + 1) * a.next_rows.stride + from,
-                         std::min(slice, a.next_rows.bytes - from));
-      }
+      ask_next_head(a, t, end, h);
       const float *wp = head_param(a, a.weight, h), *bp = head_param(a, a.bias, h);
       // x may be out: every block is read before it (or its rotation partner) is written.
       auto scaled = [&](int64_t j) {  // the normed values before their rounding to T
@@ -277,9 +290,116 @@ void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   if (kStream) stream_fence();
 }
 
+#if defined(SGL_NPU_HAVE_F32X16) && defined(SGL_NPU_BF16_CONVERT_INSN)
+// Whether tokens32 takes a call of tokens16's: the head, the rotated dims and each NeoX half whole blocks of 32.
+inline bool by32(const HeadNormRopeArgs& a) {
+  return a.width % 32 == 0 && a.rope_dim % 32 == 0 && (!a.neox || a.rope_dim / 2 % 32 == 0);
+}
+
+// n values (n % 32 == 0) from load16<bf16_t>'s order into load32's, in place: per block of 32, the evens and the odds
+// of its two blocks of 16, [e0 o0 e1 o1] -> [e0 e1 o0 o1] (eight values each).
+inline void regroup32(float* v, int64_t n) {
+  for (int64_t i = 0; i < n; i += 32) {
+    const f32x8 o0 = load8(v + i + 8), e1 = load8(v + i + 16);
+    store8(v + i + 8, e1);
+    store8(v + i + 16, o0);
+  }
+}
+
+// tokens16 on blocks of 32 values, two 16-lane vectors in load32<bf16_t>'s order (regrouped tables and parameters):
+// half the instructions per value, and one denormal test, conversion and permute per 32 values where the 16-wide
+// path takes two. (The heads' sums of squares stay tokens16's.)
+template <class C, bool kStream>
+void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
+  using T = bf16_t;
+  const int64_t w = a.width, r = a.rope_dim, half = r / 2;
+  std::vector<float> buf(2 * r), rstd = heads_rstd_buffer(a);
+  float *c_tab = buf.data(), *s_tab = c_tab + r;
+  // The weight and bias regrouped once per task (one head's, or every head's).
+  const int64_t param_len = a.param_head_stride ? a.heads * a.param_head_stride : w;
+  std::vector<float> params(2 * param_len);
+  auto regrouped = [&](const float* p, float* into) -> const float* {
+    if (!a.norm || !p) return nullptr;
+    std::copy(p, p + param_len, into);
+    regroup32(into, param_len);
+    return into;
+  };
+  const float* weight = regrouped(a.weight, params.data());
+  const float* bias = regrouped(a.bias, params.data() + param_len);
+  auto table = [](const float* tab, int64_t j, f32x16* v) {
+    v[0] = load16_wide(tab + j);
+    v[1] = load16_wide(tab + j + 16);
+  };
+  for (int64_t t = begin; t < end; ++t) {
+    fill_tables16<C>(a, t, end, c_tab, s_tab);
+    regroup32(c_tab, r);
+    regroup32(s_tab, r);
+    bf16_heads_rstd(a, t, rstd);
+    for (int64_t h = 0; h < a.heads; ++h) {
+      const T* x = head_of(a, t, h);
+      T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
+      const float rstd_h = rstd[h];
+      ask_next_head(a, t, end, h);
+      const float* wp = weight ? weight + h * a.param_head_stride : nullptr;
+      const float* bp = bias ? bias + h * a.param_head_stride : nullptr;
+      // x may be out: every block is read before it (or its rotation partner) is written.
+      auto scaled = [&](int64_t j, f32x16* v) {  // the normed values before their rounding to T
+        load32(x + j, v);
+        if (!a.norm) return;
+        for (int k = 0; k < 2; ++k) {
+          v[k] = v[k] * rstd_h;
+          if (wp) v[k] = v[k] * load16_wide(wp + j + 16 * k);
+          if (bp) v[k] = v[k] + load16_wide(bp + j + 16 * k);
+        }
+      };
+      auto normed = [&](int64_t j, f32x16* v) {
+        scaled(j, v);
+        if (a.norm) round32_to<T>(v);
+      };
+      int64_t j = 0;
+      if (r && a.neox) {
+        for (; j < half; j += 32) {
+          f32x16 lo[2], hi[2], c[2], s[2], o[2];
+          normed(j, lo);
+          normed(j + half, hi);
+          table(c_tab, j, c);
+          table(s_tab, j, s);
+          for (int k = 0; k < 2; ++k) o[k] = lo[k] * c[k] + hi[k] * s[k];
+          store32(out + j, o, kStream);
+          table(c_tab, j + half, c);
+          table(s_tab, j + half, s);
+          for (int k = 0; k < 2; ++k) o[k] = hi[k] * c[k] + lo[k] * s[k];
+          store32(out + j + half, o, kStream);
+        }
+        j = r;
+      } else if (r) {
+        for (; j < r; j += 32) {  // evens in v[0], odds in v[1]: each (2i, 2i + 1) pair faces itself
+          f32x16 v[2], c[2], s[2], o[2];
+          normed(j, v);
+          table(c_tab, j, c);
+          table(s_tab, j, s);
+          o[0] = v[0] * c[0] + v[1] * s[0];
+          o[1] = v[1] * c[1] + v[0] * s[1];
+          store32(out + j, o, kStream);
+        }
+      }
+      for (; j < w; j += 32) {  // past the rotation: store32's rounding is normed's (see tokens16)
+        f32x16 v[2];
+        scaled(j, v);
+        store32(out + j, v, kStream);
+      }
+    }
+  }
+  if (kStream) stream_fence();
+}
+#endif
+
 template <class T, class C, bool kStream>
 void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   if constexpr (std::is_same_v<T, bf16_t>) {
+#if defined(SGL_NPU_HAVE_F32X16) && defined(SGL_NPU_BF16_CONVERT_INSN)
+    if (a.by16 && by32(a)) return tokens32<C, kStream>(a, begin, end);
+#endif
     if (a.by16) return tokens16<C, kStream>(a, begin, end);
   }
   const int64_t w = a.width;
