@@ -55,11 +55,16 @@ def test_swiglu_quant(shape, dtype, do_limit):
     _check_quant(x, q, scale, *ref.swiglu_quant(x, do_limit=do_limit, limit=3.0))
 
 
+@pytest.mark.parametrize("offset", [0, 16], ids=["aligned", "16-byte"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-def test_outputs_over_the_streaming_threshold(dtype):
-    # outputs of 8 MB and more are written around the caches (should_stream), 64 bytes at a time: the same values
+def test_outputs_over_the_streaming_threshold(dtype, offset):
+    # outputs of 8 MB and more are written around the caches (should_stream), a 64-byte line at a time where aligned
+    # so ("16-byte": out= starts 16 bytes into a line, so 16 bytes at a time): the same values
     x = torch.randn(600, 2 * 7168).to(dtype) * 4
-    assert_close(ops.silu_and_mul(x), ref.silu_and_mul(x))
+    shift = offset // x.element_size()
+    out = torch.empty(600 * 7168 + shift, dtype=dtype)[shift:].view(600, 7168)
+    assert out.data_ptr() % 64 == offset
+    assert_close(ops.silu_and_mul(x, out=out), ref.silu_and_mul(x))
     assert_close(ops.swiglu_oai(x), ref.swiglu_oai(x))
 
 

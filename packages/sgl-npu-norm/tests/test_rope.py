@@ -102,9 +102,9 @@ def test_qkvgate_gemma(dtype):
 @pytest.mark.parametrize("shift", [0, 8, 1], ids=["aligned", "16-byte", "offset"])
 def test_qkvgate_outputs_over_the_streaming_threshold(shift):
     # qkv of 8 MB and more: the q pass asks for whole rows a token ahead, across the op's blocks of 16 tokens, and
-    # 8 MB outputs are written around the caches (v and gate copies too), where 16-byte aligned, by whole 64-byte
-    # lines where 64-byte aligned ("16-byte": out= views 8 elements in, so 16 bytes at a time; "offset": one element
-    # in, so every output takes the plain stores): the same values as the reference.
+    # 8 MB outputs are written around the caches (v and gate copies too), where 16-byte aligned ("16-byte": out=
+    # views 8 elements in; "offset": one element in, so every output takes the plain stores, and the heads the
+    # 32-wide path): the same values as the reference.
     tokens, q_hidden, kv_hidden, head_dim, rope_dim = 1030, 4096, 4096, 128, 64
     qkv = torch.randn(tokens, 2 * q_hidden + 2 * kv_hidden, dtype=torch.bfloat16)
     cos, sin = _full_tables(tokens, rope_dim, torch.bfloat16)

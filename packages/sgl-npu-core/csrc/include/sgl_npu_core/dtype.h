@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+
+#include "sgl_npu_core/isa.h"
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
@@ -17,6 +19,8 @@ struct bf16_t {
 struct fp16_t {
   uint16_t bits;
 };
+
+inline namespace SGL_NPU_CODEGEN {  // see isa.h
 
 inline float to_float(float v) { return v; }
 inline float to_float(bf16_t v) {
@@ -61,6 +65,8 @@ inline fp16_t from_float<fp16_t>(float f) {
   return r;
 #endif
 }
+
+}  // namespace SGL_NPU_CODEGEN
 
 // Calls `body` with `scalar_t` bound to the storage type of `dtype`.
 #define SGL_NPU_DISPATCH_FLOAT(dtype, ...)       \

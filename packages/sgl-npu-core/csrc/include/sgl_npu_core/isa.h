@@ -32,6 +32,18 @@ inline CpuIsa cpu_isa() {
 
 }  // namespace sgl_npu_core
 
+// The helpers whose code depends on the ISA a file is compiled for (dtype.h's conversions, vec.h) live in an inline
+// namespace named after it: isa_generic / isa_avx2 / isa_avx512 in the kernel files (SGL_NPU_ISA), isa_host in the
+// others. An inline function that the compiler emits out of line is then a symbol of its own ISA's; with one name
+// for all, the linker keeps a single body, the first it meets (the generic one), and the AVX-512 kernels call that.
+#define SGL_NPU_CAT_(a, b) a##b
+#define SGL_NPU_CAT(a, b) SGL_NPU_CAT_(a, b)
+#if defined(SGL_NPU_ISA)
+#define SGL_NPU_CODEGEN SGL_NPU_CAT(isa_, SGL_NPU_ISA)
+#else
+#define SGL_NPU_CODEGEN isa_host
+#endif
+
 // Declares `decl` in every ISA namespace this build has, and SGL_NPU_ISA_CALL picks the best one that runs.
 #define SGL_NPU_DECLARE_IN_NAMESPACE(ns, ...) \
   namespace ns {                              \

@@ -13,6 +13,11 @@
 #endif
 
 namespace sgl_npu_core {
+inline namespace SGL_NPU_CODEGEN {  // see isa.h
+
+// For the helpers of the kernels' inner loops that take or give vector pairs: called out of line, the pair travels
+// through the stack (split_qkv_rmsnorm_rope's 16-wide path ran 2.4x slower once its file grew past what GCC inlines).
+#define SGL_NPU_INLINE inline __attribute__((always_inline))
 
 constexpr int kVec = 8;
 typedef float f32x8 __attribute__((vector_size(32)));
@@ -511,7 +516,7 @@ inline __m256i bf16_pack16_insn(f32x8x2 v) {
 #endif
 // Non-temporal when `stream` (p 16-byte aligned; see store8_stream).
 template <class T>
-inline void store16(T* p, f32x8x2 v, bool stream = false) {
+SGL_NPU_INLINE void store16(T* p, f32x8x2 v, bool stream = false) {
 #if defined(__AVX2__)
   if constexpr (kSplitsPairs<T>) {
     // One test for NaNs among all 16 values (unordered compare of the two halves) keeps the common case at the
@@ -553,7 +558,7 @@ inline void store16(T* p, f32x8x2 v, bool stream = false) {
 }
 // round_to<T> of 16 values in load16<T>'s order: for bf16, one conversion and one permute for both halves.
 template <class T>
-inline f32x8x2 round16_to(f32x8x2 v) {
+SGL_NPU_INLINE f32x8x2 round16_to(f32x8x2 v) {
 #if defined(SGL_NPU_BF16_CONVERT_INSN)
   if constexpr (kSplitsPairs<T>) {
     if (__builtin_expect(no_denormal(v.lo, v.hi), 1)) {
@@ -698,9 +703,15 @@ inline __m512i bf16_pack32_insn(const f32x16* v) {
   return _mm512_permutexvar_epi16(order, halves);
 }
 #endif
+// round32_to's way for vectors holding a denormal (or without the conversion instruction): by sixteen. Out of line,
+// so that round32_to itself stays small enough to inline.
+template <class T, class V>
+[[gnu::noinline]] void round32_to_by16(V* v) {
+  from_halves<T>(round16_to<T>(half16<T, 0>(v)), round16_to<T>(half16<T, 1>(v)), v);
+}
 // round_to<T> of 32 values in load32<T>'s order, in place (see round16_to).
 template <class T, class V>
-inline void round32_to(V* v) {
+SGL_NPU_INLINE void round32_to(V* v) {
 #if defined(SGL_NPU_HAVE_F32X16) && defined(SGL_NPU_BF16_CONVERT_INSN)
   if constexpr (std::is_same_v<V, f32x16> && kSplitsPairs<T>) {
     if (__builtin_expect(no_denormal(v[0], v[1]), 1)) {
@@ -711,14 +722,17 @@ inline void round32_to(V* v) {
     }
   }
 #endif
-  from_halves<T>(round16_to<T>(half16<T, 0>(v)), round16_to<T>(half16<T, 1>(v)), v);
+  V copy[32 / kLanes<V>];  // the call takes a copy: v's own address would keep v in memory in the caller
+  std::memcpy(copy, v, sizeof copy);
+  round32_to_by16<T>(copy);
+  std::memcpy(v, copy, sizeof copy);
 }
 template <class T, class V>
-inline void store32(T* p, const V* v, bool stream = false) {
+SGL_NPU_INLINE void store32(T* p, const V* v, bool stream = false) {
 #if defined(SGL_NPU_HAVE_F32X16)
   // All 32 at once: cached, or streamed (one 64-byte line at a time) where p is 64-byte aligned; other streamed ones
-  // go by sixteen. Streaming by whole lines: silu_and_mul 4096 x 7168 bf16 1.11x, split_qkv_rmsnorm_rope 4096 x
-  // Qwen3-8B 1.10x (alternated in one process).
+  // go by sixteen. Streaming by whole lines: silu_and_mul 4096 x 7168 bf16 1.10x, fp16 1.17x, fp32 1.01x (alternated
+  // in one process).
   if constexpr (std::is_same_v<V, f32x16>) {
     if (!stream || (reinterpret_cast<uintptr_t>(p) % 64 == 0)) {
       auto put = [p, stream](__m512i line) {
@@ -753,4 +767,5 @@ inline void store32(T* p, const V* v, bool stream = false) {
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
+}  // namespace SGL_NPU_CODEGEN
 }  // namespace sgl_npu_core
