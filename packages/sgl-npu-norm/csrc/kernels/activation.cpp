@@ -186,8 +186,7 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
         std::memcpy(&v[k], y.data() + j + k * kLanes<f32xW>, sizeof v[k]);
         v[k] = shift(v[k]);
       }
-      store16_int8_floor<T>(q + j, half16<T, 0>(v));
-      store16_int8_floor<T>(q + j + 16, half16<T, 1>(v));
+      store32_int8_floor<T>(q + j, v);
     }
     for (; j + 2 * kVec <= d; j += 2 * kVec) store16_int8_floor<T>(q + j, {shifted(j), shifted(j + kVec)});
     for (; j + kVec <= d; j += kVec) store8_int8(q + j, vfloor(vclamp(shifted(j), -129.f, 128.f)));

@@ -764,6 +764,32 @@ SGL_NPU_INLINE void store32(T* p, const V* v, bool stream = false) {
   store16(p + 16, half16<T, 1>(v), stream);
 }
 
+// floor(v) saturated to int8 for 32 values in load32<T>'s order (NaN -> -128), stored in memory order: on f32x16,
+// two rounding-down conversions and narrowings, where the 16-value stores first reassemble each half into one
+// vector (swiglu_quant's second pass).
+template <class T, class V>
+SGL_NPU_INLINE void store32_int8_floor(int8_t* p, const V* v) {
+#if defined(SGL_NPU_HAVE_F32X16)
+  if constexpr (std::is_same_v<V, f32x16>) {
+    __m128i codes[2];
+    for (int k = 0; k < 2; ++k) {
+      const __m512 x = _mm512_min_ps(_mm512_set1_ps(128.f), bitcast<__m512>(v[k]));  // as store16_int8_floor
+      codes[k] = _mm512_cvtsepi32_epi8(_mm512_cvt_roundps_epi32(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    }
+    __m128i lo = codes[0], hi = codes[1];
+    if constexpr (kSplitsPairs<T>) {  // the even- and the odd-indexed values' codes, interleaved back
+      lo = _mm_unpacklo_epi8(codes[0], codes[1]);
+      hi = _mm_unpackhi_epi8(codes[0], codes[1]);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), lo);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 16), hi);
+    return;
+  }
+#endif
+  store16_int8_floor<T>(p, half16<T, 0>(v));
+  store16_int8_floor<T>(p + 16, half16<T, 1>(v));
+}
+
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
