@@ -15,8 +15,9 @@
 namespace sgl_npu_core {
 inline namespace SGL_NPU_CODEGEN {  // see isa.h
 
-// For the helpers of the kernels' inner loops that take or give vector pairs: called out of line, the pair travels
-// through the stack (split_qkv_rmsnorm_rope's 16-wide path ran 2.4x slower once its file grew past what GCC inlines).
+// For the helpers of the kernels' inner loops that take or give vectors by pointer or in pairs: called out of line,
+// the vectors travel through the stack (split_qkv_rmsnorm_rope's 16-wide path ran 2.4x slower once its file grew
+// past what GCC inlines; attention's one-vector vexp had been out of line too).
 #define SGL_NPU_INLINE inline __attribute__((always_inline))
 
 constexpr int kVec = 8;
@@ -373,7 +374,7 @@ inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi 
 // the constants instead of one negation per vector (swiglu_quant 1.02x; bit-identical for every non-NaN v, and a NaN v
 // gives +inf where exp(-NaN) gave ~1e-38: a caller dividing v by the result keeps its NaN). V: f32x8 or f32x16.
 template <int N, bool kBf16 = false, bool kInfAbove = false, bool kOfNegated = false, class V>
-inline void vexp_n(V* v) {
+SGL_NPU_INLINE void vexp_n(V* v) {
   using U = typename UintVec<V>::type;
   constexpr float kSign = kOfNegated ? -1.0f : 1.0f, kLo = -87.33654f, kHi = kInfAbove ? 89.0f : 88.37626f;
   constexpr float kLog2e = kSign * 1.44269502162933349609375f;
@@ -395,7 +396,7 @@ inline void vexp_n(V* v) {
   }
   for (int k = 0; k < N; ++k) v[k] = p[k] * bitcast<V>((bitcast<U>(shifted[k]) << 23) + (127u << 23));
 }
-inline f32x8 vexp(f32x8 x) {
+SGL_NPU_INLINE f32x8 vexp(f32x8 x) {
   vexp_n<1>(&x);
   return x;
 }
