@@ -227,6 +227,25 @@ inline void bf16_heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<fl
   }
 }
 
+// The per-token state of the bf16 paths: the rotation tables (rope_dim values each, load16<bf16_t>'s order) and the
+// heads' rstd, one task's buffers reused token by token.
+struct TokenState {
+  std::vector<float> buf, rstd;
+  float *c_tab, *s_tab;
+  explicit TokenState(const HeadNormRopeArgs& a)
+      : buf(2 * a.rope_dim), rstd(heads_rstd_buffer(a)), c_tab(buf.data()), s_tab(buf.data() + a.rope_dim) {}
+  template <class C>
+  void take(const HeadNormRopeArgs& a, int64_t t, int64_t end) {
+    fill_tables16<C>(a, t, end, c_tab, s_tab);
+    bf16_heads_rstd(a, t, rstd);
+  }
+};
+
+// Head h of token t's output.
+[[gnu::always_inline]] inline bf16_t* out_head(const HeadNormRopeArgs& a, int64_t t, int64_t h) {
+  return static_cast<bf16_t*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
+}
+
 // The 16-wide path for bf16 heads (a.by16: the head, the rotated dims and each NeoX half are whole blocks of 16):
 // values stay in load16's order, the rotation tables are arranged to match (and weight / bias arrive so). No fp32
 // copy of the head: the second pass reloads it from L1.
@@ -234,20 +253,19 @@ template <class C, bool kStream>
 void tokens16(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   using T = bf16_t;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
-  std::vector<float> buf(2 * r), rstd = heads_rstd_buffer(a);
-  float *c_tab = buf.data(), *s_tab = c_tab + r;
+  TokenState token(a);
+  const float *c_tab = token.c_tab, *s_tab = token.s_tab;
   auto table = [](const float* tab, int64_t j) { return f32x8x2{load8(tab + j), load8(tab + j + kVec)}; };
   // a * c + b * s, lane by lane
   auto rotate = [](f32x8x2 x, f32x8x2 c, f32x8x2 y, f32x8x2 s) {
     return f32x8x2{x.lo * c.lo + y.lo * s.lo, x.hi * c.hi + y.hi * s.hi};
   };
   for (int64_t t = begin; t < end; ++t) {
-    fill_tables16<C>(a, t, end, c_tab, s_tab);
-    bf16_heads_rstd(a, t, rstd);
+    token.take<C>(a, t, end);
     for (int64_t h = 0; h < a.heads; ++h) {
       const T* x = head_of(a, t, h);
-      T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
-      const float rstd_h = rstd[h];
+      T* out = out_head(a, t, h);
+      const float rstd_h = token.rstd[h];
       ask_next_head(a, t, end, h);
       const float *wp = head_param(a, a.weight, h), *bp = head_param(a, a.bias, h);
       // x may be out: every block is read before it (or its rotation partner) is written.
@@ -315,8 +333,8 @@ template <class C, bool kStream>
 void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   using T = bf16_t;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
-  std::vector<float> buf(2 * r), rstd = heads_rstd_buffer(a);
-  float *c_tab = buf.data(), *s_tab = c_tab + r;
+  TokenState token(a);
+  const float *c_tab = token.c_tab, *s_tab = token.s_tab;
   // The weight and bias regrouped once per task (one head's, or every head's).
   const int64_t param_len = a.param_head_stride ? a.heads * a.param_head_stride : w;
   std::vector<float> params(2 * param_len);
@@ -333,14 +351,13 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
     v[1] = load16_wide(tab + j + 16);
   };
   for (int64_t t = begin; t < end; ++t) {
-    fill_tables16<C>(a, t, end, c_tab, s_tab);
-    regroup32(c_tab, r);
-    regroup32(s_tab, r);
-    bf16_heads_rstd(a, t, rstd);
+    token.take<C>(a, t, end);
+    regroup32(token.c_tab, r);
+    regroup32(token.s_tab, r);
     for (int64_t h = 0; h < a.heads; ++h) {
       const T* x = head_of(a, t, h);
-      T* out = static_cast<T*>(a.out) + t * a.out_token_stride + h * a.out_head_stride;
-      const float rstd_h = rstd[h];
+      T* out = out_head(a, t, h);
+      const float rstd_h = token.rstd[h];
       ask_next_head(a, t, end, h);
       const float* wp = weight ? weight + h * a.param_head_stride : nullptr;
       const float* bp = bias ? bias + h * a.param_head_stride : nullptr;
