@@ -96,8 +96,8 @@ struct HeadNormRopeArgs {
   const void* positions;  // optional int32/int64 [T], already checked to index the tables
   bool positions_int64;
   bool stream;  // write `out` with non-temporal stores: needs 16-byte aligned heads and rope_dim / 2 % 8 == 0
-  // Rows to ask the caches for a token ahead, spread over the heads' work (bf16 16-wide path): row t + 1 while
-  // token t is computed, up to row `until`. Without `base` each head asks for the next token's same head.
+  // Rows to ask the caches for a token ahead, spread over the heads' work (the bf16 16- and 32-wide paths): row t + 1
+  // while token t is computed, up to row `until`. Without `base` each head asks for the next token's same head.
   struct RowRequest {
     const char* base = nullptr;
     int64_t stride = 0, bytes = 0, until = 0;

@@ -227,8 +227,8 @@ inline void bf16_heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<fl
   }
 }
 
-// The per-token state of the bf16 paths: the rotation tables (rope_dim values each, load16<bf16_t>'s order) and the
-// heads' rstd, one task's buffers reused token by token.
+// The per-token state of the bf16 paths: the rotation tables (rope_dim values each, load16<bf16_t>'s order; tokens32
+// regroups them in place) and the heads' rstd, one task's buffers reused token by token.
 struct TokenState {
   std::vector<float> buf, rstd;
   float *c_tab, *s_tab;
@@ -329,7 +329,7 @@ inline void regroup32(float* v, int64_t n) {
 // path takes two. (The heads' sums of squares stay tokens16's.) For cache-resident calls only: alternated in one
 // process, 128 tokens 1.04-1.12x over tokens16 (Qwen3-8B and Qwen3-Next shapes), but with the non-temporal stores of
 // 4096 tokens 0.89-0.97x at Qwen3-8B shapes (1.05-1.18x at Qwen3-Next), where cached stores gave 1.02-1.05x.
-template <class C, bool kStream>
+template <class C>
 void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   using T = bf16_t;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
@@ -337,7 +337,7 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   const float *c_tab = token.c_tab, *s_tab = token.s_tab;
   // The weight and bias regrouped once per task (one head's, or every head's).
   const int64_t param_len = a.param_head_stride ? a.heads * a.param_head_stride : w;
-  std::vector<float> params(2 * param_len);
+  std::vector<float> params(a.norm && (a.weight || a.bias) ? 2 * param_len : 0);
   auto regrouped = [&](const float* p, float* into) -> const float* {
     if (!a.norm || !p) return nullptr;
     std::copy(p, p + param_len, into);
@@ -384,11 +384,11 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
           table(c_tab, j, c);
           table(s_tab, j, s);
           for (int k = 0; k < 2; ++k) o[k] = lo[k] * c[k] + hi[k] * s[k];
-          store32(out + j, o, kStream);
+          store32(out + j, o);
           table(c_tab, j + half, c);
           table(s_tab, j + half, s);
           for (int k = 0; k < 2; ++k) o[k] = hi[k] * c[k] + lo[k] * s[k];
-          store32(out + j + half, o, kStream);
+          store32(out + j + half, o);
         }
         j = r;
       } else if (r) {
@@ -399,17 +399,16 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
           table(s_tab, j, s);
           o[0] = v[0] * c[0] + v[1] * s[0];
           o[1] = v[1] * c[1] + v[0] * s[1];
-          store32(out + j, o, kStream);
+          store32(out + j, o);
         }
       }
       for (; j < w; j += 32) {  // past the rotation: store32's rounding is normed's (see tokens16)
         f32x16 v[2];
         scaled(j, v);
-        store32(out + j, v, kStream);
+        store32(out + j, v);
       }
     }
   }
-  if (kStream) stream_fence();
 }
 #endif
 
@@ -417,7 +416,8 @@ template <class T, class C, bool kStream>
 void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   if constexpr (std::is_same_v<T, bf16_t>) {
 #if defined(SGL_NPU_HAVE_F32X16) && defined(SGL_NPU_BF16_CONVERT_INSN)
-    if (a.by16 && by32(a) && !kStream) return tokens32<C, kStream>(a, begin, end);
+    if constexpr (!kStream)
+      if (a.by16 && by32(a)) return tokens32<C>(a, begin, end);
 #endif
     if (a.by16) return tokens16<C, kStream>(a, begin, end);
   }

@@ -343,7 +343,8 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   // pos_cache 1.05-1.21x on both models' shapes; the v copy had been ~12 % of the op's time, its rows fetched by
   // memcpy's own loads.)
   const int64_t row_bytes = elem * (q_width + 2 * kv_hidden);
-  const bool rows_asked = gq.args.by16 && tokens * row_bytes >= kStreamMinBytes;  // only the 16-wide path asks
+  const bool rows_asked =
+      gq.args.by16 && tokens * row_bytes >= kStreamMinBytes;  // only the bf16 16- and 32-wide paths ask
   if (rows_asked) {  // smaller qkv mostly stays in the caches from the last call
     gq.args.next_rows = {base, elem * qkv_stride, row_bytes, 0};
     gk.args.next_rows = {base, 0, 0, 0};

@@ -35,7 +35,9 @@ inline CpuIsa cpu_isa() {
 // The helpers whose code depends on the ISA a file is compiled for (dtype.h's conversions, vec.h) live in an inline
 // namespace named after it: isa_generic / isa_avx2 / isa_avx512 in the kernel files (SGL_NPU_ISA), isa_host in the
 // others. An inline function that the compiler emits out of line is then a symbol of its own ISA's; with one name
-// for all, the linker keeps a single body, the first it meets (the generic one), and the AVX-512 kernels call that.
+// for all, the linker keeps a single body, the first it meets (by the link order the host or the generic one), and
+// every variant calls that. std templates the kernel files use (std::vector's members, std::fill) still link so: one
+// copy, the host's or the generic one (slower at worst, and no AVX-512 code on a CPU without it).
 #define SGL_NPU_CAT_(a, b) a##b
 #define SGL_NPU_CAT(a, b) SGL_NPU_CAT_(a, b)
 #if defined(SGL_NPU_ISA)

@@ -12,13 +12,13 @@
 #include <immintrin.h>
 #endif
 
-namespace sgl_npu_core {
-inline namespace SGL_NPU_CODEGEN {  // see isa.h
-
 // For the helpers of the kernels' inner loops that take or give vectors by pointer or in pairs: called out of line,
 // the vectors travel through the stack (split_qkv_rmsnorm_rope's 16-wide path ran 2.4x slower once its file grew
 // past what GCC inlines; attention's one-vector vexp had been out of line too).
 #define SGL_NPU_INLINE inline __attribute__((always_inline))
+
+namespace sgl_npu_core {
+inline namespace SGL_NPU_CODEGEN {  // see isa.h
 
 constexpr int kVec = 8;
 typedef float f32x8 __attribute__((vector_size(32)));
@@ -704,8 +704,8 @@ inline __m512i bf16_pack32_insn(const f32x16* v) {
   return _mm512_permutexvar_epi16(order, halves);
 }
 #endif
-// round32_to's way for vectors holding a denormal (or without the conversion instruction): by sixteen. Out of line,
-// so that round32_to itself stays small enough to inline.
+// round32_to's way for vectors holding a denormal (or without the conversion instruction): by sixteen. Out of line:
+// the cold path stays out of the callers' loops.
 template <class T, class V>
 [[gnu::noinline]] void round32_to_by16(V* v) {
   from_halves<T>(round16_to<T>(half16<T, 0>(v)), round16_to<T>(half16<T, 1>(v)), v);
@@ -713,6 +713,7 @@ template <class T, class V>
 // round_to<T> of 32 values in load32<T>'s order, in place (see round16_to).
 template <class T, class V>
 SGL_NPU_INLINE void round32_to(V* v) {
+  if constexpr (std::is_same_v<T, float>) return;
 #if defined(SGL_NPU_HAVE_F32X16) && defined(SGL_NPU_BF16_CONVERT_INSN)
   if constexpr (std::is_same_v<V, f32x16> && kSplitsPairs<T>) {
     if (__builtin_expect(no_denormal(v[0], v[1]), 1)) {
@@ -736,7 +737,7 @@ SGL_NPU_INLINE void store32(T* p, const V* v, bool stream = false) {
   // in one process).
   if constexpr (std::is_same_v<V, f32x16>) {
     if (!stream || (reinterpret_cast<uintptr_t>(p) % 64 == 0)) {
-      auto put = [p, stream](__m512i line) {
+      [[maybe_unused]] auto put = [p, stream](__m512i line) {
         stream ? _mm512_stream_si512(reinterpret_cast<__m512i*>(p), line) : _mm512_storeu_si512(p, line);
       };
       if constexpr (std::is_same_v<T, float>) {
