@@ -133,10 +133,8 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       f32xW g[kW32], u[kW32];
       gate_up32(x, next, d, i, g, u);
       swiglu_n<kW32>(g, u, a.do_limit, a.limit);
-      for (int k = 0; k < kW32; ++k) {
-        std::memcpy(y.data() + i + k * kLanes<f32xW>, &g[k], sizeof g[k]);
-        max32[k] = vmax_bits(max32[k], vabs_bits(g[k]));
-      }
+      store32(y.data() + i, g);
+      for (int k = 0; k < kW32; ++k) max32[k] = vmax_bits(max32[k], vabs_bits(g[k]));
     }
     if (i + 2 * kVec <= d) {
       const f32x8x2 gk = load16(x + i), uk = load16(x + d + i);
@@ -182,10 +180,8 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
     int64_t j = 0;
     for (; j + 32 <= d; j += 32) {
       f32xW v[kW32];
-      for (int k = 0; k < kW32; ++k) {
-        std::memcpy(&v[k], y.data() + j + k * kLanes<f32xW>, sizeof v[k]);
-        v[k] = shift(v[k]);
-      }
+      load32(y.data() + j, v);
+      for (int k = 0; k < kW32; ++k) v[k] = shift(v[k]);
       store32_int8_floor<T>(q + j, v);
     }
     for (; j + 2 * kVec <= d; j += 2 * kVec) store16_int8_floor<T>(q + j, {shifted(j), shifted(j + kVec)});

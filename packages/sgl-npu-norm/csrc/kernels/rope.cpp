@@ -346,10 +346,6 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   };
   const float* weight = regrouped(a.weight, params.data());
   const float* bias = regrouped(a.bias, params.data() + param_len);
-  auto table = [](const float* tab, int64_t j, f32x16* v) {
-    v[0] = load16_wide(tab + j);
-    v[1] = load16_wide(tab + j + 16);
-  };
   for (int64_t t = begin; t < end; ++t) {
     token.take<C>(a, t, end);
     regroup32(token.c_tab, r);
@@ -381,12 +377,12 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
           f32x16 lo[2], hi[2], c[2], s[2], o[2];
           normed(j, lo);
           normed(j + half, hi);
-          table(c_tab, j, c);
-          table(s_tab, j, s);
+          load32(c_tab + j, c);
+          load32(s_tab + j, s);
           for (int k = 0; k < 2; ++k) o[k] = lo[k] * c[k] + hi[k] * s[k];
           store32(out + j, o);
-          table(c_tab, j + half, c);
-          table(s_tab, j + half, s);
+          load32(c_tab + j + half, c);
+          load32(s_tab + j + half, s);
           for (int k = 0; k < 2; ++k) o[k] = hi[k] * c[k] + lo[k] * s[k];
           store32(out + j + half, o);
         }
@@ -395,8 +391,8 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
         for (; j < r; j += 32) {  // evens in v[0], odds in v[1]: each (2i, 2i + 1) pair faces itself
           f32x16 v[2], c[2], s[2], o[2];
           normed(j, v);
-          table(c_tab, j, c);
-          table(s_tab, j, s);
+          load32(c_tab + j, c);
+          load32(s_tab + j, s);
           o[0] = v[0] * c[0] + v[1] * s[0];
           o[1] = v[1] * c[1] + v[0] * s[1];
           store32(out + j, o);

@@ -737,24 +737,23 @@ SGL_NPU_INLINE void store32(T* p, const V* v, bool stream = false) {
   // in one process).
   if constexpr (std::is_same_v<V, f32x16>) {
     if (!stream || (reinterpret_cast<uintptr_t>(p) % 64 == 0)) {
-      [[maybe_unused]] auto put = [p, stream](__m512i line) {
-        stream ? _mm512_stream_si512(reinterpret_cast<__m512i*>(p), line) : _mm512_storeu_si512(p, line);
+      auto put = [stream](void* at, __m512i line) {  // one 64-byte line
+        stream ? _mm512_stream_si512(static_cast<__m512i*>(at), line) : _mm512_storeu_si512(at, line);
       };
       if constexpr (std::is_same_v<T, float>) {
-        for (int k = 0; k < 2; ++k)
-          stream ? _mm512_stream_ps(p + 16 * k, bitcast<__m512>(v[k]))
-                 : _mm512_storeu_ps(p + 16 * k, bitcast<__m512>(v[k]));
+        put(p, bitcast<__m512i>(v[0]));
+        put(p + 16, bitcast<__m512i>(v[1]));
         return;
       } else if constexpr (std::is_same_v<T, fp16_t>) {
         constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        put(_mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtps_ph(bitcast<__m512>(v[0]), kRound)),
-                               _mm512_cvtps_ph(bitcast<__m512>(v[1]), kRound), 1));
+        put(p, _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtps_ph(bitcast<__m512>(v[0]), kRound)),
+                                  _mm512_cvtps_ph(bitcast<__m512>(v[1]), kRound), 1));
         return;
       }
 #if defined(SGL_NPU_BF16_CONVERT_INSN)
       if constexpr (kSplitsPairs<T>) {
         if (__builtin_expect(no_denormal(v[0], v[1]), 1)) {  // see no_denormal: the conversion flushes denormals
-          put(bf16_pack32_insn(v));
+          put(p, bf16_pack32_insn(v));
           return;
         }
       }
