@@ -68,6 +68,20 @@ def test_outputs_over_the_streaming_threshold(dtype, offset):
     assert_close(ops.swiglu_oai(x), ref.swiglu_oai(x))
 
 
+@pytest.mark.parametrize("offset", [0, 16, 8], ids=["aligned", "16-byte", "8-byte"])
+def test_swiglu_quant_codes_over_the_streaming_threshold(offset):
+    # 8 MB of codes and more are written around the caches where 16-byte aligned ("8-byte": q starts 8 bytes into a
+    # line, so cached stores): the same codes. The width is a multiple of 16 (as streaming needs of the row stride) but
+    # not of 32, so each row ends with a 16-wide store.
+    rows, d = 1200, 7184
+    x = torch.randn(rows, 2 * d, dtype=torch.bfloat16) * 4
+    codes = torch.empty(rows * d + offset, dtype=torch.int8)[offset:].view(rows, d)
+    assert codes.data_ptr() % 64 == offset
+    q, scale = ops.swiglu_quant(x, out=(codes, torch.empty(rows)))
+    assert q.data_ptr() == codes.data_ptr()
+    _check_quant(x, q, scale, *ref.swiglu_quant(x))
+
+
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
 @pytest.mark.parametrize("group_list_type", [0, 1])
 def test_swiglu_quant_group_list(index_dtype, group_list_type):

@@ -182,9 +182,9 @@ void swiglu_quant_rows_t(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
       f32xW v[kW32];
       load32(y.data() + j, v);
       for (int k = 0; k < kW32; ++k) v[k] = shift(v[k]);
-      store32_int8_floor<T>(q + j, v);
+      store32_int8_floor<T>(q + j, v, a.stream);
     }
-    for (; j + 2 * kVec <= d; j += 2 * kVec) store16_int8_floor<T>(q + j, {shifted(j), shifted(j + kVec)});
+    for (; j + 2 * kVec <= d; j += 2 * kVec) store16_int8_floor<T>(q + j, {shifted(j), shifted(j + kVec)}, a.stream);
     for (; j + kVec <= d; j += kVec) store8_int8(q + j, vfloor(vclamp(shifted(j), -129.f, 128.f)));
     for (; j < d; ++j) q[j] = int8_t(clampf(std::floor(y[j] / scale + 0.5f), -128.f, 127.f));
   }
@@ -199,6 +199,7 @@ void glu_rows(const GluArgs& a, int64_t begin, int64_t end) {
 
 void swiglu_quant_rows(const SwigluQuantArgs& a, int64_t begin, int64_t end) {
   SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] { swiglu_quant_rows_t<scalar_t>(a, begin, end); });
+  if (a.stream) stream_fence();
 }
 
 }  // namespace sgl_npu_norm::SGL_NPU_ISA

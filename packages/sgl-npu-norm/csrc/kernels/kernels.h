@@ -63,6 +63,7 @@ struct SwigluQuantArgs {
   int8_t* q;
   int64_t q_stride;
   float* scale;
+  bool stream;  // q written around the caches (should_stream)
 };
 
 // Per token and head of x [T, H, W] (last dim contiguous): optional RMSNorm over the head (or with a given

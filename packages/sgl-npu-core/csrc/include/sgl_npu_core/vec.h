@@ -346,16 +346,27 @@ inline void store8_int8(int8_t* p, f32x8 v) {
   std::memcpy(p, &q, sizeof q);
 #endif
 }
+#if defined(__SSE2__)
+// 16 bytes to p, around the caches when `stream` (p 16-byte aligned; see store8_stream).
+inline void store_bytes16(void* p, __m128i v, bool stream) {
+  if (stream)
+    _mm_stream_si128(static_cast<__m128i*>(p), v);
+  else
+    _mm_storeu_si128(static_cast<__m128i*>(p), v);
+}
+#endif
 // rint(v) saturated to int8 for 16 values (lo then hi), NaN -> -128: the conversion rounds half to even (the
-// default MXCSR mode) and the two packs saturate, so no separate rounding or clamping is needed.
-inline void store16_int8_rint(int8_t* p, f32x8 lo, f32x8 hi) {
+// default MXCSR mode) and the two packs saturate, so no separate rounding or clamping is needed. The int8 stores
+// below take `stream` as store16 does (p 16-byte aligned); where AVX2 is not built they ignore it.
+inline void store16_int8_rint(int8_t* p, f32x8 lo, f32x8 hi, bool stream = false) {
 #if defined(__AVX2__)
   const __m256i a = _mm256_cvtps_epi32(bitcast<__m256>(lo)), b = _mm256_cvtps_epi32(bitcast<__m256>(hi));
   const __m256i w = _mm256_packs_epi32(a, b);  // per 128-bit lane: a0..3 b0..3 | a4..7 b4..7
   const __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
   // bytes: a0..3 b0..3 a4..7 b4..7 -> a0..7 b0..7
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_shuffle_epi32(bytes, _MM_SHUFFLE(3, 1, 2, 0)));
+  store_bytes16(p, _mm_shuffle_epi32(bytes, _MM_SHUFFLE(3, 1, 2, 0)), stream);
 #else
+  (void)stream;
   store8_int8(p, vrint(lo));
   store8_int8(p + kVec, vrint(hi));
 #endif
@@ -572,22 +583,21 @@ SGL_NPU_INLINE f32x8x2 round16_to(f32x8x2 v) {
   return {round_to<T>(v.lo), round_to<T>(v.hi)};
 }
 template <class T>
-inline void store16_int8_rint(int8_t* p, f32x8x2 v) {
+inline void store16_int8_rint(int8_t* p, f32x8x2 v, bool stream = false) {
 #if defined(__AVX2__)
   if constexpr (kSplitsPairs<T>) {
     const __m256i even = _mm256_cvtps_epi32(bitcast<__m256>(v.lo)), odd = _mm256_cvtps_epi32(bitcast<__m256>(v.hi));
     // Interleaved back to memory order (0..3 | 8..11 and 4..7 | 12..15 per lane), then narrowed as usual.
     const __m256i w = _mm256_packs_epi32(_mm256_unpacklo_epi32(even, odd), _mm256_unpackhi_epi32(even, odd));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
-                     _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+    store_bytes16(p, _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)), stream);
     return;
   }
 #endif
-  store16_int8_rint(p, v.lo, v.hi);
+  store16_int8_rint(p, v.lo, v.hi, stream);
 }
 // floor(v) saturated to int8 for 16 values in load16<T>'s order (NaN -> -128), stored in memory order.
 template <class T>
-inline void store16_int8_floor(int8_t* p, f32x8x2 v) {
+inline void store16_int8_floor(int8_t* p, f32x8x2 v, bool stream = false) {
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
   // One conversion that rounds down (embedded rounding, zmm only) and one saturating narrowing, against a floor, a
   // clamp and the packs per half (swiglu_quant 4096 x 7168: 1.04-1.08x).
@@ -596,9 +606,9 @@ inline void store16_int8_floor(int8_t* p, f32x8x2 v) {
   __m512i c = _mm512_cvt_roundps_epi32(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);  // NaN, -inf: INT_MIN
   if constexpr (kSplitsPairs<T>)  // evens 0..7 then odds 0..7 -> memory order
     c = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), c);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtsepi32_epi8(c));
+  store_bytes16(p, _mm512_cvtsepi32_epi8(c), stream);
 #else
-  store16_int8_rint<T>(p, {vfloor(vclamp(v.lo, -129.f, 128.f)), vfloor(vclamp(v.hi, -129.f, 128.f))});
+  store16_int8_rint<T>(p, {vfloor(vclamp(v.lo, -129.f, 128.f)), vfloor(vclamp(v.hi, -129.f, 128.f))}, stream);
 #endif
 }
 // v[0, n16) rearranged in place into load16<T>'s order, block of 16 by block (n16 = n rounded down to 16); the
@@ -769,7 +779,7 @@ SGL_NPU_INLINE void store32(T* p, const V* v, bool stream = false) {
 // two rounding-down conversions and narrowings, where the 16-value stores first reassemble each half into one
 // vector (swiglu_quant's second pass).
 template <class T, class V>
-SGL_NPU_INLINE void store32_int8_floor(int8_t* p, const V* v) {
+SGL_NPU_INLINE void store32_int8_floor(int8_t* p, const V* v, bool stream = false) {
 #if defined(SGL_NPU_HAVE_F32X16)
   if constexpr (std::is_same_v<V, f32x16>) {
     __m128i codes[2];
@@ -782,13 +792,13 @@ SGL_NPU_INLINE void store32_int8_floor(int8_t* p, const V* v) {
       lo = _mm_unpacklo_epi8(codes[0], codes[1]);
       hi = _mm_unpackhi_epi8(codes[0], codes[1]);
     }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), lo);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 16), hi);
+    store_bytes16(p, lo, stream);
+    store_bytes16(p + 16, hi, stream);
     return;
   }
 #endif
-  store16_int8_floor<T>(p, half16<T, 0>(v));
-  store16_int8_floor<T>(p + 16, half16<T, 1>(v));
+  store16_int8_floor<T>(p, half16<T, 0>(v), stream);
+  store16_int8_floor<T>(p + 16, half16<T, 1>(v), stream);
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
