@@ -116,6 +116,22 @@ def test_qkvgate_outputs_over_the_streaming_threshold(shift):
     _check_all(got, ref.split_qkvgate_gemma_rmsnorm_rope(*args), exact=(2, 3))
 
 
+@pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
+@pytest.mark.parametrize("shift", [0, 8], ids=["aligned", "16-byte"])
+def test_split_outputs_over_the_streaming_threshold(shift, neox):
+    # Qwen3-8B's heads over 8 MB of q: the 32-wide path with streamed stores, whole 64-byte lines where aligned so
+    # (16 bytes at a time at "16-byte"), for the q heads and the k heads alike.
+    tokens, q_hidden, kv_hidden, head_dim = 1030, 4096, 1024, 128
+    qkv = torch.randn(tokens, q_hidden + 2 * kv_hidden, dtype=torch.bfloat16)
+    cos, sin = _full_tables(tokens, head_dim, torch.bfloat16)
+    qw, kw = torch.randn(head_dim, dtype=torch.bfloat16), torch.randn(head_dim, dtype=torch.bfloat16)
+    args = (qkv, sin, cos, q_hidden, kv_hidden, head_dim, 1e-6, qw, kw)
+    out = tuple(torch.empty(tokens * w + shift, dtype=qkv.dtype)[shift:].view(tokens, w)
+                for w in (q_hidden, kv_hidden, kv_hidden))  # fmt: skip
+    got = ops.split_qkv_rmsnorm_rope(*args, is_neox_style=neox, out=out)
+    _check_all(got, ref.split_qkv_rmsnorm_rope(*args, is_neox_style=neox), exact=(2,))
+
+
 @pytest.mark.parametrize(
     "tokens,rope_dim,section,interleaved,gate,bias",
     [(7, 256, [32, 48, 48], True, True, False), (65, 128, [24, 20, 20], False, False, True),

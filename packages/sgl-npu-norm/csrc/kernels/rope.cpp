@@ -326,10 +326,8 @@ inline void regroup32(float* v, int64_t n) {
 
 // tokens16 on blocks of 32 values, two 16-lane vectors in load32<bf16_t>'s order (regrouped tables and parameters):
 // half the instructions per value, and one denormal test, conversion and permute per 32 values where the 16-wide
-// path takes two. (The heads' sums of squares stay tokens16's.) For cache-resident calls only: alternated in one
-// process, 128 tokens 1.04-1.12x over tokens16 (Qwen3-8B and Qwen3-Next shapes), but with the non-temporal stores of
-// 4096 tokens 0.89-0.97x at Qwen3-8B shapes (1.05-1.18x at Qwen3-Next), where cached stores gave 1.02-1.05x.
-template <class C>
+// path takes two. (The heads' sums of squares stay tokens16's.) See wide_heads for the calls it takes.
+template <class C, bool kStream>
 void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   using T = bf16_t;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
@@ -380,11 +378,11 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
           load32(c_tab + j, c);
           load32(s_tab + j, s);
           for (int k = 0; k < 2; ++k) o[k] = lo[k] * c[k] + hi[k] * s[k];
-          store32(out + j, o);
+          store32(out + j, o, kStream);
           load32(c_tab + j + half, c);
           load32(s_tab + j + half, s);
           for (int k = 0; k < 2; ++k) o[k] = hi[k] * c[k] + lo[k] * s[k];
-          store32(out + j + half, o);
+          store32(out + j + half, o, kStream);
         }
         j = r;
       } else if (r) {
@@ -395,16 +393,27 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
           load32(s_tab + j, s);
           o[0] = v[0] * c[0] + v[1] * s[0];
           o[1] = v[1] * c[1] + v[0] * s[1];
-          store32(out + j, o);
+          store32(out + j, o, kStream);
         }
       }
       for (; j < w; j += 32) {  // past the rotation: store32's rounding is normed's (see tokens16)
         f32x16 v[2];
         scaled(j, v);
-        store32(out + j, v);
+        store32(out + j, v, kStream);
       }
     }
   }
+  if (kStream) stream_fence();
+}
+
+// Whether tokens32 takes a call of tokens16's. Alternated in one process with tokens16 on two threads: cache-resident
+// calls (128 tokens) 1.04-1.12x on both models' shapes. Streamed ones (4096 tokens) gain where the caller asks for
+// whole next rows (the split ops): split and pos_cache 1.06-1.12x at Qwen3-8B shapes and 1.19-1.22x at Qwen3-Next,
+// mrope 0.97-1.05x, TP 0.96-1.09x; but q heads read at a stride between their gates ran 0.82-0.89x, and the calls that
+// ask for one head at a time (mqa) 0.90-0.96x, so those keep tokens16. (On one thread split, mrope and the gated q
+// heads all gained, 1.10-1.21x: the losses come with two threads streaming at once.)
+inline bool wide_heads(const HeadNormRopeArgs& a, bool stream) {
+  return by32(a) && (!stream || (a.next_rows.base && a.x_head_stride == a.width));
 }
 #endif
 
@@ -412,8 +421,7 @@ template <class T, class C, bool kStream>
 void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   if constexpr (std::is_same_v<T, bf16_t>) {
 #if defined(SGL_NPU_HAVE_F32X16) && defined(SGL_NPU_BF16_CONVERT_INSN)
-    if constexpr (!kStream)
-      if (a.by16 && by32(a)) return tokens32<C>(a, begin, end);
+    if (a.by16 && wide_heads(a, kStream)) return tokens32<C, kStream>(a, begin, end);
 #endif
     if (a.by16) return tokens16<C, kStream>(a, begin, end);
   }
