@@ -116,11 +116,24 @@ struct GroupSquaresArgs {
   float* out;
 };
 
+// Per row t: `count` pieces of `bytes` bytes, piece i copied from src + t * src_row + i * src_step to
+// dst + t * dst_row + i * bytes (side by side); around the caches when `stream` (sgl_npu_core::copy_stream). With
+// `ask_next` each piece of the next row (up to `end`) is asked for while this row's is copied: rows far apart, where
+// the hardware prefetcher restarts. (The split ops' v and gate outputs.)
+struct RowPiecesArgs {
+  const char* src;
+  int64_t src_row, src_step;
+  char* dst;
+  int64_t dst_row, bytes, count;
+  bool stream, ask_next;
+};
+
 SGL_NPU_DECLARE_PER_ISA(void rmsnorm_rows(const NormArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void head_norm_rope_tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void group_sum_squares_rows(const GroupSquaresArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void glu_rows(const GluArgs& a, int64_t begin, int64_t end))
 SGL_NPU_DECLARE_PER_ISA(void swiglu_quant_rows(const SwigluQuantArgs& a, int64_t begin, int64_t end))
+SGL_NPU_DECLARE_PER_ISA(void copy_row_pieces(const RowPiecesArgs& a, int64_t begin, int64_t end))
 // dst = src + add as fp32, in the order sgl_npu_core::load16 gives values of dtype `order` (what the kernels
 // read per-channel parameters with).
 SGL_NPU_DECLARE_PER_ISA(void to_float32(DType dtype, const void* src, float* dst, int64_t n, float add, DType order))

@@ -186,8 +186,17 @@ inline void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, kLocality);
   __asm__ __volatile__("");
 }
-// memcpy with non-temporal stores where `dst` is 16-byte aligned and `bytes` a multiple of 16 (else memcpy).
+// memcpy with non-temporal stores where `dst` is 16-byte aligned and `bytes` a multiple of 16 (else memcpy); with
+// AVX-512, one load and one store per 64-byte line where `dst` is 64-byte aligned and `bytes` a multiple of 64.
 inline void copy_stream(void* dst, const void* src, int64_t bytes) {
+#if defined(__AVX512F__)
+  if (reinterpret_cast<uintptr_t>(dst) % 64 == 0 && bytes % 64 == 0) {
+    auto* d = static_cast<__m512i*>(dst);
+    const char* s = static_cast<const char*>(src);
+    for (int64_t i = 0; i < bytes / 64; ++i) _mm512_stream_si512(d + i, _mm512_loadu_si512(s + 64 * i));
+    return;
+  }
+#endif
 #if defined(__SSE2__)
   if (reinterpret_cast<uintptr_t>(dst) % 16 == 0 && bytes % 16 == 0) {
     auto* d = static_cast<__m128i*>(dst);
