@@ -409,12 +409,10 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
 // Whether tokens32 takes a call of tokens16's. Alternated in one process with tokens16 on two threads: cache-resident
 // calls (128 tokens) 1.04-1.12x on both models' shapes. Streamed ones (4096 tokens) gain where the caller asks for
 // whole next rows (the split ops): split and pos_cache 1.06-1.12x at Qwen3-8B shapes and 1.19-1.22x at Qwen3-Next,
-// mrope 0.97-1.05x, TP 0.96-1.09x; but q heads read at a stride between their gates ran 0.82-0.89x, and the calls that
-// ask for one head at a time (mqa) 0.90-0.96x, so those keep tokens16. (On one thread split, mrope and the gated q
-// heads all gained, 1.10-1.21x: the losses come with two threads streaming at once.)
-inline bool wide_heads(const HeadNormRopeArgs& a, bool stream) {
-  return by32(a) && (!stream || (a.next_rows.base && a.x_head_stride == a.width));
-}
+// mrope 0.97-1.05x and 1.18-1.31x (Qwen3-Next's, with gates), TP 0.96-1.09x, gate 1.04-1.12x at Qwen3-Next; the one
+// loss is gate at Qwen3-8B shapes, 0.86-1.04x across runs. The calls that ask for one head at a time (mqa) ran
+// 0.90-0.96x and keep tokens16. (On one thread split, mrope and gate all gained, 1.04-1.25x.)
+inline bool wide_heads(const HeadNormRopeArgs& a, bool stream) { return by32(a) && (!stream || a.next_rows.base); }
 #endif
 
 template <class T, class C, bool kStream>
