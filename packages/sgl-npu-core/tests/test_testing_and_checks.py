@@ -4,7 +4,7 @@ import pytest
 import torch
 from sgl_npu_core import checks
 from sgl_npu_core.library import load_op_library
-from sgl_npu_core.testing import assert_close, rel_error, tolerance
+from sgl_npu_core.testing import assert_close, empty_at, rel_error, tolerance
 
 
 def test_assert_close_uses_dtype_tolerances():
@@ -116,3 +116,19 @@ def test_as_int_takes_integers_only():
     for value in (2.5, 7.0, True, "7", None, torch.tensor(7.0), torch.tensor([7]), torch.tensor(True)):
         with pytest.raises(TypeError, match="n must be an int, got"):
             checks.as_int(value, "n")
+
+
+@pytest.mark.parametrize(
+    "dtype,offset", [(torch.bfloat16, 0), (torch.bfloat16, 16), (torch.int8, 8), (torch.float32, 4)]
+)
+def test_empty_at_places_the_data_past_a_64_byte_boundary(dtype, offset):
+    t = empty_at((3, 5), dtype, offset)
+    assert t.shape == (3, 5) and t.dtype == dtype and t.is_contiguous()
+    assert t.data_ptr() % 64 == offset
+
+
+def test_empty_at_refuses_offsets_that_split_an_element():
+    with pytest.raises(ValueError, match="byte_offset"):
+        empty_at((4,), torch.float32, 2)
+    with pytest.raises(ValueError, match="byte_offset"):
+        empty_at((4,), torch.float32, 64)

@@ -3,7 +3,7 @@
 import pytest
 import sgl_npu_norm as ops
 import torch
-from sgl_npu_core.testing import FLOAT_DTYPES, assert_close, assert_codes_close
+from sgl_npu_core.testing import FLOAT_DTYPES, assert_close, assert_codes_close, empty_at
 from sgl_npu_norm import reference as ref
 
 SHAPES = [(1, 16), (3, 200), (2, 3, 514), (2, 2 * 59), (4, 2 * 3584)]  # 59 = 32 + 16 + 8 + 3: every step a row takes
@@ -61,8 +61,7 @@ def test_outputs_over_the_streaming_threshold(dtype, offset):
     # outputs of 8 MB and more are written around the caches (should_stream), a 64-byte line at a time where aligned
     # so ("16-byte": out= starts 16 bytes into a line, so 16 bytes at a time): the same values
     x = torch.randn(600, 2 * 7168).to(dtype) * 4
-    shift = offset // x.element_size()
-    out = torch.empty(600 * 7168 + shift, dtype=dtype)[shift:].view(600, 7168)
+    out = empty_at((600, 7168), dtype, offset)
     assert out.data_ptr() % 64 == offset
     assert_close(ops.silu_and_mul(x, out=out), ref.silu_and_mul(x))
     assert_close(ops.swiglu_oai(x), ref.swiglu_oai(x))
@@ -75,7 +74,7 @@ def test_swiglu_quant_codes_over_the_streaming_threshold(offset):
     # not of 32, so each row ends with a 16-wide store.
     rows, d = 1200, 7184
     x = torch.randn(rows, 2 * d, dtype=torch.bfloat16) * 4
-    codes = torch.empty(rows * d + offset, dtype=torch.int8)[offset:].view(rows, d)
+    codes = empty_at((rows, d), torch.int8, offset)
     assert codes.data_ptr() % 64 == offset
     q, scale = ops.swiglu_quant(x, out=(codes, torch.empty(rows)))
     assert q.data_ptr() == codes.data_ptr()

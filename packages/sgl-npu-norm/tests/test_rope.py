@@ -5,7 +5,7 @@ tolerance, v (and gate) bit-exact."""
 import pytest
 import sgl_npu_norm as ops
 import torch
-from sgl_npu_core.testing import FLOAT_DTYPES, assert_close
+from sgl_npu_core.testing import FLOAT_DTYPES, assert_close, empty_at
 from sgl_npu_norm import _meta
 from sgl_npu_norm import reference as ref
 
@@ -110,8 +110,7 @@ def test_qkvgate_outputs_over_the_streaming_threshold(shift):
     cos, sin = _full_tables(tokens, rope_dim, torch.bfloat16)
     qw, kw = torch.randn(head_dim, dtype=torch.bfloat16) * 0.1, torch.randn(head_dim, dtype=torch.bfloat16) * 0.1
     args = (qkv, sin, cos, q_hidden, kv_hidden, head_dim, rope_dim, 1e-6, qw, kw)
-    out = tuple(torch.empty(tokens * w + shift, dtype=qkv.dtype)[shift:].view(tokens, w)
-                for w in (q_hidden, kv_hidden, kv_hidden, q_hidden))  # fmt: skip
+    out = tuple(empty_at((tokens, w), qkv.dtype, 2 * shift) for w in (q_hidden, kv_hidden, kv_hidden, q_hidden))
     got = ops.split_qkvgate_gemma_rmsnorm_rope(*args, out=out)
     _check_all(got, ref.split_qkvgate_gemma_rmsnorm_rope(*args), exact=(2, 3))
 
@@ -126,8 +125,7 @@ def test_split_outputs_over_the_streaming_threshold(shift, neox):
     cos, sin = _full_tables(tokens, head_dim, torch.bfloat16)
     qw, kw = torch.randn(head_dim, dtype=torch.bfloat16), torch.randn(head_dim, dtype=torch.bfloat16)
     args = (qkv, sin, cos, q_hidden, kv_hidden, head_dim, 1e-6, qw, kw)
-    out = tuple(torch.empty(tokens * w + shift, dtype=qkv.dtype)[shift:].view(tokens, w)
-                for w in (q_hidden, kv_hidden, kv_hidden))  # fmt: skip
+    out = tuple(empty_at((tokens, w), qkv.dtype, 2 * shift) for w in (q_hidden, kv_hidden, kv_hidden))
     got = ops.split_qkv_rmsnorm_rope(*args, is_neox_style=neox, out=out)
     _check_all(got, ref.split_qkv_rmsnorm_rope(*args, is_neox_style=neox), exact=(2,))
 

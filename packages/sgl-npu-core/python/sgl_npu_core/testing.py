@@ -19,6 +19,20 @@ TOLERANCES = {
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def empty_at(shape: tuple[int, ...], dtype: torch.dtype, byte_offset: int = 0) -> torch.Tensor:
+    """An uninitialized contiguous tensor whose data starts ``byte_offset`` bytes past a 64-byte boundary: the
+    kernels store whole 64-byte lines, 16 bytes at a time or plain stores depending on an output's alignment."""
+    elem = torch.empty((), dtype=dtype).element_size()
+    if byte_offset % elem or not 0 <= byte_offset < 64:
+        raise ValueError(f"byte_offset must be a multiple of {elem} in [0, 64), got {byte_offset}")
+    n = 1
+    for size in shape:
+        n *= size
+    base = torch.empty(n + 64 // elem, dtype=dtype)
+    skip = (byte_offset - base.data_ptr()) % 64 // elem
+    return base[skip : skip + n].view(shape)
+
+
 def tolerance(dtype: torch.dtype) -> tuple[float, float]:
     """(atol, rtol) for a result of ``dtype`` compared with an fp32 reference rounded to ``dtype``."""
     return TOLERANCES[dtype]
