@@ -103,6 +103,10 @@ struct HeadNormRopeArgs {
     const char* base = nullptr;
     int64_t stride = 0, bytes = 0, until = 0;
   } next_rows;
+  // Optional: a second head group of the same tokens (a split op's k after its q), computed token by token right
+  // after this group's heads, on the same rotation tables; this group's next_rows requests cover both groups' rows.
+  // Where the 32-wide path cannot take the pair, the groups run one after the other over the range.
+  const HeadNormRopeArgs* then = nullptr;
 };
 
 // Per row r of x, the fp32 sum of squares of each group g of consecutive columns, from column 0 on:

@@ -216,15 +216,20 @@ inline void bf16_heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<fl
 // The next token's head h, asked for while head h of token t is computed: the requests spread over the whole token's
 // arithmetic keep DRAM busy alongside it (split_qkv_rmsnorm_rope 4096 x Qwen3-8B bf16, interleaved in one process:
 // 1.14-1.25x over asking for them all during the sums, which fills the miss buffers and stalls). Or the caller's
-// rows (next_rows), a slice per head.
-[[gnu::always_inline]] inline void ask_next_head(const HeadNormRopeArgs& a, int64_t t, int64_t end, int64_t h) {
+// rows (next_rows), a slice per head: head h of `heads` (the heads of every group computed per token, see
+// HeadNormRopeArgs::then).
+[[gnu::always_inline]] inline void ask_next_head(const HeadNormRopeArgs& a, int64_t t, int64_t end, int64_t h,
+                                                 int64_t heads) {
   if (!a.next_rows.base) {
     if (t + 1 < end) prefetch_bytes(head_of(a, t + 1, h), a.width * int64_t(sizeof(bf16_t)));
   } else if (t + 1 < a.next_rows.until) {
-    const int64_t slice = (a.next_rows.bytes / a.heads + 63) / 64 * 64, from = h * slice;
+    const int64_t slice = (a.next_rows.bytes / heads + 63) / 64 * 64, from = h * slice;
     if (from < a.next_rows.bytes)
       prefetch_bytes(a.next_rows.base + (t + 1) * a.next_rows.stride + from, std::min(slice, a.next_rows.bytes - from));
   }
+}
+[[gnu::always_inline]] inline void ask_next_head(const HeadNormRopeArgs& a, int64_t t, int64_t end, int64_t h) {
+  ask_next_head(a, t, end, h, a.heads);
 }
 
 // The per-token state of the bf16 paths: the rotation tables (rope_dim values each, load16<bf16_t>'s order; tokens32
@@ -324,86 +329,120 @@ inline void regroup32(float* v, int64_t n) {
   }
 }
 
-// tokens16 on blocks of 32 values, two 16-lane vectors in load32<bf16_t>'s order (regrouped tables and parameters):
-// half the instructions per value, and one denormal test, conversion and permute per 32 values where the 16-wide
-// path takes two. (The heads' sums of squares stay tokens16's.) See wide_heads for the calls it takes.
-template <class C, bool kStream>
-void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
+// One head group's weight and bias in load32<bf16_t>'s order, regrouped once per call (one head's, or every head's).
+struct Params32 {
+  std::vector<float> buf;
+  const float *weight = nullptr, *bias = nullptr;
+  explicit Params32(const HeadNormRopeArgs& a) {
+    const int64_t len = a.param_head_stride ? a.heads * a.param_head_stride : a.width;
+    if (!a.norm || (!a.weight && !a.bias)) return;
+    buf.resize(2 * len);
+    auto regrouped = [&](const float* p, float* into) -> const float* {
+      if (!p) return nullptr;
+      std::copy(p, p + len, into);
+      regroup32(into, len);
+      return into;
+    };
+    weight = regrouped(a.weight, buf.data());
+    bias = regrouped(a.bias, buf.data() + len);
+  }
+};
+
+// Token t's heads of one group on blocks of 32 (tables regrouped, rstd taken), asking for the next token's rows as
+// heads [first, first + a.heads) of `asked` heads in all.
+template <bool kStream>
+void heads32(const HeadNormRopeArgs& a, const Params32& p, const float* rstd, const float* c_tab, const float* s_tab,
+             int64_t t, int64_t end, const HeadNormRopeArgs& asker, int64_t first, int64_t asked) {
   using T = bf16_t;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
-  TokenState token(a);
-  const float *c_tab = token.c_tab, *s_tab = token.s_tab;
-  // The weight and bias regrouped once per task (one head's, or every head's).
-  const int64_t param_len = a.param_head_stride ? a.heads * a.param_head_stride : w;
-  std::vector<float> params(a.norm && (a.weight || a.bias) ? 2 * param_len : 0);
-  auto regrouped = [&](const float* p, float* into) -> const float* {
-    if (!a.norm || !p) return nullptr;
-    std::copy(p, p + param_len, into);
-    regroup32(into, param_len);
-    return into;
-  };
-  const float* weight = regrouped(a.weight, params.data());
-  const float* bias = regrouped(a.bias, params.data() + param_len);
-  for (int64_t t = begin; t < end; ++t) {
-    token.take<C>(a, t, end);
-    regroup32(token.c_tab, r);
-    regroup32(token.s_tab, r);
-    for (int64_t h = 0; h < a.heads; ++h) {
-      const T* x = head_of(a, t, h);
-      T* out = out_head(a, t, h);
-      const float rstd_h = token.rstd[h];
+  for (int64_t h = 0; h < a.heads; ++h) {
+    const T* x = head_of(a, t, h);
+    T* out = out_head(a, t, h);
+    const float rstd_h = rstd[h];
+    if (asker.next_rows.base)
+      ask_next_head(asker, t, end, first + h, asked);
+    else
       ask_next_head(a, t, end, h);
-      const float* wp = weight ? weight + h * a.param_head_stride : nullptr;
-      const float* bp = bias ? bias + h * a.param_head_stride : nullptr;
-      // x may be out: every block is read before it (or its rotation partner) is written.
-      auto scaled = [&](int64_t j, f32x16* v) {  // the normed values before their rounding to T
-        load32(x + j, v);
-        if (!a.norm) return;
-        for (int k = 0; k < 2; ++k) {
-          v[k] = v[k] * rstd_h;
-          if (wp) v[k] = v[k] * load16_wide(wp + j + 16 * k);
-          if (bp) v[k] = v[k] + load16_wide(bp + j + 16 * k);
-        }
-      };
-      auto normed = [&](int64_t j, f32x16* v) {
-        scaled(j, v);
-        if (a.norm) round32_to<T>(v);
-      };
-      int64_t j = 0;
-      if (r && a.neox) {
-        for (; j < half; j += 32) {
-          f32x16 lo[2], hi[2], c[2], s[2], o[2];
-          normed(j, lo);
-          normed(j + half, hi);
-          load32(c_tab + j, c);
-          load32(s_tab + j, s);
-          for (int k = 0; k < 2; ++k) o[k] = lo[k] * c[k] + hi[k] * s[k];
-          store32(out + j, o, kStream);
-          load32(c_tab + j + half, c);
-          load32(s_tab + j + half, s);
-          for (int k = 0; k < 2; ++k) o[k] = hi[k] * c[k] + lo[k] * s[k];
-          store32(out + j + half, o, kStream);
-        }
-        j = r;
-      } else if (r) {
-        for (; j < r; j += 32) {  // evens in v[0], odds in v[1]: each (2i, 2i + 1) pair faces itself
-          f32x16 v[2], c[2], s[2], o[2];
-          normed(j, v);
-          load32(c_tab + j, c);
-          load32(s_tab + j, s);
-          o[0] = v[0] * c[0] + v[1] * s[0];
-          o[1] = v[1] * c[1] + v[0] * s[1];
-          store32(out + j, o, kStream);
-        }
+    const float* wp = p.weight ? p.weight + h * a.param_head_stride : nullptr;
+    const float* bp = p.bias ? p.bias + h * a.param_head_stride : nullptr;
+    // x may be out: every block is read before it (or its rotation partner) is written.
+    auto scaled = [&](int64_t j, f32x16* v) {  // the normed values before their rounding to T
+      load32(x + j, v);
+      if (!a.norm) return;
+      for (int k = 0; k < 2; ++k) {
+        v[k] = v[k] * rstd_h;
+        if (wp) v[k] = v[k] * load16_wide(wp + j + 16 * k);
+        if (bp) v[k] = v[k] + load16_wide(bp + j + 16 * k);
       }
-      for (; j < w; j += 32) {  // past the rotation: store32's rounding is normed's (see tokens16)
-        f32x16 v[2];
-        scaled(j, v);
-        store32(out + j, v, kStream);
+    };
+    auto normed = [&](int64_t j, f32x16* v) {
+      scaled(j, v);
+      if (a.norm) round32_to<T>(v);
+    };
+    int64_t j = 0;
+    if (r && a.neox) {
+      for (; j < half; j += 32) {
+        f32x16 lo[2], hi[2], c[2], s[2], o[2];
+        normed(j, lo);
+        normed(j + half, hi);
+        load32(c_tab + j, c);
+        load32(s_tab + j, s);
+        for (int k = 0; k < 2; ++k) o[k] = lo[k] * c[k] + hi[k] * s[k];
+        store32(out + j, o, kStream);
+        load32(c_tab + j + half, c);
+        load32(s_tab + j + half, s);
+        for (int k = 0; k < 2; ++k) o[k] = hi[k] * c[k] + lo[k] * s[k];
+        store32(out + j + half, o, kStream);
+      }
+      j = r;
+    } else if (r) {
+      for (; j < r; j += 32) {  // evens in v[0], odds in v[1]: each (2i, 2i + 1) pair faces itself
+        f32x16 v[2], c[2], s[2], o[2];
+        normed(j, v);
+        load32(c_tab + j, c);
+        load32(s_tab + j, s);
+        o[0] = v[0] * c[0] + v[1] * s[0];
+        o[1] = v[1] * c[1] + v[0] * s[1];
+        store32(out + j, o, kStream);
       }
     }
+    for (; j < w; j += 32) {  // past the rotation: store32's rounding is normed's (see tokens16)
+      f32x16 v[2];
+      scaled(j, v);
+      store32(out + j, v, kStream);
+    }
   }
-  if (kStream) stream_fence();
+}
+
+// tokens16 on blocks of 32 values, two 16-lane vectors in load32<bf16_t>'s order (regrouped tables and parameters):
+// half the instructions per value, and one denormal test, conversion and permute per 32 values where the 16-wide
+// path takes two. (The heads' sums of squares stay tokens16's.) See wide_heads for the calls it takes. With a.then
+// (see HeadNormRopeArgs), each token's heads of both groups in turn, on the token's one set of tables.
+template <class C>
+void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
+  const HeadNormRopeArgs* b = a.then;
+  TokenState token(a);
+  const Params32 pa(a);
+  const Params32 pb = b ? Params32(*b) : Params32(a);
+  std::vector<float> rstd_b = b ? heads_rstd_buffer(*b) : std::vector<float>();
+  const int64_t asked = a.heads + (b ? b->heads : 0);
+  auto run = [&](const HeadNormRopeArgs& g, const Params32& p, const float* rstd, int64_t t, int64_t first) {
+    if (g.stream)
+      heads32<true>(g, p, rstd, token.c_tab, token.s_tab, t, end, a, first, asked);
+    else
+      heads32<false>(g, p, rstd, token.c_tab, token.s_tab, t, end, a, first, asked);
+  };
+  for (int64_t t = begin; t < end; ++t) {
+    token.take<C>(a, t, end);
+    regroup32(token.c_tab, a.rope_dim);
+    regroup32(token.s_tab, a.rope_dim);
+    run(a, pa, token.rstd.data(), t, 0);
+    if (b) {
+      bf16_heads_rstd(*b, t, rstd_b);
+      run(*b, pb, rstd_b.data(), t, a.heads);
+    }
+  }
+  if (a.stream || (b && b->stream)) stream_fence();
 }
 
 // Whether tokens32 takes a call of tokens16's. Alternated in one process with tokens16 on two threads: cache-resident
@@ -413,13 +452,27 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
 // loss is gate at Qwen3-8B shapes, 0.86-1.04x across runs. The calls that ask for one head at a time (mqa) ran
 // 0.90-0.96x and keep tokens16. (On one thread split, mrope and gate all gained, 1.04-1.25x.)
 inline bool wide_heads(const HeadNormRopeArgs& a, bool stream) { return by32(a) && (!stream || a.next_rows.base); }
+
+// Whether tokens32 takes a and a.then together: bf16 heads on whole blocks of 32 in both, on the same tables, and the
+// rows asked for by a's requests (or nothing streamed).
+inline bool takes_pair(const HeadNormRopeArgs& a) {
+  const HeadNormRopeArgs& b = *a.then;
+  const bool same_tables = a.cos == b.cos && a.sin == b.sin && a.positions == b.positions &&
+                           a.positions_int64 == b.positions_int64 && a.rope_dim == b.rope_dim && a.neox == b.neox &&
+                           a.full_width == b.full_width && a.table_dtype == b.table_dtype &&
+                           a.table_stride == b.table_stride;
+  return a.dtype == DType::bf16 && b.dtype == DType::bf16 && a.by16 && b.by16 && by32(a) && by32(b) && same_tables &&
+         (a.next_rows.base || (!a.stream && !b.stream));
+}
+#else
+inline bool takes_pair(const HeadNormRopeArgs&) { return false; }
 #endif
 
 template <class T, class C, bool kStream>
 void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   if constexpr (std::is_same_v<T, bf16_t>) {
 #if defined(SGL_NPU_HAVE_F32X16) && defined(SGL_NPU_BF16_CONVERT_INSN)
-    if (a.by16 && wide_heads(a, kStream)) return tokens32<C, kStream>(a, begin, end);
+    if (a.by16 && wide_heads(a, kStream)) return tokens32<C>(a, begin, end);
 #endif
     if (a.by16) return tokens16<C, kStream>(a, begin, end);
   }
@@ -463,6 +516,13 @@ void tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
 }  // namespace
 
 void head_norm_rope_tokens(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
+  if (a.then && !takes_pair(a)) {  // each group over the range in turn
+    HeadNormRopeArgs alone = a;
+    alone.then = nullptr;
+    head_norm_rope_tokens(alone, begin, end);
+    head_norm_rope_tokens(*a.then, begin, end);
+    return;
+  }
   SGL_NPU_DISPATCH_FLOAT(a.dtype, [&] {
     using T = scalar_t;
     SGL_NPU_DISPATCH_FLOAT(a.table_dtype, [&] {

@@ -369,10 +369,12 @@ void split_qkv_norm_rope(const Tensor& qkv, int64_t head_dim, int64_t q_heads, i
   parallel_rows(tokens, 2 * row_bytes, [&](int64_t first, int64_t last) {
     HeadNormRopeArgs aq = gq.args, ak = gk.args;
     aq.next_rows.until = last;  // across blocks, within this task
+    // k's heads token by token right after q's, the next rows' requests spread over both (4096 tokens, alternated in
+    // one process on two threads: Qwen3-8B split, pos_cache, mrope, TP and gate 1.01-1.11x; Qwen3-Next 0.91-1.09x).
+    aq.then = &ak;
     for (int64_t begin = first; begin < last; begin += kBlock) {
       const int64_t end = std::min(last, begin + kBlock);
       SGL_NPU_ISA_CALL(head_norm_rope_tokens, aq, begin, end);
-      SGL_NPU_ISA_CALL(head_norm_rope_tokens, ak, begin, end);
       copy_rows(begin, end);
     }
     if (stream_v || stream_gate) stream_fence();
