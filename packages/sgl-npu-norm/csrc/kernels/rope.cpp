@@ -333,6 +333,7 @@ inline void regroup32(float* v, int64_t n) {
 struct Params32 {
   std::vector<float> buf;
   const float *weight = nullptr, *bias = nullptr;
+  Params32() = default;  // none (no second group)
   explicit Params32(const HeadNormRopeArgs& a) {
     const int64_t len = a.param_head_stride ? a.heads * a.param_head_stride : a.width;
     if (!a.norm || (!a.weight && !a.bias)) return;
@@ -423,7 +424,7 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   const HeadNormRopeArgs* b = a.then;
   TokenState token(a);
   const Params32 pa(a);
-  const Params32 pb = b ? Params32(*b) : Params32(a);
+  const Params32 pb = b ? Params32(*b) : Params32();
   std::vector<float> rstd_b = b ? heads_rstd_buffer(*b) : std::vector<float>();
   const int64_t asked = a.heads + (b ? b->heads : 0);
   auto run = [&](const HeadNormRopeArgs& g, const Params32& p, const float* rstd, int64_t t, int64_t first) {
