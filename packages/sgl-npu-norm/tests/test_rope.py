@@ -70,6 +70,20 @@ def test_neox_uses_both_halves_of_full_width_tables():
     _check_all(got, ref.split_qkv_rmsnorm_rope(qkv, sin, cos, 64, 64, 64), exact=(2,))
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_full_width_tables_whose_halves_repeat_on_some_tokens_only(dtype):
+    # The kernels take one half's tables for both where a token's halves repeat: each token decides for itself,
+    # and a difference anywhere in the second half (here only in its last 16 values) counts.
+    tokens, head = 5, 128
+    qkv = torch.randn(tokens, 6 * head, dtype=dtype)
+    cos, sin = _full_tables(tokens, head, dtype)
+    cos[1, -16:] = torch.rand(16, dtype=dtype)
+    sin[2, -16:] = torch.rand(16, dtype=dtype) - 2
+    kw = _norm_kwargs("norm", head, dtype)
+    got = ops.split_qkv_rmsnorm_rope(qkv, sin, cos, 4 * head, head, head, **kw)
+    _check_all(got, ref.split_qkv_rmsnorm_rope(qkv, sin, cos, 4 * head, head, head, **kw), exact=(2,))
+
+
 @pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
 @pytest.mark.parametrize("rope_dim", [128, 64, 32])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -47,11 +48,16 @@ void fill_tables(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c
   }
 }
 
+// Whether two vectors hold the same bits (-0 and 0 differ).
+inline bool same_bits(f32x8 a, f32x8 b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
 // fill_tables + permute16<bf16_t> for NeoX tables whose halves are whole blocks of 16 (tokens16): each block of 16
 // table values loaded once and split into its even and odd values, where the scalar loops convert and move one
 // value at a time (alternated in one process, 4096 tokens: pos_cache 1.06-1.07x, split and gate 1.03-1.05x).
+// Returns whether the tables are mirrored: the second half's C the first's and its S the first's negated, as always
+// from half-width rows and from full-width ones whose halves repeat (the usual cat([sin, sin])).
 template <class C>
-void fill_tables16_neox(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c_tab, float* s_tab) {
+bool fill_tables16_neox(const HeadNormRopeArgs& a, int64_t token, int64_t end, float* c_tab, float* s_tab) {
   const int64_t half = a.rope_dim / 2;
   ask_next_table_rows<C>(a, token, end);
   const int64_t row = table_row(a, token) * a.table_stride, second = a.full_width ? half : 0;
@@ -61,14 +67,19 @@ void fill_tables16_neox(const HeadNormRopeArgs& a, int64_t token, int64_t end, f
     if constexpr (kSplitsPairs<bf16_t>) return load16_evens_odds(p);
     return f32x8x2{load8(p), load8(p + kVec)};
   };
+  bool mirrored = true;
   for (int64_t j = 0; j < half; j += 2 * kVec) {
     const f32x8x2 c = evens_odds(cos + j), s = evens_odds(sin + j);
     const f32x8x2 c2 = evens_odds(cos + second + j), s2 = evens_odds(sin + second + j);
+    if (second)
+      mirrored = mirrored && same_bits(c.lo, c2.lo) && same_bits(c.hi, c2.hi) && same_bits(s.lo, s2.lo) &&
+                 same_bits(s.hi, s2.hi);
     store8(c_tab + j, c.lo), store8(c_tab + j + kVec, c.hi);
     store8(s_tab + j, -s.lo), store8(s_tab + j + kVec, -s.hi);
     store8(c_tab + half + j, c2.lo), store8(c_tab + half + j + kVec, c2.hi);
     store8(s_tab + half + j, s2.lo), store8(s_tab + half + j + kVec, s2.hi);
   }
+  return mirrored;
 }
 
 // The normed value of a head's dims [j, j+8) (or of one dim): y * rstd * w + b rounded to T, as the unfused
@@ -183,16 +194,17 @@ inline const float* head_param(const HeadNormRopeArgs& a, const float* param, in
   return a.norm && param ? param + h * a.param_head_stride : nullptr;
 }
 
-// Token t's rotation tables (rope_dim values each) in load16<bf16_t>'s order.
+// Token t's rotation tables (rope_dim values each) in load16<bf16_t>'s order; whether they are mirrored NeoX tables
+// (see fill_tables16_neox).
 template <class C>
-void fill_tables16(const HeadNormRopeArgs& a, int64_t t, int64_t end, float* c_tab, float* s_tab) {
-  if (a.rope_dim && a.neox) {
-    fill_tables16_neox<C>(a, t, end, c_tab, s_tab);
-  } else if (a.rope_dim) {
+bool fill_tables16(const HeadNormRopeArgs& a, int64_t t, int64_t end, float* c_tab, float* s_tab) {
+  if (a.rope_dim && a.neox) return fill_tables16_neox<C>(a, t, end, c_tab, s_tab);
+  if (a.rope_dim) {
     fill_tables<C>(a, t, end, c_tab, s_tab);
     permute16<bf16_t>(c_tab, a.rope_dim);
     permute16<bf16_t>(s_tab, a.rope_dim);
   }
+  return false;
 }
 
 // Head h of token t of a bf16 call.
@@ -237,11 +249,12 @@ inline void bf16_heads_rstd(const HeadNormRopeArgs& a, int64_t t, std::vector<fl
 struct TokenState {
   std::vector<float> buf, rstd;
   float *c_tab, *s_tab;
+  bool mirrored = false;  // see fill_tables16_neox
   explicit TokenState(const HeadNormRopeArgs& a)
       : buf(2 * a.rope_dim), rstd(heads_rstd_buffer(a)), c_tab(buf.data()), s_tab(buf.data() + a.rope_dim) {}
   template <class C>
   void take(const HeadNormRopeArgs& a, int64_t t, int64_t end) {
-    fill_tables16<C>(a, t, end, c_tab, s_tab);
+    mirrored = fill_tables16<C>(a, t, end, c_tab, s_tab);
     bf16_heads_rstd(a, t, rstd);
   }
 };
@@ -349,12 +362,13 @@ struct Params32 {
   }
 };
 
-// Token t's heads of one group on blocks of 32 (tables regrouped, rstd taken), asking for the next token's rows as
-// heads [first, first + a.heads) of `asked` heads in all.
+// Token t's heads of one group on blocks of 32 (the token's tables regrouped, rstd taken), asking for the next
+// token's rows as heads [first, first + a.heads) of `asked` heads in all.
 template <bool kStream>
-void heads32(const HeadNormRopeArgs& a, const Params32& p, const float* rstd, const float* c_tab, const float* s_tab,
-             int64_t t, int64_t end, const HeadNormRopeArgs& asker, int64_t first, int64_t asked) {
+void heads32(const HeadNormRopeArgs& a, const Params32& p, const float* rstd, const TokenState& token, int64_t t,
+             int64_t end, const HeadNormRopeArgs& asker, int64_t first, int64_t asked) {
   using T = bf16_t;
+  const float *c_tab = token.c_tab, *s_tab = token.s_tab;
   const int64_t w = a.width, r = a.rope_dim, half = r / 2;
   for (int64_t h = 0; h < a.heads; ++h) {
     const T* x = head_of(a, t, h);
@@ -382,11 +396,10 @@ void heads32(const HeadNormRopeArgs& a, const Params32& p, const float* rstd, co
     };
     int64_t j = 0;
     if (r && a.neox) {
-      // Half-width rows (a cache's [cos half | sin half]) make the second half's tables the first's, S negated:
-      // both halves take the first half's, four loads fewer per 64 values (4096 tokens, alternated in one process
-      // on two threads, medians of 15 rounds: pos_cache and mrope 1.03-1.07x on both models' shapes; outputs
-      // bit-identical).
-      const bool mirrored = !a.full_width;
+      // Mirrored tables (see fill_tables16_neox): both halves take the first half's, four loads fewer per 64
+      // values (4096 tokens, alternated in one process on two threads, medians of 12-15 rounds: Qwen3-8B split,
+      // TP, gate and pos_cache 1.03-1.10x, mrope 1.04x; Qwen3-Next 0.99-1.07x; outputs bit-identical).
+      const bool mirrored = token.mirrored;
       for (; j < half; j += 32) {
         f32x16 lo[2], hi[2], c[2], s[2], o[2];
         normed(j, lo);
@@ -438,9 +451,9 @@ void tokens32(const HeadNormRopeArgs& a, int64_t begin, int64_t end) {
   const int64_t asked = a.heads + (b ? b->heads : 0);
   auto run = [&](const HeadNormRopeArgs& g, const Params32& p, const float* rstd, int64_t t, int64_t first) {
     if (g.stream)
-      heads32<true>(g, p, rstd, token.c_tab, token.s_tab, t, end, a, first, asked);
+      heads32<true>(g, p, rstd, token, t, end, a, first, asked);
     else
-      heads32<false>(g, p, rstd, token.c_tab, token.s_tab, t, end, a, first, asked);
+      heads32<false>(g, p, rstd, token, t, end, a, first, asked);
   };
   for (int64_t t = begin; t < end; ++t) {
     token.take<C>(a, t, end);
