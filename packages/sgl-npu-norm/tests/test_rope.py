@@ -84,6 +84,18 @@ def test_full_width_tables_whose_halves_repeat_on_some_tokens_only(dtype):
     _check_all(got, ref.split_qkv_rmsnorm_rope(qkv, sin, cos, 4 * head, head, head, **kw), exact=(2,))
 
 
+@pytest.mark.parametrize("norm", ["norm", "norm+bias"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_odd_head_counts(dtype, norm):
+    # Wholly rotated heads go two at a time where the kernel can: an odd count leaves one for the single-head path.
+    tokens, head = 3, 128
+    qkv = torch.randn(tokens, 5 * head, dtype=dtype)
+    cos, sin = _full_tables(tokens, head, dtype)
+    kw = _norm_kwargs(norm, head, dtype)
+    got = ops.split_qkv_rmsnorm_rope(qkv, sin, cos, 3 * head, head, head, **kw)
+    _check_all(got, ref.split_qkv_rmsnorm_rope(qkv, sin, cos, 3 * head, head, head, **kw), exact=(2,))
+
+
 @pytest.mark.parametrize("neox", [True, False], ids=["neox", "gptj"])
 @pytest.mark.parametrize("rope_dim", [128, 64, 32])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
