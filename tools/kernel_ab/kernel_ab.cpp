@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::mt19937 rng(1);
-  const bool gated = op == "silu_and_mul" || op == "swiglu_quant";
+  const bool gated = op == "silu_and_mul" || op == "swiglu_oai" || op == "swiglu_quant";
   Buffer x(rows * d * elem * (gated ? 2 : 1)), residual(rows * d * elem), weight(d * elem);
   Buffer out(rows * d * (op == "swiglu_quant" ? 1 : elem)), scale(rows * 4);
   Buffer x0(x.n), residual0(residual.n);
@@ -106,17 +106,17 @@ int main(int argc, char** argv) {
       };
     }
     call = [a, rows](bool b) { b ? base::rmsnorm_rows(a, 0, rows) : head::rmsnorm_rows(a, 0, rows); };
-  } else if (op == "silu_and_mul") {
+  } else if (op == "silu_and_mul" || op == "swiglu_oai") {
     GluArgs a{};
-    a.dtype = dtype, a.kind = GluKind::silu_and_mul, a.d = d, a.x = x.p, a.x_stride = 2 * d, a.out = out.p;
-    a.out_stride = d;
+    a.dtype = dtype, a.d = d, a.x = x.p, a.x_stride = 2 * d, a.out = out.p, a.out_stride = d;
+    a.kind = op == "silu_and_mul" ? GluKind::silu_and_mul : GluKind::swiglu_oai, a.alpha = 1.702f, a.limit = 7.f;
     call = [a, rows](bool b) { b ? base::glu_rows(a, 0, rows) : head::glu_rows(a, 0, rows); };
   } else if (op == "swiglu_quant") {
     SwigluQuantArgs a{
         dtype, d, false, 7.f, x.p, 2 * d, reinterpret_cast<int8_t*>(out.p), d, reinterpret_cast<float*>(scale.p)};
     call = [a, rows](bool b) { b ? base::swiglu_quant_rows(a, 0, rows) : head::swiglu_quant_rows(a, 0, rows); };
   } else {
-    std::fprintf(stderr, "OP must be rmsnorm, fused_add_rmsnorm, silu_and_mul or swiglu_quant\n");
+    std::fprintf(stderr, "OP must be rmsnorm, fused_add_rmsnorm, silu_and_mul, swiglu_oai or swiglu_quant\n");
     return 2;
   }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: tools/kernel_ab/kernel_ab.sh BASE_REV OP ROWS HIDDEN DTYPE [REPS]
-#   OP: rmsnorm | fused_add_rmsnorm | silu_and_mul | swiglu_quant    DTYPE: bf16 | fp16 | fp32
+#   OP: rmsnorm | fused_add_rmsnorm | silu_and_mul | swiglu_oai | swiglu_quant    DTYPE: bf16 | fp16 | fp32
 # Compiles sgl-npu-norm's kernels at BASE_REV (git) and in the working tree, both as the avx512 variant, and times
 # them against each other in one process (kernel_ab.cpp). Needs an x86-64 CPU with AVX512-BF16 and a GCC that
 # targets it. Example: tools/kernel_ab/kernel_ab.sh HEAD~1 swiglu_quant 64 7168 bf16

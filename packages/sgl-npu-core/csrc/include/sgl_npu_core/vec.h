@@ -382,18 +382,23 @@ inline void store16_int8_rint(int8_t* p, f32x8 lo, f32x8 hi, bool stream = false
 }
 inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// exp of N vectors in place: exp(x) = 2^n * 2^f, n = round(x log2 e), f = x log2 e - n in [-1/2, 1/2] (log2 e
-// split in two so f is exact to a few ulp), 2^f by a degree-5 polynomial: ~3e-7 relative on [-87, 88], saturating
-// outside. n is rounded with the 1.5 * 2^23 trick, which also leaves n in the low bits for building 2^n.
+// How accurate vexp_n and the functions built on it are, named by the results they serve. kFp32: ~1.5e-7 relative (a
+// degree-5 polynomial and f corrected for log2 e's rounding). kFp16: ~2.6e-6 (degree 4, a minimax fit, no
+// correction), 0.005 of an fp16 rounding step, and 3e-4 of an int8 code's step at a row's largest value (swiglu_quant
+// codes). kBf16: ~8e-5 (degree 3, a least-squares fit), 0.04 of a bf16 rounding step. Fits of 2^f on [-1/2, 1/2].
+enum class Accuracy { kFp32, kFp16, kBf16 };
+
+// exp of N vectors in place: exp(x) = 2^n * 2^f, n = round(x log2 e), f = x log2 e - n in [-1/2, 1/2], 2^f by a
+// polynomial (see Accuracy); saturating outside [-87, 88]. n is rounded with the 1.5 * 2^23 trick, which also leaves
+// n in the low bits for building 2^n.
 // Each step is taken for all N vectors before the next, so the instruction stream holds N independent chains side by
 // side: one vector's ~15-deep chain leaves the out-of-order window mostly waiting (silu_and_mul with N = 4 runs
 // 1.2-1.33x faster than one vector at a time, 2026-11-27). GCC unrolls the constant-count loops over k.
-// kBf16: accurate enough for results stored as bf16 (~8e-5 relative, 0.04 of a bf16 rounding step): a degree-3
-// polynomial and no correction of f, three FMAs fewer. kInfAbove: +inf from x >= ~88.4 (n = 128 builds 2^n = inf)
-// instead of saturating at ~2.4e38, for callers that divide by the result. kOfNegated: exp(-v), the sign carried by
-// the constants instead of one negation per vector (swiglu_quant 1.02x; bit-identical for every non-NaN v, and a NaN v
-// gives +inf where exp(-NaN) gave ~1e-38: a caller dividing v by the result keeps its NaN). V: f32x8 or f32x16.
-template <int N, bool kBf16 = false, bool kInfAbove = false, bool kOfNegated = false, class V>
+// kInfAbove: +inf from x >= ~88.4 (n = 128 builds 2^n = inf) instead of saturating at ~2.4e38, for callers that
+// divide by the result. kOfNegated: exp(-v), the sign carried by the constants instead of one negation per vector
+// (swiglu_quant 1.02x; bit-identical for every non-NaN v, and a NaN v gives +inf where exp(-NaN) gave ~1e-38: a
+// caller dividing v by the result keeps its NaN). V: f32x8 or f32x16.
+template <int N, Accuracy kAccuracy = Accuracy::kFp32, bool kInfAbove = false, bool kOfNegated = false, class V>
 SGL_NPU_INLINE void vexp_n(V* v) {
   using U = typename UintVec<V>::type;
   constexpr float kSign = kOfNegated ? -1.0f : 1.0f, kLo = -87.33654f, kHi = kInfAbove ? 89.0f : 88.37626f;
@@ -402,10 +407,15 @@ SGL_NPU_INLINE void vexp_n(V* v) {
   for (int k = 0; k < N; ++k) v[k] = kOfNegated ? vclamp(v[k], -kHi, -kLo) : vclamp(v[k], kLo, kHi);
   for (int k = 0; k < N; ++k) shifted[k] = v[k] * kLog2e + 12582912.0f;
   for (int k = 0; k < N; ++k) f[k] = v[k] * kLog2e - (shifted[k] - 12582912.0f);
-  if constexpr (kBf16) {  // least-squares relative fit on [-1/2, 1/2]
+  if constexpr (kAccuracy == Accuracy::kBf16) {
     for (int k = 0; k < N; ++k) p[k] = f[k] * 0.05508868380751114f + 0.24260405145947936f;
     for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 0.6932762416819607f;
     for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 0.9999289403695112f;
+  } else if constexpr (kAccuracy == Accuracy::kFp16) {
+    for (int k = 0; k < N; ++k) p[k] = f[k] * 0.009570068679749966f + 0.055917806923389435f;
+    for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 0.240247443318367f;
+    for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 0.6931218504905701f;
+    for (int k = 0; k < N; ++k) p[k] = p[k] * f[k] + 0.9999992847442627f;
   } else {
     for (int k = 0; k < N; ++k) f[k] = v[k] * (kSign * 1.925963033500011079e-8f) + f[k];  // log2 e - its fp32 value
     for (int k = 0; k < N; ++k) p[k] = f[k] * 1.3266970636323094e-3f + 9.675459936261177e-3f;
@@ -420,75 +430,16 @@ SGL_NPU_INLINE f32x8 vexp(f32x8 x) {
   vexp_n<1>(&x);
   return x;
 }
-// 1 / d to about 1 ulp: the 12-bit hardware estimate and one Newton step (a quarter of a division's cost).
-// For d beyond ~8.5e37 the estimate underflows and the result is 0; d must be finite.
-inline f32x8 vrcp(f32x8 d) {
-#if defined(__AVX__)
-  const f32x8 r = bitcast<f32x8>(_mm256_rcp_ps(bitcast<__m256>(d)));
-  return r + r * (1.0f - d * r);
-#else
-  return 1.0f / d;
-#endif
-}
-#if defined(SGL_NPU_HAVE_F32X16)
-inline f32x8 vrcp14(f32x8 d) { return bitcast<f32x8>(_mm256_rcp14_ps(bitcast<__m256>(d))); }
-inline f32x16 vrcp14(f32x16 d) { return bitcast<f32x16>(_mm512_rcp14_ps(bitcast<__m512>(d))); }
-#endif
-// sigmoid of N vectors in place (vexp saturates, so 1 + exp(-x) stays finite and vrcp applies), chains side by side.
-// kBf16 (see vexp_n): with AVX-512 the 14-bit reciprocal estimate stands without vrcp's Newton step (~6e-5).
-template <int N, bool kBf16 = false, class V>
-inline void vsigmoid_n(V* v) {
-  for (int k = 0; k < N; ++k) v[k] = -v[k];
-#if defined(SGL_NPU_HAVE_F32X16)
-  if constexpr (kBf16) {  // exp may be inf here: the estimate of 1 / inf is 0, so sigmoid(-inf) = 0 as torch's
-    vexp_n<N, kBf16, true>(v);
-    for (int k = 0; k < N; ++k) v[k] = vrcp14(1.0f + v[k]);
-    return;
-  } else
-#endif
-  {
-    static_assert(std::is_same_v<V, f32x8>, "the full-precision sigmoid is 8 lanes wide");
-    // With AVX vrcp's estimate of 1 / ~2.4e38 (saturated exp) is 0, and its Newton step would turn 1 / inf into
-    // NaN; without, vrcp divides, and 1 / inf is the 0 that makes sigmoid(-inf) * -inf NaN as torch's.
-#if defined(__AVX__)
-    vexp_n<N, kBf16>(v);
-#else
-    vexp_n<N, kBf16, true>(v);
-#endif
-    for (int k = 0; k < N; ++k) v[k] = vrcp(1.0f + v[k]);
-  }
-}
-inline f32x8 vsigmoid(f32x8 x) {
-  vsigmoid_n<1>(&x);
-  return x;
-}
-// x * sigmoid(x) of N vectors in place: x / (1 + exp(-x)) by one correctly rounded division, which runs beside the
-// FMA pipes: 1.05-1.15x over vrcp's estimate, Newton step and multiply (swiglu_quant bf16 / fp16 4096 x 7168,
-// silu_and_mul fp16 / fp32; without AVX-512 silu_and_mul bf16 1.09x, fp16 0.99x; alternated in one process; sigmoid
-// alone by division measured 0.98-1.01x and keeps vrcp). With AVX-512, kBf16 keeps sigmoid's 14-bit estimate times x
-// (see vsigmoid_n): fewer instructions than the division.
-template <int N, bool kBf16 = false, class V>
-inline void vsilu_n(V* v) {
-#if defined(SGL_NPU_HAVE_F32X16)
-  constexpr bool kByDivision = !kBf16;
-#else
-  constexpr bool kByDivision = true;
-#endif
-  if constexpr (kByDivision) {  // exp(-x) = inf below x ~ -88.4: x / inf = -0, and -inf / inf = NaN as torch's
-    V e[N];
-    for (int k = 0; k < N; ++k) e[k] = v[k];
-    vexp_n<N, kBf16, true, true>(e);
-    for (int k = 0; k < N; ++k) v[k] = v[k] / (1.0f + e[k]);
-  } else {
-    V s[N];
-    for (int k = 0; k < N; ++k) s[k] = v[k];
-    vsigmoid_n<N, kBf16>(s);
-    for (int k = 0; k < N; ++k) v[k] = v[k] * s[k];
-  }
-}
-inline f32x8 vsilu(f32x8 x) {
-  vsilu_n<1>(&x);
-  return x;
+// x * sigmoid(x) of N vectors in place, as x / (1 + exp(-x)): one correctly rounded division, which runs beside the
+// FMA pipes. It beat the reciprocal estimate and its Newton step by 1.05-1.15x (swiglu_quant 4096 x 7168, silu_and_mul
+// fp16 / fp32), and AVX-512's 14-bit estimate alone by 1.05x (silu_and_mul bf16, 2026-11-28); alternated in one
+// process. exp(-x) = inf below x ~ -88.4: x / inf = -0, and -inf / inf = NaN as torch's.
+template <int N, Accuracy kAccuracy = Accuracy::kFp32, class V>
+SGL_NPU_INLINE void vsilu_n(V* v) {
+  V e[N];
+  for (int k = 0; k < N; ++k) e[k] = v[k];
+  vexp_n<N, kAccuracy, true, true>(e);
+  for (int k = 0; k < N; ++k) v[k] = v[k] / (1.0f + e[k]);
 }
 
 // ---- sixteen values at a time -------------------------------------------------------------------------------
