@@ -4,8 +4,9 @@ This machine's copy bandwidth drifts between ~23 and ~65 GB/s over minutes, and 
 drift with it, so one table's % copy says little about how a row fares in another phase. This times every op of a
 suite (sgl-npu-norm's `norm` or `rope` benchmarks) at one row count, each in turn with a copy of its bytes, sweep
 after sweep for the given seconds, and prints per op the smallest, 10th-percentile and median % copy with the range
-of GB/s seen. Options after the seconds: `--ops a,b` (a subset), `--shapes 7168,qwen3-8b` (the suite's second shape
-parameter: hidden size or model), `--dtype bfloat16`.
+of GB/s seen; the same against a copy of 64 MB timed in turn too (% mem copy: the machine's memory bandwidth, where
+a row that fits the caches has its same-bytes copy run from them). Options after the seconds: `--ops a,b` (a
+subset), `--shapes 7168,qwen3-8b` (the suite's second shape parameter: hidden size or model), `--dtype bfloat16`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="bfloat16")
     args = parser.parse_args(argv)
 
-    from sgl_npu_core.bench import copy_call, time_us_alternating
+    from sgl_npu_core.bench import MEM_COPY_BYTES, copy_call, mem_copy_call, time_us_alternating
 
     if args.suite == "rope":
         import bench_rope as bench
@@ -46,24 +47,38 @@ def main(argv: list[str] | None = None) -> None:
     dtype = getattr(torch, args.dtype)
     cases = {(op, shape): bench.OPS[op](args.rows, shape, dtype) for op in ops for shape in shapes}
     copies = {key: copy_call(case.nbytes // 2) for key, case in cases.items()}
-    samples: dict[tuple, list[tuple[float, float]]] = {key: [] for key in cases}  # (kernel GB/s, copy GB/s)
+    mem_copy = mem_copy_call()
+    # (kernel GB/s, same-bytes copy GB/s, memory copy GB/s)
+    samples: dict[tuple, list[tuple[float, float, float]]] = {key: [] for key in cases}
     end = time.perf_counter() + args.seconds
     sweeps = 0
     while time.perf_counter() < end or sweeps == 0:
         for key, case in cases.items():
-            us, copy_us = time_us_alternating([case.out, copies[key]], min_time_s=0.2)
-            samples[key].append((case.nbytes / us / 1e3, case.nbytes / copy_us / 1e3))
+            us, copy_us, mem_us = time_us_alternating([case.out, copies[key], mem_copy], min_time_s=0.2)
+            samples[key].append(
+                (case.nbytes / us / 1e3, case.nbytes / copy_us / 1e3, 2 * MEM_COPY_BYTES / mem_us / 1e3)
+            )
         sweeps += 1
 
     print(f"{sweeps} sweeps of {args.seconds:g} s, {args.rows} rows, {args.dtype}, {torch.get_num_threads()} threads")
-    print("| op | shape | min % | p10 % | median % | GB/s | copy GB/s |")
+    print(
+        "| op | shape | % copy min / p10 / median | % mem copy min / p10 / median | GB/s | copy GB/s | mem copy GB/s |"
+    )
     print("|---|---|--:|--:|--:|--:|--:|")
+
+    def spread(pct: list[float]) -> str:
+        pct = sorted(pct)
+        return f"{pct[0]:.0f} / {pct[len(pct) // 10]:.0f} / {statistics.median(pct):.0f}"
+
+    def span(values: list[float]) -> str:
+        return f"{min(values):.1f}-{max(values):.1f}"
+
     for (op, shape), runs in samples.items():
-        pct = sorted(100 * gbs / copy for gbs, copy in runs)
-        kernel, copy = [g for g, _ in runs], [c for _, c in runs]
+        kernel, copy, mem = ([run[i] for run in runs] for i in range(3))
+        same = spread([100 * g / c for g, c in zip(kernel, copy, strict=True)])
         print(
-            f"| {op} | {shape} | {pct[0]:.0f} | {pct[len(pct) // 10]:.0f} | {statistics.median(pct):.0f} "
-            f"| {min(kernel):.1f}-{max(kernel):.1f} | {min(copy):.1f}-{max(copy):.1f} |"
+            f"| {op} | {shape} | {same} | {spread([100 * g / m for g, m in zip(kernel, mem, strict=True)])} "
+            f"| {span(kernel)} | {span(copy)} | {span(mem)} |"
         )
 
 

@@ -43,8 +43,9 @@ def test_measure_times_the_yardsticks_in_turn():
     y = torch.empty_like(x)
     case = Case(lambda: torch.mul(x, 2, out=y), lambda: x * 2, lambda t: t * 2, (x,), 2 * x.nbytes, flops=x.numel())
     timing = {"warmup": 1, "min_iters": 2, "min_time_s": 0.0}
-    row = measure("mul", case, "4096", torch.float32, copy_call(x.nbytes), True, timing)
+    row = measure("mul", case, "4096", torch.float32, copy_call(x.nbytes), True, timing, mem_copy=True)
     assert row.copy_gbs > 0 and row.pct_copy > 0
+    assert row.mem_copy_gbs > 0 and row.pct_mem_copy == pytest.approx(100 * row.gbs / row.mem_copy_gbs)
     assert row.gflops == pytest.approx(x.numel() / row.us / 1e3) and row.gemm_gflops > 0 and row.pct_gemm > 0
     assert row.eager_us > 0 and row.compile_us > 0
 
@@ -59,6 +60,8 @@ def test_row_derives_bandwidth_and_speedups():
     )
     assert row.gbs == pytest.approx(10.0)
     assert row.pct_copy == pytest.approx(50.0)
+    assert row.pct_mem_copy is None  # not measured
+    assert Row("op", "2x3", "bfloat16", us=10.0, bytes=100_000, mem_copy_gbs=40.0).pct_mem_copy == pytest.approx(25.0)
     assert row.vs_eager == pytest.approx(3.0)  # against the fresh-output time
     assert row.vs_compile == pytest.approx(2.0)
     bare = Row("op", "2x3", "float16", us=5.0)

@@ -134,6 +134,17 @@ def gemm_call() -> tuple[Callable[[], object], int]:
     return (lambda: a @ b), 2 * n**3
 
 
+_mem_copies: dict[str, Callable[[], object]] = {}
+
+
+def mem_copy_call() -> Callable[[], object]:
+    """:func:`copy_call` of :data:`MEM_COPY_BYTES` on the current device, made once per device."""
+    key = str(_device)
+    if key not in _mem_copies:
+        _mem_copies[key] = copy_call(MEM_COPY_BYTES)
+    return _mem_copies[key]
+
+
 def copy_bandwidth_gbs(nbytes: int, dtype: torch.dtype = torch.uint8, **timing) -> float:
     """GB/s of :func:`copy_call` of ``nbytes``, counting the read and the write."""
     return 2 * nbytes / time_us(copy_call(nbytes, dtype), **timing) / 1e3
@@ -159,7 +170,12 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_facts(copy_nbytes: int = 64 << 20) -> dict:
+# A copy this large runs from memory on every machine here (the CPUs' 32 MB L3, the GPUs' 50-60 MB L2): its GB/s,
+# counting the read and the write, is the machine's copy bandwidth.
+MEM_COPY_BYTES = 64 << 20
+
+
+def machine_facts(copy_nbytes: int = MEM_COPY_BYTES) -> dict:
     """What the numbers depend on: torch build, threads, CPU (or GPU and Triton), the copy bandwidth of a large
     buffer, and the load average (other work on a small machine stalls the threads: a high load flags a noisy
     run)."""
@@ -185,8 +201,10 @@ class Row:
     """One op at one shape and dtype. Times in microseconds; None where not measured.
 
     ``us`` is with preallocated outputs (``out=``), ``us_fresh`` with outputs allocated by the call.
-    ``copy_gbs`` is the copy bandwidth for the same byte count and ``gemm_gflops`` torch's GEMM rate
-    (:func:`gemm_call`; rows with ``flops``, the compute-bound ones), each timed in turn with ``us``. The
+    ``copy_gbs`` is the copy bandwidth for the same byte count, ``mem_copy_gbs`` that of a copy far larger than the
+    caches (:data:`MEM_COPY_BYTES`: the machine's memory bandwidth, which a row that fits the caches can exceed) and
+    ``gemm_gflops`` torch's GEMM rate (:func:`gemm_call`; rows with ``flops``, the compute-bound ones), each timed in
+    turn with ``us``. The
     speed-ups compare like with like: the references allocate their outputs, so they divide by ``us_fresh`` when
     there is one;
     ``vs_compile_out`` is the kernel with ``out=`` against the compiled reference as a user calls it.
@@ -203,8 +221,10 @@ class Row:
     compile_us: float | None = None
     flops: int | None = None
     gemm_gflops: float | None = None
+    mem_copy_gbs: float | None = None
     gbs: float | None = dataclasses.field(init=False, default=None)
     pct_copy: float | None = dataclasses.field(init=False, default=None)
+    pct_mem_copy: float | None = dataclasses.field(init=False, default=None)
     gflops: float | None = dataclasses.field(init=False, default=None)
     pct_gemm: float | None = dataclasses.field(init=False, default=None)
     vs_eager: float | None = dataclasses.field(init=False, default=None)
@@ -216,6 +236,8 @@ class Row:
             self.gbs = self.bytes / self.us / 1e3
             if self.copy_gbs:
                 self.pct_copy = 100 * self.gbs / self.copy_gbs
+            if self.mem_copy_gbs:
+                self.pct_mem_copy = 100 * self.gbs / self.mem_copy_gbs
         if self.flops is not None:
             self.gflops = self.flops / self.us / 1e3
             if self.gemm_gflops:
@@ -241,6 +263,7 @@ _COLUMNS = [
     ("MB", "bytes", "{:.3g}"),
     ("GB/s", "gbs", "{:.2f}"),
     ("% copy", "pct_copy", "{:.0f}%"),
+    ("% mem copy", "pct_mem_copy", "{:.0f}%"),
     ("GFLOP/s", "gflops", "{:.1f}"),
     ("% GEMM", "pct_gemm", "{:.0f}%"),
     ("eager µs", "eager_us", "{:.1f}"),
@@ -355,7 +378,10 @@ SUITE_NOTES = [
     "outputs' memory (`sgl_npu_core.memory`, already faulted in; smaller ones from torch's allocator); the "
     "references' outputs come from torch's allocator.",
     "MB: reads + writes of the data tensors, each counted once; % copy: GB/s over that of `dst.copy_(src)` "
-    "moving the same bytes, timed in turn with the kernel (call for call, so both see the machine's drift).",
+    "moving the same bytes, timed in turn with the kernel (call for call, so both see the machine's drift); "
+    "% mem copy: the same over a copy of 64 MB, far larger than the caches (the machine's memory bandwidth, as "
+    "the header's copy), also timed in turn. Rows that fit the caches have their same-bytes copy run from the "
+    "caches, several times faster than memory.",
     "eager / compile: the PyTorch reference called as a user calls it, eagerly and through "
     "`torch.compile(dynamic=False)`; × = reference time / kernel time (fresh outputs, as the reference "
     "allocates too).",
@@ -380,13 +406,23 @@ class Case:
 
 
 def measure(
-    name: str, case: Case, shape: str, dtype: torch.dtype, copy: Callable[[], object], refs: bool, timing: dict
+    name: str,
+    case: Case,
+    shape: str,
+    dtype: torch.dtype,
+    copy: Callable[[], object],
+    refs: bool,
+    timing: dict,
+    mem_copy: bool = False,
 ) -> Row:
     """Times ``case`` (out=, fresh) and, with ``refs``, its reference eagerly and under torch.compile. ``copy``
-    (a :func:`copy_call` of half the case's bytes) and, for a case with ``flops``, :func:`gemm_call` are timed in
-    turn with ``case.out``: the yardsticks of % copy and % GEMM."""
+    (a :func:`copy_call` of half the case's bytes), with ``mem_copy`` :func:`mem_copy_call` and, for a case with
+    ``flops``, :func:`gemm_call` are timed in turn with ``case.out``: the yardsticks of % copy, % mem copy and
+    % GEMM."""
     gemm, gemm_flops = gemm_call() if case.flops is not None else (None, None)
-    us, copy_us, *gemm_us = time_us_alternating([case.out, copy] + ([gemm] if gemm else []), **timing)
+    extra = ([mem_copy_call()] if mem_copy else []) + ([gemm] if gemm else [])
+    us, copy_us, *extra_us = time_us_alternating([case.out, copy, *extra], **timing)
+    mem_copy_us = extra_us.pop(0) if mem_copy else None
     us_fresh = None if case.fresh is None else time_us(case.fresh, **{"min_warmup": FRESH_WARMUP_CALLS, **timing})
     eager_us = compile_us = None
     if refs:
@@ -396,7 +432,8 @@ def measure(
     return Row(
         name, shape, str(dtype).removeprefix("torch."), us, us_fresh, case.nbytes,
         case.nbytes / copy_us / 1e3, eager_us, compile_us, case.flops,
-        gemm_flops / gemm_us[0] / 1e3 if gemm else None,
+        gemm_flops / extra_us[0] / 1e3 if gemm else None,
+        None if mem_copy_us is None else 2 * MEM_COPY_BYTES / mem_copy_us / 1e3,
     )  # fmt: skip
 
 
@@ -456,8 +493,12 @@ def run_suite(
                     copies[case.nbytes] = copy_call(case.nbytes // 2)
                 refs = case.nbytes / 1e6 <= args.ref_max_mb
                 label = "x".join(str(s) for s in shape)
-                row = report.add(measure(op, case, label, dtype, copies[case.nbytes], refs, timing))
-                print(f"{row.label}: {row.us:.1f} us, {row.pct_copy:.0f}% copy", file=sys.stderr, flush=True)
+                row = report.add(measure(op, case, label, dtype, copies[case.nbytes], refs, timing, mem_copy=True))
+                print(
+                    f"{row.label}: {row.us:.1f} us, {row.pct_copy:.0f}% copy, {row.pct_mem_copy:.0f}% mem copy",
+                    file=sys.stderr,
+                    flush=True,
+                )
     paths = report.write(args.out)
     report.print()
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
