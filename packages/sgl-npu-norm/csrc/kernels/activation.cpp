@@ -42,20 +42,22 @@ inline float swiglu_oai1(float g, float u, float alpha, float limit) {
   return (u + 1.0f) * g * sigmoid(alpha * g);
 }
 
-// The gate and up values at i of the next row (`next`: the row itself on a task's last row), asked for from the
-// caches one step at a time while this row is computed: DRAM works alongside the arithmetic (silu_and_mul and
-// swiglu_quant 4096 x 7168 bf16: 8-12 % faster, interleaved in one process).
+// The gate and up values at [i, i + 32) of the next row (`next`: the row itself on a task's last row), asked for while
+// this row is computed: DRAM works alongside the arithmetic (silu_and_mul and swiglu_quant 4096 x 7168 bf16: 8-12 %
+// faster than no requests). Into L2 (prefetcht1), one request per line: the next row is wanted a row's arithmetic
+// later (~2 us), and brought into L1 it evicted this row's values and the activation buffer first. Against requests
+// into L1, alternated in one process at 4096 x 7168, two threads: swiglu_quant bf16 1.11x, fp16 1.04x, fp32 1.25x;
+// silu_and_mul 1.08x / 1.03x / 1.18x. Two rows ahead instead of one: 1.00x.
 template <class T>
 inline void ask_next_row(const T* next, int64_t d, int64_t i) {
-  prefetch_bytes(next + i, 2 * kVec * int64_t(sizeof(T)));  // one step's values: half a line for bf16, one for fp32
-  prefetch_bytes(next + d + i, 2 * kVec * int64_t(sizeof(T)));
+  prefetch_bytes<2>(next + i, 32 * int64_t(sizeof(T)));
+  prefetch_bytes<2>(next + d + i, 32 * int64_t(sizeof(T)));
 }
 
 // The gate and up values at [i, i + 32) in load32's order, asking for the same place of the next row.
 template <class T>
 inline void gate_up32(const T* x, const T* next, int64_t d, int64_t i, f32xW* g, f32xW* u) {
   ask_next_row(next, d, i);
-  ask_next_row(next, d, i + 2 * kVec);
   load32(x + i, g);
   load32(x + d + i, u);
 }
