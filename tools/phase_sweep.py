@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="bfloat16")
     args = parser.parse_args(argv)
 
-    from sgl_npu_core.bench import MEM_COPY_BYTES, copy_call, mem_copy_call, time_us_alternating
+    from sgl_npu_core.bench import copy_call, mem_copy_call, mem_copy_gbs, time_us_alternating
 
     if args.suite == "rope":
         import bench_rope as bench
@@ -55,9 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     while time.perf_counter() < end or sweeps == 0:
         for key, case in cases.items():
             us, copy_us, mem_us = time_us_alternating([case.out, copies[key], mem_copy], min_time_s=0.2)
-            samples[key].append(
-                (case.nbytes / us / 1e3, case.nbytes / copy_us / 1e3, 2 * MEM_COPY_BYTES / mem_us / 1e3)
-            )
+            samples[key].append((case.nbytes / us / 1e3, case.nbytes / copy_us / 1e3, mem_copy_gbs(mem_us)))
         sweeps += 1
 
     print(f"{sweeps} sweeps of {args.seconds:g} s, {args.rows} rows, {args.dtype}, {torch.get_num_threads()} threads")
@@ -76,10 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     for (op, shape), runs in samples.items():
         kernel, copy, mem = ([run[i] for run in runs] for i in range(3))
         same = spread([100 * g / c for g, c in zip(kernel, copy, strict=True)])
-        print(
-            f"| {op} | {shape} | {same} | {spread([100 * g / m for g, m in zip(kernel, mem, strict=True)])} "
-            f"| {span(kernel)} | {span(copy)} | {span(mem)} |"
-        )
+        memory = spread([100 * g / m for g, m in zip(kernel, mem, strict=True)])
+        print(f"| {op} | {shape} | {same} | {memory} | {span(kernel)} | {span(copy)} | {span(mem)} |")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,9 @@ def gemm_call() -> tuple[Callable[[], object], int]:
     return (lambda: a @ b), 2 * n**3
 
 
+# A copy this large runs from memory on every machine here (the CPUs' 32 MB L3, the GPUs' 50-60 MB L2): its GB/s,
+# counting the read and the write, is the machine's copy bandwidth.
+MEM_COPY_BYTES = 64 << 20
 _mem_copies: dict[str, Callable[[], object]] = {}
 
 
@@ -143,6 +146,11 @@ def mem_copy_call() -> Callable[[], object]:
     if key not in _mem_copies:
         _mem_copies[key] = copy_call(MEM_COPY_BYTES)
     return _mem_copies[key]
+
+
+def mem_copy_gbs(us: float) -> float:
+    """GB/s of a :func:`mem_copy_call` that took ``us`` microseconds, counting the read and the write."""
+    return 2 * MEM_COPY_BYTES / us / 1e3
 
 
 def copy_bandwidth_gbs(nbytes: int, dtype: torch.dtype = torch.uint8, **timing) -> float:
@@ -168,11 +176,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-# A copy this large runs from memory on every machine here (the CPUs' 32 MB L3, the GPUs' 50-60 MB L2): its GB/s,
-# counting the read and the write, is the machine's copy bandwidth.
-MEM_COPY_BYTES = 64 << 20
 
 
 def machine_facts(copy_nbytes: int = MEM_COPY_BYTES) -> dict:
@@ -204,10 +207,9 @@ class Row:
     ``copy_gbs`` is the copy bandwidth for the same byte count, ``mem_copy_gbs`` that of a copy far larger than the
     caches (:data:`MEM_COPY_BYTES`: the machine's memory bandwidth, which a row that fits the caches can exceed) and
     ``gemm_gflops`` torch's GEMM rate (:func:`gemm_call`; rows with ``flops``, the compute-bound ones), each timed in
-    turn with ``us``. The
-    speed-ups compare like with like: the references allocate their outputs, so they divide by ``us_fresh`` when
-    there is one;
-    ``vs_compile_out`` is the kernel with ``out=`` against the compiled reference as a user calls it.
+    turn with ``us``. The speed-ups compare like with like: the references allocate their outputs, so they divide
+    by ``us_fresh`` when there is one; ``vs_compile_out`` is the kernel with ``out=`` against the compiled reference
+    as a user calls it.
     """
 
     op: str
@@ -433,7 +435,7 @@ def measure(
         name, shape, str(dtype).removeprefix("torch."), us, us_fresh, case.nbytes,
         case.nbytes / copy_us / 1e3, eager_us, compile_us, case.flops,
         gemm_flops / extra_us[0] / 1e3 if gemm else None,
-        None if mem_copy_us is None else 2 * MEM_COPY_BYTES / mem_copy_us / 1e3,
+        None if mem_copy_us is None else mem_copy_gbs(mem_copy_us),
     )  # fmt: skip
 
 
